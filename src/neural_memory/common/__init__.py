@@ -1,0 +1,1 @@
+"""Shared math used by all three papers: attention (Titans Eq. 1-7), masks, scans."""

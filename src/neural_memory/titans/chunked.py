@@ -1,0 +1,183 @@
+r"""The chunk-parallel long-term memory (Titans §3.2, Eq. 16-18): the fast form used for training.
+
+Inside a chunk of ``b`` tokens every gradient is taken at the same weights, those of the chunk's start
+(mini-batch gradient descent, Eq. 16). That freezes the only non-linear part of the recurrence, and what is
+left is linear in the per-token gradients :math:`u_i = \nabla\ell(\mathcal{M}_{t'}; x_i)`:
+
+* momentum (Eq. 18) :math:`S_t = \eta_t S_{t-1} - \theta_t u_t` and forgetting (Eq. 13)
+  :math:`\mathcal{M}_t = (1-\alpha_t)\mathcal{M}_{t-1} + S_t` are two first-order linear recurrences. We run
+  them with the parallel associative scan of :mod:`neural_memory.common.scan` on *coefficient vectors*: the
+  scan tracks how much of each :math:`u_i`, of :math:`S_{t'}` and of :math:`\mathcal{M}_{t'}` is in
+  :math:`\mathcal{M}_t`, giving
+
+  .. math::
+      \mathcal{M}_t = \beta_t\,\mathcal{M}_{t'} + s_t\,S_{t'} + \sum_{i \le t} Q_{ti}\, u_i ,
+
+  with :math:`\beta_t = \prod_{j=t'+1}^{t}(1-\alpha_j)` (the :math:`\beta_t/\beta_{t'}` of Eq. 16) and a
+  lower-triangular ``b × b`` matrix :math:`Q` (with :math:`\eta \equiv 0`,
+  :math:`Q_{ti} = -\theta_i\beta_t/\beta_i`, exactly Eq. 16's weights).
+* each :math:`u_i` of an MLP layer is an outer product :math:`a_i^\top g_i` (closed-form back-propagation,
+  Eq. 17 generalised), so neither per-token gradients nor per-token weights are ever materialised. Reading
+  the memory at position ``t`` through layer ``l`` (the TTT "dual form", catalog T-U8) is
+
+  .. math::
+      h\,W_{l,t} = \beta_t\,(h W_{l,t'}) + s_t\,(h S_{l,t'}) + \big((h A_l^\top) \odot Q\big)_t\, G_l ,
+
+  a handful of matmuls of chunk-sized matrices.
+
+The weights and momentum at the chunk's end are carried to the next chunk; chunks themselves run in
+sequence, since each chunk's gradients need the previous chunk's final weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import Tensor
+
+from neural_memory.common.scan import linear_scan
+from neural_memory.registry import implements
+from neural_memory.titans.memory_model import MemoryMLP, Weights
+from neural_memory.titans.state import MemoryState
+
+
+def _expand(coeff: Tensor, like: Tensor) -> Tensor:
+    return coeff[:, None, None] if like.dim() == 3 else coeff
+
+
+@implements("titans", 16, 18)
+def chunk_coefficients(alpha: Tensor, eta: Tensor, theta: Tensor) -> dict[str, Tensor]:
+    r"""Closed-form coefficients of a chunk's recurrences (Titans v1, Eq. 16 and Eq. 18; catalog T-U5, T-U6).
+
+    .. math::
+        S_t = \eta_t S_{t-1} - \theta_t u_t \qquad (18) \\
+        \mathcal{M}_t = \beta_t\mathcal{M}_0 - \sum_{i=1}^{t}\theta_i\frac{\beta_t}{\beta_i}
+            \nabla\ell(\mathcal{M}_{t'}; x_i) \qquad (16,\ \eta = 0)
+
+    Both recurrences are scanned in parallel with the per-token gradients :math:`u_i` kept symbolic, as
+    unit vectors of a ``b``-dimensional coefficient space.
+
+    Args:
+        alpha, eta, theta: gates of the chunk's tokens, ``(N, b)``.
+
+    Returns:
+        dict of ``eta_decay (N, b)`` = :math:`\prod_{j\le t}\eta_j` (weight of :math:`S_{t'}` in :math:`S_t`),
+        ``P (N, b, b)`` (weight of :math:`u_i` in :math:`S_t`), ``beta (N, b)`` (weight of
+        :math:`\mathcal{M}_{t'}` in :math:`\mathcal{M}_t`), ``s (N, b)`` (weight of :math:`S_{t'}` in
+        :math:`\mathcal{M}_t`) and ``Q (N, b, b)`` (weight of :math:`u_i` in :math:`\mathcal{M}_t`).
+    """
+    n = alpha.shape[-1]
+    eye = torch.eye(n, dtype=alpha.dtype, device=alpha.device)
+    eta_decay, p = linear_scan(eta, -theta[..., None] * eye)  # Eq. 18, input -theta_i u_i at step i
+    keep = 1 - alpha
+    beta, q = linear_scan(keep, p)  # Eq. 13 driven by the momenta
+    _, s = linear_scan(keep, eta_decay[..., None])
+    return {"eta_decay": eta_decay, "P": p, "beta": beta, "s": s[..., 0], "Q": q}
+
+
+def _dual_read(
+    model: MemoryMLP, weights: Weights, momentum: Weights, acts, grads, c, queries: Tensor
+) -> Tensor:
+    """Read every position of the chunk with its own weights M_t, without materialising them (T-U8)."""
+    h = queries
+    beta, s, q = c["beta"][..., None], c["s"][..., None], c["Q"]
+    for layer, (w, m, a, g) in enumerate(zip(weights, momentum, acts, grads, strict=True)):
+        z = beta * (h @ w) + s * (h @ m) + ((h @ a.transpose(-1, -2)) * q) @ g
+        h = model.act(z) if layer < len(weights) - 1 else z
+    return h
+
+
+def _chunk(model, weights, momentum, grad_weights, keys, values, queries, alpha, eta, theta, read):
+    """One chunk (or the piece of one): returns ``(y or None, weights at its end, momentum at its end)``."""
+    acts, grads = model.gradient_factors(grad_weights, keys, values)
+    c = chunk_coefficients(alpha, eta, theta)
+    y = None
+    if queries is not None:
+        if read == "token":
+            y = _dual_read(model, weights, momentum, acts, grads, c, queries)
+        else:
+            y = model.recall(grad_weights, queries)
+    last_q, last_p = c["Q"][:, -1], c["P"][:, -1]  # coefficients of u_i in M_end, S_end: (N, b)
+    new_w, new_s = [], []
+    for w, m, a, g in zip(weights, momentum, acts, grads, strict=True):
+        new_w.append(
+            _expand(c["beta"][:, -1], w) * w
+            + _expand(c["s"][:, -1], w) * m
+            + (a * last_q[..., None]).transpose(-1, -2) @ g
+        )
+        new_s.append(_expand(c["eta_decay"][:, -1], m) * m + (a * last_p[..., None]).transpose(-1, -2) @ g)
+    return y, tuple(new_w), tuple(new_s)
+
+
+@implements("titans", 16, 18)
+def chunked_memory(
+    model: MemoryMLP,
+    state: MemoryState,
+    keys: Tensor,
+    values: Tensor,
+    queries: Tensor | None,
+    alpha: Tensor,
+    eta: Tensor,
+    theta: Tensor,
+    *,
+    chunk_size: int,
+    read: str = "token",
+) -> tuple[Tensor | None, MemoryState]:
+    r"""Chunk-parallel long-term memory (Titans v1, Eq. 16-18), equal to :func:`reference_memory`.
+
+    .. math::
+        \mathcal{M}_t = \beta_t\mathcal{M}_0 - \sum_{i=1}^{t}\theta_i\frac{\beta_t}{\beta_i}
+            \nabla\ell(\mathcal{M}_{t'}; x_i), \quad t' = b\lfloor (t-1)/b \rfloor \qquad (16) \\
+        S_t = \eta_t S_{t-1} - \theta_t u_t \qquad (18)
+
+    Chunks are aligned on the stream (every ``chunk_size`` tokens since its start), so a call that begins
+    inside a chunk first finishes that chunk with the gradients at ``state.chunk_weights``. Eq. 16 as printed
+    gives :math:`t' = t - \mathrm{mod}(t, b)`, which is ``b`` (not 0) for ``t = b``; we use the chunk start
+    (``docs/errata.md``). ``read`` is as in :func:`~neural_memory.titans.reference.reference_memory`.
+
+    Args:
+        keys, values: ``(N, T, d)``; queries: ``(N, T, d)`` or ``None`` (write only).
+        alpha, eta, theta: gates ``(N, T)``.
+
+    Returns:
+        ``(y (N, T, d) or None, new state)``.
+    """
+    weights, momentum, chunk_weights, offset = (
+        state.weights,
+        state.momentum,
+        state.chunk_weights,
+        state.offset,
+    )
+    outputs, pos, total = [], 0, keys.shape[1]
+    while pos < total:
+        n = min(chunk_size - offset, total - pos)
+        grad_weights = chunk_weights if offset else weights
+        piece = slice(pos, pos + n)
+        y, weights, momentum = _chunk(
+            model,
+            weights,
+            momentum,
+            grad_weights,
+            keys[:, piece],
+            values[:, piece],
+            None if queries is None else queries[:, piece],
+            alpha[:, piece],
+            eta[:, piece],
+            theta[:, piece],
+            read,
+        )
+        outputs.append(y)
+        offset = (offset + n) % chunk_size
+        chunk_weights = grad_weights if offset else weights
+        pos += n
+    y = None if queries is None else (torch.cat(outputs, dim=1) if outputs else queries[:, :0])
+    new_state = replace(
+        state,
+        weights=weights,
+        momentum=momentum,
+        chunk_weights=chunk_weights,
+        offset=offset,
+        tokens_seen=state.tokens_seen + total,
+    )
+    return y, new_state

@@ -1,0 +1,102 @@
+r"""The slow, obviously-correct long-term memory: one token at a time (Titans Eq. 13-15, catalog A1).
+
+For every token: take the gradient of the associative loss (Eq. 12) with ``torch.func`` autograd (no
+closed form), update the momentum (Eq. 14), decay the weights and add the momentum (Eq. 13), then read
+the memory with the token's query (Eq. 15). This is the definition the fast chunk-parallel code in
+:mod:`neural_memory.titans.chunked` is tested against.
+
+``chunk_size`` gives the same loop the mini-batch semantics of Titans §3.2: the gradient of token ``t`` is
+taken at the weights of the start of its chunk, :math:`\nabla\ell(\mathcal{M}_{t'}; x_t)` (Eq. 16), instead
+of at :math:`\mathcal{M}_{t-1}`. ``chunk_size=1`` is the exact recurrence of Eq. 13-14.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import Tensor
+from torch.func import grad, vmap
+
+from neural_memory.registry import implements
+from neural_memory.titans.associative_loss import associative_loss
+from neural_memory.titans.memory_model import MemoryMLP
+from neural_memory.titans.state import MemoryState
+from neural_memory.titans.update import forgetting_update, surprise_momentum
+
+
+def per_token_gradients(model: MemoryMLP, weights: tuple[Tensor, ...], key: Tensor, value: Tensor):
+    """:math:`\\nabla\\ell(\\mathcal{M}; x_t)` for one token of every sequence, by autograd (``torch.func``).
+
+    Args:
+        weights: one ``(N, d_in, d_out)`` tensor per layer; key, value: ``(N, d)``.
+    """
+
+    def loss(ws, k, v):
+        pred = model.recall(tuple(w[None] for w in ws), k[None, None])[0, 0]
+        return associative_loss(pred, v)
+
+    return vmap(grad(loss))(weights, key, value)
+
+
+@implements("titans", 13, 14, 15)
+def reference_memory(
+    model: MemoryMLP,
+    state: MemoryState,
+    keys: Tensor,
+    values: Tensor,
+    queries: Tensor | None,
+    alpha: Tensor,
+    eta: Tensor,
+    theta: Tensor,
+    *,
+    chunk_size: int = 1,
+    read: str = "token",
+) -> tuple[Tensor | None, MemoryState]:
+    r"""Token-by-token long-term memory (Titans v1, Eq. 13-15; Eq. 16's chunk semantics when ``chunk_size > 1``).
+
+    .. math::
+        S_t = \eta_t S_{t-1} - \theta_t \nabla\ell(\mathcal{M}_{t'}; x_t), \qquad
+        \mathcal{M}_t = (1-\alpha_t)\mathcal{M}_{t-1} + S_t, \qquad
+        y_t = \mathcal{M}^{*}_t(\mathbf{q}_t)
+
+    with :math:`t' = t-1` when ``chunk_size == 1`` (Eq. 13-14 exactly) and :math:`t'` the last token
+    before the chunk of ``t`` otherwise. ``read="token"`` answers query ``t`` with :math:`\mathcal{M}_t`
+    (after writing token ``t``); ``read="chunk"`` with :math:`\mathcal{M}_{t'}` (see ``docs/errata.md``).
+
+    Args:
+        keys, values: ``(N, T, d)``; queries: ``(N, T, d)`` or ``None`` (write only).
+        alpha, eta, theta: gates ``(N, T)``.
+
+    Returns:
+        ``(y (N, T, d) or None, new state)``.
+    """
+    weights, momentum, chunk_weights, offset = (
+        state.weights,
+        state.momentum,
+        state.chunk_weights,
+        state.offset,
+    )
+    outputs = []
+    for t in range(keys.shape[1]):
+        if offset == 0:
+            chunk_weights = weights
+        grads = per_token_gradients(model, chunk_weights, keys[:, t], values[:, t])
+        momentum = surprise_momentum(momentum, grads, eta[:, t], theta[:, t])
+        weights = forgetting_update(weights, momentum, alpha[:, t])
+        if queries is not None:
+            read_weights = weights if read == "token" else chunk_weights
+            outputs.append(model.recall(read_weights, queries[:, t : t + 1]))
+        offset = (offset + 1) % chunk_size
+    y = None if queries is None else (torch.cat(outputs, dim=1) if outputs else queries[:, :0])
+    if offset == 0:
+        chunk_weights = weights
+    new_state = replace(
+        state,
+        weights=weights,
+        momentum=momentum,
+        chunk_weights=chunk_weights,
+        offset=offset,
+        tokens_seen=state.tokens_seen + keys.shape[1],
+    )
+    return y, new_state

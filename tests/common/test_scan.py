@@ -1,0 +1,86 @@
+"""The parallel associative scan of a first-order linear recurrence (Titans Eq. 18, T-U5)."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from neural_memory.common.scan import combine, decay_matrix, linear_recurrence, linear_scan
+
+DT = torch.float64
+
+
+def loop_recurrence(a, b, h0):
+    """h_t = a_t h_{t-1} + b_t, written as the plain loop it is."""
+    h, out = h0, []
+    for t in range(a.shape[-1]):
+        h = a[..., t, None] * h + b[..., t, :]
+        out.append(h)
+    return torch.stack(out, dim=-2)
+
+
+@pytest.mark.equation("titans", 18)
+@given(
+    length=st.integers(1, 40),
+    seed=st.integers(0, 10_000),
+    special=st.sampled_from(["random", "zeros", "ones", "mixed"]),
+)
+def test_scan_equals_loop(length, seed, special):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.rand(3, length, generator=g, dtype=DT)
+    if special == "zeros":
+        a.zero_()
+    elif special == "ones":
+        a.fill_(1.0)
+    elif special == "mixed":  # gates exactly at 0 and 1 in the middle of the sequence
+        a[:, ::3] = 0.0
+        a[:, 1::3] = 1.0
+    b = torch.randn(3, length, 5, generator=g, dtype=DT)
+    h0 = torch.randn(3, 5, generator=g, dtype=DT)
+    torch.testing.assert_close(linear_recurrence(a, b, h0), loop_recurrence(a, b, h0), rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("titans", 18)
+@given(seed=st.integers(0, 10_000))
+def test_combine_is_associative(seed):
+    g = torch.Generator().manual_seed(seed)
+    pairs = [(torch.rand(2, generator=g, dtype=DT), torch.randn(2, 3, generator=g, dtype=DT)) for _ in range(3)]
+    left = combine(combine(pairs[0], pairs[1]), pairs[2])
+    right = combine(pairs[0], combine(pairs[1], pairs[2]))
+    for x, y in zip(left, right, strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-14)
+
+
+@pytest.mark.equation("titans", 18)
+def test_constant_gates_give_the_lti_closed_form():
+    # T-U7: constant eta, theta => S_t = eta^t S_0 - theta * sum_i eta^(t-i) u_i
+    eta, theta, n = 0.7, 0.3, 6
+    u = torch.randn(n, 4, dtype=DT)
+    s0 = torch.randn(4, dtype=DT)
+    s = linear_recurrence(torch.full((n,), eta, dtype=DT), -theta * u, s0)
+    for t in range(1, n + 1):
+        expected = eta**t * s0 - theta * sum(eta ** (t - i) * u[i - 1] for i in range(1, t + 1))
+        torch.testing.assert_close(s[t - 1], expected, rtol=0, atol=1e-12)
+
+
+def test_linear_scan_returns_cumulative_decay_and_input():
+    a = torch.tensor([0.5, 0.0, 2.0], dtype=DT)
+    b = torch.tensor([[1.0], [3.0], [5.0]], dtype=DT)
+    decay, acc = linear_scan(a, b)
+    torch.testing.assert_close(decay, torch.tensor([0.5, 0.0, 0.0], dtype=DT))
+    # h1 = 1, h2 = 0*1 + 3 = 3, h3 = 2*3 + 5 = 11
+    torch.testing.assert_close(acc, torch.tensor([[1.0], [3.0], [11.0]], dtype=DT))
+
+
+def test_decay_matrix_by_hand():
+    a = torch.tensor([0.5, 0.0, 2.0], dtype=DT)
+    # R[t, j] = prod_{k=j+1}^{t} a_k for j <= t, 0 above the diagonal
+    expected = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 2.0, 1.0]], dtype=DT)
+    torch.testing.assert_close(decay_matrix(a), expected, rtol=0, atol=0)
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError, match="b"):
+        linear_scan(torch.rand(2, 3), torch.rand(2, 4, 1))
+    with pytest.raises(ValueError, match="initial"):
+        linear_recurrence(torch.rand(2, 3), torch.rand(2, 3, 1), torch.rand(2, 5))

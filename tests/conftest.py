@@ -1,0 +1,17 @@
+"""Test configuration shared by the whole suite.
+
+Tests declare the equations they verify with ``@pytest.mark.equation(paper, number)``; the marker is
+registered in ``pyproject.toml`` and read by ``neural-memory equations`` through pytest collection.
+"""
+
+import os
+
+import torch
+from hypothesis import settings
+
+# Deterministic, CI-sized hypothesis runs; `HYPOTHESIS_PROFILE=thorough pytest` for a longer search.
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
+settings.register_profile("thorough", max_examples=500, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))

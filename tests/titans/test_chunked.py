@@ -1,0 +1,185 @@
+"""The chunk-parallel memory (Titans Eq. 16-18) equals the slow token loop: outputs, states, gradients."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neural_memory.titans.chunked import chunk_coefficients, chunked_memory
+from neural_memory.titans.memory_model import MemoryMLP
+from neural_memory.titans.reference import per_token_gradients, reference_memory
+from neural_memory.titans.state import MemoryState
+
+DT = torch.float64
+TOL = {"rtol": 0.0, "atol": 1e-10}
+
+
+def make(depth, n=3, seq=11, dim=4, seed=0, special=None):
+    torch.manual_seed(seed)
+    model = MemoryMLP(dim, depth=depth, expansion=2).to(DT)
+    w0 = tuple(w + 0.05 * torch.randn_like(w) for w in model.expand(n))
+    state = MemoryState(weights=w0, momentum=tuple(0.1 * torch.randn_like(w) for w in w0), chunk_weights=w0)
+    keys = torch.nn.functional.normalize(torch.randn(n, seq, dim, dtype=DT), dim=-1)
+    values, queries = torch.randn(n, seq, dim, dtype=DT), torch.randn(n, seq, dim, dtype=DT)
+    alpha = 0.2 * torch.rand(n, seq, dtype=DT)
+    eta = torch.rand(n, seq, dtype=DT)
+    theta = 0.3 * torch.rand(n, seq, dtype=DT)
+    if special == "edges":  # gates exactly at the ends of their ranges
+        alpha[:, ::4], eta[:, 1::3], eta[:, 2::5], alpha[:, 3::7] = 0.0, 0.0, 1.0, 1.0
+    return model, state, keys, values, queries, alpha, eta, theta
+
+
+def assert_states_close(a: MemoryState, b: MemoryState):
+    for x, y in zip(a.weights + a.momentum + a.chunk_weights, b.weights + b.momentum + b.chunk_weights, strict=True):
+        torch.testing.assert_close(x, y, **TOL)
+    assert (a.offset, a.tokens_seen) == (b.offset, b.tokens_seen)
+
+
+@pytest.mark.equation("titans", 13)
+@pytest.mark.equation("titans", 14)
+@pytest.mark.equation("titans", 16)
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("read", ["token", "chunk"])
+def test_chunk_size_one_is_the_exact_recurrence(depth, read):
+    model, state, k, v, q, a, e, th = make(depth)
+    ref_y, ref_s = reference_memory(model, state, k, v, q, a, e, th, chunk_size=1, read=read)
+    y, s = chunked_memory(model, state, k, v, q, a, e, th, chunk_size=1, read=read)
+    torch.testing.assert_close(y, ref_y, **TOL)
+    assert_states_close(s, ref_s)
+
+
+@pytest.mark.equation("titans", 16)
+@pytest.mark.equation("titans", 18)
+@pytest.mark.parametrize("depth", [1, 2])
+@pytest.mark.parametrize("chunk", [2, 4, 16])
+@pytest.mark.parametrize("seq", [7, 19])
+@pytest.mark.parametrize("special", [None, "edges"])
+def test_chunked_equals_reference_with_chunk_semantics(depth, chunk, seq, special):
+    model, state, k, v, q, a, e, th = make(depth, seq=seq, special=special)
+    ref_y, ref_s = reference_memory(model, state, k, v, q, a, e, th, chunk_size=chunk)
+    y, s = chunked_memory(model, state, k, v, q, a, e, th, chunk_size=chunk)
+    torch.testing.assert_close(y, ref_y, **TOL)
+    assert_states_close(s, ref_s)
+
+
+@pytest.mark.equation("titans", 16)
+@settings(max_examples=15)
+@given(seq=st.integers(1, 14), chunk=st.integers(1, 6), cut=st.integers(0, 14), read=st.sampled_from(["token", "chunk"]))
+def test_any_split_of_the_stream_gives_the_same_result(seq, chunk, cut, read):
+    model, state, k, v, q, a, e, th = make(2, seq=seq)
+    cut = min(cut, seq)
+    whole_y, whole_s = chunked_memory(model, state, k, v, q, a, e, th, chunk_size=chunk, read=read)
+    first, mid = chunked_memory(model, state, *(x[:, :cut] for x in (k, v, q, a, e, th)), chunk_size=chunk, read=read)
+    second, end = chunked_memory(model, mid, *(x[:, cut:] for x in (k, v, q, a, e, th)), chunk_size=chunk, read=read)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole_y, **TOL)
+    assert_states_close(end, whole_s)
+
+
+@pytest.mark.equation("titans", 16)
+def test_one_token_at_a_time_equals_one_call():
+    model, state, k, v, q, a, e, th = make(2, seq=9)
+    whole_y, whole_s = chunked_memory(model, state, k, v, q, a, e, th, chunk_size=4)
+    ys, s = [], state
+    for t in range(9):
+        y, s = chunked_memory(model, s, *(x[:, t : t + 1] for x in (k, v, q, a, e, th)), chunk_size=4)
+        ys.append(y)
+    torch.testing.assert_close(torch.cat(ys, dim=1), whole_y, **TOL)
+    assert_states_close(s, whole_s)
+
+
+@pytest.mark.equation("titans", 16)
+def test_eq16_plain_minibatch_gd_without_decay():
+    # Catalog Eq. 16 check (c): alpha = 0, eta = 0 => M_b = M_0 - sum_i theta_i grad(M_0; x_i).
+    model, state, k, v, q, a, e, th = make(2, seq=5)
+    zero = torch.zeros_like(a)
+    _, s = chunked_memory(model, state, k, v, q, zero, zero, th, chunk_size=5)
+    grads = [per_token_gradients(model, state.weights, k[:, i], v[:, i]) for i in range(5)]
+    for layer, w in enumerate(s.weights):
+        expected = state.weights[layer] - sum(th[:, i, None, None] * grads[i][layer] for i in range(5))
+        torch.testing.assert_close(w, expected, **TOL)
+
+
+@pytest.mark.equation("titans", 16)
+def test_eq16_hand_unroll_of_two_tokens():
+    # Catalog Eq. 16 check (d): M_2 = beta_2 M_0 - theta_1 (1 - alpha_2) g_1 - theta_2 g_2 (eta = 0).
+    model, state, k, v, q, a, e, th = make(1, seq=2)
+    _, s = chunked_memory(model, state, k, v, q, a, torch.zeros_like(e), th, chunk_size=2)
+    g1 = per_token_gradients(model, state.weights, k[:, 0], v[:, 0])[0]
+    g2 = per_token_gradients(model, state.weights, k[:, 1], v[:, 1])[0]
+    beta2 = ((1 - a[:, 0]) * (1 - a[:, 1]))[:, None, None]
+    expected = beta2 * state.weights[0] - (th[:, 0] * (1 - a[:, 1]))[:, None, None] * g1 - th[:, 1, None, None] * g2
+    torch.testing.assert_close(s.weights[0], expected, **TOL)
+
+
+@pytest.mark.equation("titans", 17)
+def test_eq17_matmul_form_of_the_chunk_gradient_for_linear_memory():
+    # Corrected Eq. 17 (row convention): sum_i c_i 2 k_i^T (k_i W_0 - v_i) = 2 K^T diag(c) (K W_0 - V),
+    # c_i = theta_i beta_b / beta_i; compared against autograd of the summed, weighted Eq. 12 losses.
+    torch.manual_seed(3)
+    b, d = 6, 4
+    w0 = torch.randn(d, d, dtype=DT, requires_grad=True)
+    keys, values = torch.randn(b, d, dtype=DT), torch.randn(b, d, dtype=DT)
+    alpha, theta = 0.3 * torch.rand(b, dtype=DT), torch.rand(b, dtype=DT)
+    beta = torch.cumprod(1 - alpha, 0)
+    c = theta * beta[-1] / beta
+    loss = (c * ((keys @ w0 - values) ** 2).sum(-1)).sum()
+    (auto,) = torch.autograd.grad(loss, w0)
+    matmul_form = 2 * keys.T @ torch.diag(c) @ (keys @ w0.detach() - values)
+    torch.testing.assert_close(matmul_form, auto, **TOL)
+    # ...and it is what the chunk update adds to the weights (Q's last row holds -c when eta = 0)
+    coeffs = chunk_coefficients(alpha[None], torch.zeros(1, b, dtype=DT), theta[None])
+    torch.testing.assert_close(-coeffs["Q"][0, -1], c, **TOL)
+
+
+@pytest.mark.equation("titans", 18)
+def test_coefficients_match_the_closed_forms():
+    alpha, eta, theta = torch.rand(2, 5, dtype=DT), torch.rand(2, 5, dtype=DT), torch.rand(2, 5, dtype=DT)
+    c = chunk_coefficients(alpha, eta, theta)
+    for t in range(5):
+        for i in range(5):
+            p = -theta[:, i] * torch.prod(eta[:, i + 1 : t + 1], -1) if i <= t else torch.zeros(2, dtype=DT)
+            torch.testing.assert_close(c["P"][:, t, i], p, **TOL)
+        torch.testing.assert_close(c["beta"][:, t], torch.prod(1 - alpha[:, : t + 1], -1), **TOL)
+
+
+@pytest.mark.equation("titans", 13)
+def test_alpha_one_wipes_the_past():
+    model, state, k, v, q, a, e, th = make(2, seq=4)
+    a[:, 2] = 1.0
+    e[:, 2] = 0.0  # momentum forgotten too: M_2 = S_2 = -theta_2 g_2, gradients all at M_0 (one chunk)
+    _, s = chunked_memory(model, state, k, v, q, a, e, th, chunk_size=4)
+    grads2 = per_token_gradients(model, state.weights, k[:, 2], v[:, 2])
+    grads3 = per_token_gradients(model, state.weights, k[:, 3], v[:, 3])
+    for layer in range(2):
+        s2 = -th[:, 2, None, None] * grads2[layer]
+        m2 = s2
+        s3 = e[:, 3, None, None] * s2 - th[:, 3, None, None] * grads3[layer]
+        m3 = (1 - a[:, 3, None, None]) * m2 + s3
+        torch.testing.assert_close(s.weights[layer], m3, **TOL)
+
+
+def _loss_and_grads(fn, model, state, inputs, chunk):
+    y, s = fn(model, state, *inputs, chunk_size=chunk)
+    loss = (y**2).sum() + sum((w**2).sum() for w in s.weights) + sum(m.sum() for m in s.momentum)
+    leaves = [*model.parameters(), *inputs]
+    return torch.autograd.grad(loss, leaves)
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_gradients_of_fast_and_reference_agree(depth, chunk):
+    model, _, k, v, q, a, e, th = make(depth, n=2, seq=7)
+    inputs = [x.clone().requires_grad_(True) for x in (k, v, q, a, e, th)]
+    w0 = model.expand(2)
+    state = MemoryState(weights=w0, momentum=tuple(torch.zeros_like(w) for w in w0), chunk_weights=w0)
+    fast = _loss_and_grads(chunked_memory, model, state, inputs, chunk)
+    slow = _loss_and_grads(reference_memory, model, state, inputs, chunk)
+    for f, s in zip(fast, slow, strict=True):
+        torch.testing.assert_close(f, s, **TOL)
+
+
+def test_empty_sequence_is_a_no_op():
+    model, state, k, v, q, a, e, th = make(2, seq=0)
+    y, s = chunked_memory(model, state, k, v, q, a, e, th, chunk_size=4)
+    assert y.shape == (3, 0, 4)
+    assert s.weights is state.weights
