@@ -192,7 +192,7 @@ def resolve(argv: Sequence[str]) -> list[str]:
 
 
 def parse_subcommands(help_text: str) -> set[str]:
-    """Subcommands an argparse-style ``--help`` lists: its ``{a,b,c}`` group(s)."""
+    """Subcommands an argparse ``--help`` lists: its ``{a,b,c}`` group, else its indented command column."""
     names: set[str] = set()
     for group in re.findall(r"\{([A-Za-z0-9_,-]+)\}", help_text):
         names.update(group.split(","))
@@ -244,24 +244,30 @@ def run_job(job: str, extra: Sequence[str] = ()) -> None:
     steps = JOBS[job]
     if job == "test" and extra:
         # A selection cannot reach the coverage floor: run pytest alone, with the floor dropped.
-        print("dev.py: extra pytest arguments given; running pytest only, without the coverage floor")
+        print("dev.py: extra arguments given: pytest only, without the coverage floor", flush=True)
         floorless = tuple(a for a in PYTEST.argv if not a.startswith("--cov-fail-under"))
         run_step(Step(PYTEST.name, floorless), extra)
         return
     if extra:
         raise JobFailed(f"`dev.py {job}` takes no extra arguments (got {shlex.join(extra)})", code=2)
-    needs_cli = any(s.argv[0] == "neural-memory" for s in steps)
-    subcommands = cli_subcommands() if needs_cli else set()
+    subcommands: set[str] | None = None  # asked of the CLI when the first step needs it, not before
     for step in steps:
-        if check_available(step, subcommands):
+        if step.argv[0] == "neural-memory" and subcommands is None:
+            subcommands = cli_subcommands()
+        if check_available(step, subcommands or set()):
             run_step(step)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help") or args[0] not in JOBS:
+    if args[:1] in (["-h"], ["--help"]):
         print(__doc__)
-        return 0 if args and args[0] in ("-h", "--help") else 2
+        return 0
+    if not args or args[0] not in JOBS:
+        print(__doc__, file=sys.stderr)
+        got = shlex.join(args) or "nothing"
+        print(f"dev.py: expected one of {', '.join(JOBS)}, got {got}", file=sys.stderr)
+        return 2
     job, rest = args[0], args[1:]
     extra = rest[1:] if rest[:1] == ["--"] else rest
     os.chdir(ROOT)

@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -24,7 +25,7 @@ def read(relative: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def dev() -> ModuleType:
+def dev() -> Iterator[ModuleType]:
     """dev.py imported as a module (its job runs only under ``__main__``)."""
     name = "neural_memory_dev_script"
     spec = importlib.util.spec_from_file_location(name, ROOT / "dev.py")
@@ -110,10 +111,12 @@ def test_main_job_runs_report_then_training_then_optional_reproduction(dev: Modu
     assert [step.optional for step in dev.RUN_STEPS] == [False, False, True]
 
 
-def test_subcommands_are_read_from_real_argparse_help(dev: ModuleType) -> None:
+@pytest.mark.parametrize("metavar", [None, "COMMAND"])
+def test_subcommands_are_read_from_real_argparse_help(dev: ModuleType, metavar: str | None) -> None:
     parser = argparse.ArgumentParser(prog="neural-memory")
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("equations", help="print the equation table; mentions reproduce in prose")
+    sub = parser.add_subparsers(dest="command", metavar=metavar)
+    long_help = "print the equation status table: implemented by / tested by; mentions reproduce in prose"
+    sub.add_parser("equations", help=long_help)
     sub.add_parser("train", help="train a model")
     assert dev.parse_subcommands(parser.format_help()) == {"equations", "train"}
 

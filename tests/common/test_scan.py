@@ -44,7 +44,9 @@ def test_scan_equals_loop(length, seed, special):
 @given(seed=st.integers(0, 10_000))
 def test_combine_is_associative(seed):
     g = torch.Generator().manual_seed(seed)
-    pairs = [(torch.rand(2, generator=g, dtype=DT), torch.randn(2, 3, generator=g, dtype=DT)) for _ in range(3)]
+    pairs = [
+        (torch.rand(2, generator=g, dtype=DT), torch.randn(2, 3, generator=g, dtype=DT)) for _ in range(3)
+    ]
     left = combine(combine(pairs[0], pairs[1]), pairs[2])
     right = combine(pairs[0], combine(pairs[1], pairs[2]))
     for x, y in zip(left, right, strict=True):

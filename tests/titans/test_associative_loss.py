@@ -66,7 +66,9 @@ def test_per_token_gradient_factors_equal_autograd(depth, activation):
     for n in range(2):
         for t in range(5):
             ws = [w[n].clone().requires_grad_(True) for w in weights]
-            loss = associative_loss(model.recall(tuple(x[None] for x in ws), k[n, t][None, None])[0], v[n, t][None])
+            loss = associative_loss(
+                model.recall(tuple(x[None] for x in ws), k[n, t][None, None])[0], v[n, t][None]
+            )
             auto = torch.autograd.grad(loss.sum(), ws)
             for layer in range(depth):
                 per_token = torch.outer(acts[layer][n, t], grads[layer][n, t])

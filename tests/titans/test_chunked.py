@@ -30,7 +30,9 @@ def make(depth, n=3, seq=11, dim=4, seed=0, special=None):
 
 
 def assert_states_close(a: MemoryState, b: MemoryState):
-    for x, y in zip(a.weights + a.momentum + a.chunk_weights, b.weights + b.momentum + b.chunk_weights, strict=True):
+    for x, y in zip(
+        a.weights + a.momentum + a.chunk_weights, b.weights + b.momentum + b.chunk_weights, strict=True
+    ):
         torch.testing.assert_close(x, y, **TOL)
     assert (a.offset, a.tokens_seen) == (b.offset, b.tokens_seen)
 
@@ -64,13 +66,22 @@ def test_chunked_equals_reference_with_chunk_semantics(depth, chunk, seq, specia
 
 @pytest.mark.equation("titans", 16)
 @settings(max_examples=15)
-@given(seq=st.integers(1, 14), chunk=st.integers(1, 6), cut=st.integers(0, 14), read=st.sampled_from(["token", "chunk"]))
+@given(
+    seq=st.integers(1, 14),
+    chunk=st.integers(1, 6),
+    cut=st.integers(0, 14),
+    read=st.sampled_from(["token", "chunk"]),
+)
 def test_any_split_of_the_stream_gives_the_same_result(seq, chunk, cut, read):
     model, state, k, v, q, a, e, th = make(2, seq=seq)
     cut = min(cut, seq)
     whole_y, whole_s = chunked_memory(model, state, k, v, q, a, e, th, chunk_size=chunk, read=read)
-    first, mid = chunked_memory(model, state, *(x[:, :cut] for x in (k, v, q, a, e, th)), chunk_size=chunk, read=read)
-    second, end = chunked_memory(model, mid, *(x[:, cut:] for x in (k, v, q, a, e, th)), chunk_size=chunk, read=read)
+    first, mid = chunked_memory(
+        model, state, *(x[:, :cut] for x in (k, v, q, a, e, th)), chunk_size=chunk, read=read
+    )
+    second, end = chunked_memory(
+        model, mid, *(x[:, cut:] for x in (k, v, q, a, e, th)), chunk_size=chunk, read=read
+    )
     torch.testing.assert_close(torch.cat([first, second], dim=1), whole_y, **TOL)
     assert_states_close(end, whole_s)
 
@@ -107,7 +118,9 @@ def test_eq16_hand_unroll_of_two_tokens():
     g1 = per_token_gradients(model, state.weights, k[:, 0], v[:, 0])[0]
     g2 = per_token_gradients(model, state.weights, k[:, 1], v[:, 1])[0]
     beta2 = ((1 - a[:, 0]) * (1 - a[:, 1]))[:, None, None]
-    expected = beta2 * state.weights[0] - (th[:, 0] * (1 - a[:, 1]))[:, None, None] * g1 - th[:, 1, None, None] * g2
+    expected = (
+        beta2 * state.weights[0] - (th[:, 0] * (1 - a[:, 1]))[:, None, None] * g1 - th[:, 1, None, None] * g2
+    )
     torch.testing.assert_close(s.weights[0], expected, **TOL)
 
 

@@ -77,7 +77,9 @@ def linear_scan(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
 def linear_recurrence(a: Tensor, b: Tensor, initial: Tensor) -> Tensor:
     """All states :math:`h_1 \\dots h_T` of :math:`h_t = a_t h_{t-1} + b_t` from ``initial`` ``(..., F)``."""
     if initial.shape != b.shape[:-2] + b.shape[-1:]:
-        raise ValueError(f"initial must have shape {tuple(b.shape[:-2] + b.shape[-1:])}, got {tuple(initial.shape)}")
+        raise ValueError(
+            f"initial must have shape {tuple(b.shape[:-2] + b.shape[-1:])}, got {tuple(initial.shape)}"
+        )
     decay, acc = linear_scan(a, b)
     return decay[..., None] * initial[..., None, :] + acc
 

@@ -1,0 +1,47 @@
+"""Causal 1-D depthwise-separable convolution with a streaming cache (Titans §4.4).
+
+Titans puts a depthwise-separable convolution after each of the query, key and value projections. It must
+be causal (a token sees only itself and the ``kernel_size - 1`` tokens before it), and a stream split into
+several calls must give the same result as one call: the last ``kernel_size - 1`` inputs are the cache.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class CausalDepthwiseSeparableConv(nn.Module):
+    """Depthwise causal convolution along the sequence, then a pointwise (1×1) linear map.
+
+    Args:
+        channels: feature width ``C``.
+        kernel_size: taps per channel, >= 1.
+    """
+
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        if kernel_size < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+        self.channels, self.kernel_size = channels, kernel_size
+        self.depthwise = nn.Conv1d(channels, channels, kernel_size, groups=channels)
+        self.pointwise = nn.Linear(channels, channels)
+
+    def empty_cache(self, batch: int, *, device=None, dtype=None) -> Tensor:
+        """Zeros standing for the inputs before the stream starts: ``(batch, kernel_size - 1, C)``."""
+        return torch.zeros(batch, self.kernel_size - 1, self.channels, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor, cache: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``x (B, T, C)``, ``cache (B, kernel_size - 1, C)`` → ``(y (B, T, C), new cache)``."""
+        if x.dim() != 3 or x.shape[-1] != self.channels:
+            raise ValueError(f"x must have shape (batch, seq, {self.channels}), got {tuple(x.shape)}")
+        if cache is None:
+            cache = self.empty_cache(x.shape[0], device=x.device, dtype=x.dtype)
+        if x.shape[1] == 0:  # nothing to convolve; the cache is unchanged
+            return self.pointwise(x), cache
+        padded = torch.cat([cache, x], dim=1)
+        y = self.depthwise(padded.transpose(1, 2)).transpose(1, 2)
+        new_cache = padded[:, padded.shape[1] - (self.kernel_size - 1) :]
+        return self.pointwise(y), new_cache

@@ -1,0 +1,499 @@
+"""``neural-memory equations``: join the registry, the code's claims and the tests' markers.
+
+Three inputs, each a plain mapping so the logic below is testable on synthetic data:
+
+* the registry, ``{(paper, number): Equation}`` (:func:`neural_memory.registry.load_registry`);
+* implementations, ``{(paper, number): ["module:qualname", ...]}``
+  (:func:`neural_memory.registry.discover_implementations`);
+* tests, ``{(paper, number): ["tests/x.py::test_y", ...]}`` read from ``@pytest.mark.equation`` markers by
+  a pytest collection in a subprocess (:func:`collect_test_map`; collection never runs a test).
+
+Status of an equation:
+
+========== ====================================================================================
+verified   implemented by at least one object and covered by at least one marked test
+implemented implemented, no test (a ``--check`` failure for ``implement``-kind equations)
+tested     a test but no implementing object (expected for derivations)
+missing    neither
+n/a        the registry records a reason not to implement it (``na``)
+========== ====================================================================================
+
+This module does not import torch; :func:`run` imports the package only to discover the claims.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from neural_memory.registry import PAPER_TITLES, PAPERS, Equation, EquationId, paper_meta
+
+Key = tuple[str, EquationId]
+STATUSES: tuple[str, ...] = ("verified", "implemented", "tested", "missing", "n/a")
+COLLECT_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the report: an equation of the registry and what covers it."""
+
+    paper: str
+    number: EquationId
+    name: str
+    section: str
+    kind: str
+    status: str
+    implemented_by: tuple[str, ...]
+    tested_by: tuple[str, ...]
+    na: str | None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A ``--check`` failure; ``paper`` is None for problems not tied to one paper (collection errors)."""
+
+    paper: str | None
+    message: str
+
+
+@dataclass
+class TestMap:
+    """Equation markers found by pytest collection."""
+
+    tests: dict[Key, list[str]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # files that failed to collect, or a failed run
+    tests_dir: Path | None = None
+
+    __test__ = False  # not a pytest test class, despite the name
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pure logic
+# ---------------------------------------------------------------------------------------------------
+
+
+def status_of(eq: Equation, implemented_by: Sequence[str], tested_by: Sequence[str]) -> str:
+    """The status of one equation (see the module docstring)."""
+    if eq.na is not None:
+        return "n/a"
+    if implemented_by and tested_by:
+        return "verified"
+    if implemented_by:
+        return "implemented"
+    if tested_by:
+        return "tested"
+    return "missing"
+
+
+def build_rows(
+    registry: Mapping[Key, Equation],
+    implementations: Mapping[Key, Sequence[str]],
+    tests: Mapping[Key, Sequence[str]],
+    paper: str | None = None,
+) -> list[Row]:
+    """One row per registry equation (of ``paper``, or of all papers), in registry order."""
+    rows = []
+    for key, eq in registry.items():
+        if paper is not None and eq.paper != paper:
+            continue
+        impl = tuple(sorted(set(implementations.get(key, ()))))
+        tested = tuple(sorted(set(tests.get(key, ()))))
+        status = status_of(eq, impl, tested)
+        rows.append(Row(eq.paper, eq.number, eq.name, eq.section, eq.kind, status, impl, tested, eq.na))
+    return rows
+
+
+def summarise(rows: Iterable[Row]) -> dict[str, dict[str, int]]:
+    """Per paper: ``total`` and the count of each status."""
+    summary: dict[str, dict[str, int]] = {}
+    for row in rows:
+        counts = summary.setdefault(row.paper, {"total": 0, **dict.fromkeys(STATUSES, 0)})
+        counts["total"] += 1
+        counts[row.status] += 1
+    return summary
+
+
+def find_problems(
+    registry: Mapping[Key, Equation],
+    implementations: Mapping[Key, Sequence[str]],
+    tests: Mapping[Key, Sequence[str]],
+    collection_errors: Sequence[str] = (),
+) -> list[Problem]:
+    """Everything ``--check`` fails on, in a stable order."""
+    problems = [Problem(None, f"test collection: {error}") for error in collection_errors]
+    for source, claims in (("implemented by", implementations), ("cited by test", tests)):
+        for key in sorted(set(claims) - set(registry), key=lambda k: (k[0], str(k[1]))):
+            paper, number = key
+            where = ", ".join(sorted(claims[key]))
+            problems.append(
+                Problem(paper, f"{_label(paper, number)} is not in the registry ({source} {where})")
+            )
+    for key, eq in registry.items():
+        impl, tested = implementations.get(key, ()), tests.get(key, ())
+        if eq.na is not None and impl:
+            problems.append(
+                Problem(eq.paper, f"{eq.label} is marked n/a ({eq.na}) but implemented by {', '.join(impl)}")
+            )
+        elif eq.kind == "implement" and impl and not tested:
+            problems.append(
+                Problem(
+                    eq.paper,
+                    f"{eq.label} is implemented by {', '.join(impl)} but no test is marked "
+                    f"@pytest.mark.equation({eq.paper!r}, {eq.number!r})",
+                )
+            )
+    return problems
+
+
+def _label(paper: str, number: EquationId) -> str:
+    short = PAPER_TITLES[paper][0] if paper in PAPER_TITLES else repr(paper)
+    return f"{short} Eq. {number}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Test collection (pytest in a subprocess)
+# ---------------------------------------------------------------------------------------------------
+
+
+def default_tests_dir() -> Path | None:
+    """The repository's ``tests/`` next to ``src/`` (source checkout), else ``./tests``, else None."""
+    import neural_memory
+
+    for candidate in (Path(neural_memory.__file__).resolve().parents[2] / "tests", Path.cwd() / "tests"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+class TestCollection:
+    """A running ``pytest --collect-only`` over ``tests_dir``; :meth:`wait` returns its :class:`TestMap`.
+
+    A fresh interpreter is used so that collection works inside a running pytest session (our own tests)
+    and never touches the caller's imported modules. Started early so it overlaps with discovery.
+    """
+
+    __test__ = False
+
+    def __init__(self, tests_dir: Path) -> None:
+        self.tests_dir = tests_dir
+        self._tmp = tempfile.TemporaryDirectory(prefix="neural-memory-collect-")
+        self._out = Path(self._tmp.name) / "equations.json"
+        command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
+        command += ["-p", "neural_memory.registry._pytest_collect", "--equation-map-out", str(self._out)]
+        self._proc = subprocess.Popen(
+            [*command, str(tests_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_collection_env(),
+            cwd=tests_dir,
+        )
+
+    def wait(self) -> TestMap:
+        try:
+            _, stderr = self._proc.communicate(timeout=COLLECT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.communicate()
+            self._tmp.cleanup()
+            return TestMap(
+                errors=[f"pytest collection timed out after {COLLECT_TIMEOUT_S} s"], tests_dir=self.tests_dir
+            )
+        try:
+            if not self._out.exists():
+                tail = " | ".join(stderr.strip().splitlines()[-3:]) or "no output"
+                error = f"pytest collection failed (exit {self._proc.returncode}): {tail}"
+                return TestMap(errors=[error], tests_dir=self.tests_dir)
+            return parse_collection(json.loads(self._out.read_text("utf-8")), self.tests_dir)
+        finally:
+            self._tmp.cleanup()
+
+
+def _collection_env() -> dict[str, str]:
+    import neural_memory
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    # The subprocess must import this very copy of the package (a source checkout need not be installed).
+    src = str(Path(neural_memory.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def parse_collection(data: Mapping, tests_dir: Path | None = None) -> TestMap:
+    """Turn the plugin's JSON (see :mod:`neural_memory.registry._pytest_collect`) into a :class:`TestMap`."""
+    from neural_memory.registry import normalise_number
+
+    tests: dict[Key, list[str]] = {}
+    for item in data["items"]:
+        for paper, number in item["equations"]:
+            try:
+                number = normalise_number(number)
+            except TypeError:
+                number = str(number)
+            cited = tests.setdefault((paper, number), [])
+            if item["nodeid"] not in cited:
+                cited.append(item["nodeid"])
+    errors = [f"{e['nodeid']}: {e['message']}" for e in data.get("errors", [])]
+    return TestMap(tests=tests, errors=errors, tests_dir=tests_dir)
+
+
+def collect_test_map(tests_dir: Path | None) -> TestMap:
+    """Equation markers of every test under ``tests_dir`` (an empty map when there is no tests dir)."""
+    if tests_dir is None:
+        return TestMap()
+    return TestCollection(tests_dir).wait()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------------
+
+
+def summary_line(paper: str, counts: Mapping[str, int]) -> str:
+    parts = ", ".join(f"{counts[s]} {s}" for s in STATUSES)
+    return f"{PAPER_TITLES[paper][0]} ({_arxiv(paper)}): {counts['total']} equations: {parts}"
+
+
+def _heading(paper: str) -> str:
+    meta = paper_meta(paper)
+    return f"{PAPER_TITLES[paper][0]}: {meta['title']} ({_arxiv(paper)}, {meta['version_date']})"
+
+
+def _arxiv(paper: str) -> str:
+    meta = paper_meta(paper)
+    return f"arXiv:{meta['arxiv']}{meta['version']}"
+
+
+def _status_text(row: Row) -> str:
+    return f"n/a: {row.na}" if row.status == "n/a" else row.status
+
+
+def render_plain(rows: Sequence[Row], summary: Mapping[str, Mapping[str, int]]) -> str:
+    """Aligned plain-text tables (no escape codes), one per paper, each followed by its summary line."""
+    header = ("Eq.", "Name", "Kind", "Implemented by", "Tested by", "Status")
+    out: list[str] = []
+    for paper in summary:
+        cells = [_plain_cells(r) for r in rows if r.paper == paper]
+        widths = [max([len(h)] + [len(line) for c in cells for line in c[i]]) for i, h in enumerate(header)]
+        out += [
+            _heading(paper),
+            "",
+            _plain_line(header, widths),
+            _plain_line(["-" * w for w in widths], widths),
+        ]
+        for c in cells:
+            height = max(len(col) for col in c)
+            for j in range(height):
+                out.append(_plain_line([col[j] if j < len(col) else "" for col in c], widths))
+        out += ["", summary_line(paper, summary[paper]), ""]
+    return "\n".join(out)
+
+
+def _plain_cells(row: Row) -> tuple[list[str], ...]:
+    """The lines of each cell of a plain-text row (several implementers / tests go one per line)."""
+    impl, tested = list(row.implemented_by) or ["-"], list(row.tested_by) or ["-"]
+    return [str(row.number)], [row.name], [row.kind], impl, tested, [_status_text(row)]
+
+
+def _plain_line(values: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+
+_STATUS_STYLE = {
+    "verified": "green",
+    "implemented": "yellow",
+    "tested": "cyan",
+    "missing": "red",
+    "n/a": "dim",
+}
+
+
+def render_rich(rows: Sequence[Row], summary: Mapping[str, Mapping[str, int]], file: TextIO) -> None:
+    """Colour tables for a terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=file)
+    for paper in summary:
+        table = Table(title=_heading(paper), title_justify="left", show_lines=False)
+        table.add_column("Eq.", justify="right", no_wrap=True)
+        table.add_column("Name")
+        table.add_column("Kind", no_wrap=True)
+        table.add_column("Implemented by", overflow="fold")
+        table.add_column("Tested by", overflow="fold")
+        table.add_column("Status")
+        for r in rows:
+            if r.paper != paper:
+                continue
+            table.add_row(
+                str(r.number),
+                r.name,
+                r.kind,
+                "\n".join(r.implemented_by) or "—",
+                "\n".join(r.tested_by) or "—",
+                f"[{_STATUS_STYLE[r.status]}]{_status_text(r)}[/]",
+            )
+        console.print(table, markup=True)
+        console.print(summary_line(paper, summary[paper]), markup=False, highlight=False)
+        console.print()
+
+
+def render_markdown(rows: Sequence[Row], summary: Mapping[str, Mapping[str, int]]) -> str:
+    """GitHub markdown: a summary table, then one collapsible table per paper (for the README)."""
+    out = [
+        "<!-- generated by `neural-memory equations --markdown` (scripts/update_readme.py); do not edit -->",
+        "",
+        "| Paper | Version | Total | Verified | Implemented | Tested | Missing | n/a |",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for paper, counts in summary.items():
+        meta = paper_meta(paper)
+        version = f"[arXiv:{meta['arxiv']}{meta['version']}](https://arxiv.org/abs/{meta['arxiv']}{meta['version']})"
+        numbers = " | ".join(str(counts[k]) for k in ("total", *STATUSES))
+        out.append(f"| {PAPER_TITLES[paper][0]} | {version} | {numbers} |")
+    for paper, counts in summary.items():
+        short = PAPER_TITLES[paper][0]
+        out += [
+            "",
+            "<details>",
+            f"<summary><b>{short}</b>: {counts['total']} equations, {counts['verified']} verified</summary>",
+            "",
+            "| Eq. | Name | Kind | Status | Implemented by |",
+            "|--:|---|---|---|---|",
+        ]
+        for r in rows:
+            if r.paper == paper:
+                impl = "<br>".join(f"`{_md(w)}`" for w in r.implemented_by)
+                out.append(f"| {r.number} | {_md(r.name)} | {r.kind} | {_md(_status_text(r))} | {impl} |")
+        out += ["", "</details>"]
+    return "\n".join(out) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def to_json(
+    rows: Sequence[Row],
+    summary: Mapping[str, Mapping[str, int]],
+    problems: Sequence[Problem],
+    tests_dir: Path | None,
+) -> dict:
+    """The ``--json`` document."""
+    papers = {}
+    for paper, counts in summary.items():
+        meta = paper_meta(paper)
+        papers[paper] = {
+            "title": meta["title"],
+            "arxiv": meta["arxiv"],
+            "version": meta["version"],
+            "version_date": meta["version_date"],
+            **counts,
+        }
+    equations = [
+        {
+            "paper": r.paper,
+            "number": r.number,
+            "name": r.name,
+            "section": r.section,
+            "kind": r.kind,
+            "status": r.status,
+            "implemented_by": list(r.implemented_by),
+            "tested_by": list(r.tested_by),
+            "na": r.na,
+        }
+        for r in rows
+    ]
+    return {
+        "papers": papers,
+        "equations": equations,
+        "problems": [p.message for p in problems],
+        "tests_dir": str(tests_dir) if tests_dir else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Entry point used by ``neural-memory equations``
+# ---------------------------------------------------------------------------------------------------
+
+
+def run(
+    paper: str | None = None,
+    output: str = "table",
+    check: bool = False,
+    tests_dir: Path | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    implementations: Mapping[Key, Sequence[str]] | None = None,
+    test_map: TestMap | None = None,
+) -> int:
+    """Print the report; with ``check``, return 1 if :func:`find_problems` finds anything.
+
+    ``output`` is ``"table"`` (rich in a terminal, plain otherwise), ``"json"`` or ``"markdown"``.
+    ``tests_dir=None`` uses :func:`default_tests_dir`. ``implementations`` overrides discovery and
+    ``test_map`` overrides collection (both for tests of this module).
+    """
+    from neural_memory.registry import discover_implementations, load_registry
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if paper is not None and paper not in PAPERS:
+        raise ValueError(f"paper must be one of {PAPERS}, got {paper!r}")
+    if test_map is None:
+        tests_dir = tests_dir if tests_dir is not None else default_tests_dir()
+        collection = TestCollection(tests_dir) if tests_dir is not None else None
+    else:
+        tests_dir, collection = test_map.tests_dir, None
+    if implementations is None:
+        implementations = discover_implementations()
+    if collection is not None:
+        test_map = collection.wait()
+    elif test_map is None:
+        test_map = TestMap()
+    if tests_dir is None:
+        print(
+            "note: no tests directory found (pass --tests PATH); every equation counts as untested", file=err
+        )
+
+    registry = load_registry()
+    rows = build_rows(registry, implementations, test_map.tests, paper)
+    summary = summarise(rows)
+    problems = [
+        p
+        for p in find_problems(registry, implementations, test_map.tests, test_map.errors)
+        if paper is None or p.paper in (None, paper) or p.paper not in PAPERS
+    ]
+
+    if output == "json":
+        json.dump(to_json(rows, summary, problems, tests_dir), out, indent=2)
+        out.write("\n")
+    elif output == "markdown":
+        out.write(render_markdown(rows, summary))
+    elif _is_terminal(out):
+        render_rich(rows, summary, out)
+    else:
+        out.write(render_plain(rows, summary))
+
+    if not check:
+        if problems:
+            print(f"note: {len(problems)} problem(s); `neural-memory equations --check` lists them", file=err)
+        return 0
+    stream = out if output == "table" else err  # keep --json / --markdown output parseable
+    for problem in problems:
+        print(f"problem: {problem.message}", file=stream)
+    verdict = f"check failed: {len(problems)} problem(s)" if problems else "check passed: no problems"
+    print(verdict, file=stream)
+    return 1 if problems else 0
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
