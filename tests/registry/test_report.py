@@ -181,6 +181,16 @@ def test_collection_reports_a_broken_test_file(tmp_path):
     assert "a_module_that_does_not_exist" in test_map.errors[0]
 
 
+def test_a_failed_pytest_run_is_an_error_not_an_empty_map(tmp_path):
+    tests_dir = _write_tests(tmp_path / "tests", MARKED_TESTS)
+    (tests_dir / "conftest.py").write_text('raise RuntimeError("conftest is broken")\n', "utf-8")
+    test_map = collect_test_map(tests_dir)
+    assert test_map.tests == {}
+    assert len(test_map.errors) == 1
+    assert test_map.errors[0].startswith("pytest collection failed (exit 4)")
+    assert "conftest is broken" in test_map.errors[0]
+
+
 def test_default_tests_dir_is_the_repository_tests_folder():
     assert report.default_tests_dir() == REPO / "tests"
 

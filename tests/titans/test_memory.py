@@ -49,6 +49,20 @@ def test_module_fast_equals_reference_outputs_states_and_gradients(chunk_size, r
         torch.testing.assert_close(g_fast, g_slow, **TOL)
 
 
+def test_checkpointing_gives_the_same_outputs_and_gradients():
+    plain, _ = pair(chunk_size=2)
+    ckpt, _ = pair(chunk_size=2, checkpoint_chunks=2)
+    x = torch.randn(2, 11, 8, dtype=DT)
+    grads = []
+    for module in (plain, ckpt):
+        y, state = module(x)
+        loss = (y**2).sum() + sum((w**2).sum() for w in state.weights)
+        grads.append((y, torch.autograd.grad(loss, list(module.parameters()))))
+    torch.testing.assert_close(grads[0][0], grads[1][0], **TOL)
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+
+
 @pytest.mark.equation("titans", 13)
 @pytest.mark.equation("titans", 14)
 @settings(max_examples=12)
@@ -201,6 +215,7 @@ def test_same_seed_is_bit_identical():
         ({"read": "late"}, "read"),
         ({"impl": "fast"}, "impl"),
         ({"conv_kernel": -1}, "conv_kernel"),
+        ({"checkpoint_chunks": -1}, "checkpoint_chunks"),
         ({"gates": "fixed"}, "fixed_gates"),
         ({"gates": "fixed", "fixed_gates": (1.5, 0.0, 0.1)}, "alpha"),
         ({"gates": "fixed", "fixed_gates": (0.0, 0.0, -0.1)}, "theta"),

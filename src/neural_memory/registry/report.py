@@ -185,35 +185,44 @@ class TestCollection:
         self.tests_dir = tests_dir
         self._tmp = tempfile.TemporaryDirectory(prefix="neural-memory-collect-")
         self._out = Path(self._tmp.name) / "equations.json"
+        self._stderr = (Path(self._tmp.name) / "stderr.txt").open("w+", encoding="utf-8")
         command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
         command += ["-p", "neural_memory.registry._pytest_collect", "--equation-map-out", str(self._out)]
         self._proc = subprocess.Popen(
             [*command, str(tests_dir)],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            stderr=self._stderr,
             env=_collection_env(),
             cwd=tests_dir,
         )
 
     def wait(self) -> TestMap:
         try:
-            _, stderr = self._proc.communicate(timeout=COLLECT_TIMEOUT_S)
+            self._proc.wait(timeout=COLLECT_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.communicate()
-            self._tmp.cleanup()
-            return TestMap(
-                errors=[f"pytest collection timed out after {COLLECT_TIMEOUT_S} s"], tests_dir=self.tests_dir
-            )
+            self.cancel()
+            error = f"pytest collection timed out after {COLLECT_TIMEOUT_S} s"
+            return TestMap(errors=[error], tests_dir=self.tests_dir)
         try:
             if not self._out.exists():
-                tail = " | ".join(stderr.strip().splitlines()[-3:]) or "no output"
+                self._stderr.seek(0)
+                tail = " | ".join(self._stderr.read().strip().splitlines()[-3:]) or "no output"
                 error = f"pytest collection failed (exit {self._proc.returncode}): {tail}"
                 return TestMap(errors=[error], tests_dir=self.tests_dir)
             return parse_collection(json.loads(self._out.read_text("utf-8")), self.tests_dir)
         finally:
-            self._tmp.cleanup()
+            self._cleanup()
+
+    def cancel(self) -> None:
+        """Stop the collection (e.g. discovery failed) and remove its temporary files."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        self._stderr.close()
+        self._tmp.cleanup()
 
 
 def _collection_env() -> dict[str, str]:
@@ -453,7 +462,12 @@ def run(
     else:
         tests_dir, collection = test_map.tests_dir, None
     if implementations is None:
-        implementations = discover_implementations()
+        try:
+            implementations = discover_implementations()
+        except BaseException:
+            if collection is not None:
+                collection.cancel()
+            raise
     if collection is not None:
         test_map = collection.wait()
     elif test_map is None:

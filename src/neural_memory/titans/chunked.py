@@ -35,6 +35,7 @@ from dataclasses import replace
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from neural_memory.common.scan import linear_scan
 from neural_memory.registry import implements
@@ -110,50 +111,23 @@ def _chunk(model, weights, momentum, grad_weights, keys, values, queries, alpha,
     return y, tuple(new_w), tuple(new_s)
 
 
-@implements("titans", 16, 18)
-def chunked_memory(
-    model: MemoryMLP,
-    state: MemoryState,
-    keys: Tensor,
-    values: Tensor,
-    queries: Tensor | None,
-    alpha: Tensor,
-    eta: Tensor,
-    theta: Tensor,
-    *,
-    chunk_size: int,
-    read: str = "token",
-) -> tuple[Tensor | None, MemoryState]:
-    r"""Chunk-parallel long-term memory (Titans v1, Eq. 16-18), equal to :func:`reference_memory`.
-
-    .. math::
-        \mathcal{M}_t = \beta_t\mathcal{M}_0 - \sum_{i=1}^{t}\theta_i\frac{\beta_t}{\beta_i}
-            \nabla\ell(\mathcal{M}_{t'}; x_i), \quad t' = b\lfloor (t-1)/b \rfloor \qquad (16) \\
-        S_t = \eta_t S_{t-1} - \theta_t u_t \qquad (18)
-
-    Chunks are aligned on the stream (every ``chunk_size`` tokens since its start), so a call that begins
-    inside a chunk first finishes that chunk with the gradients at ``state.chunk_weights``. Eq. 16 as printed
-    gives :math:`t' = t - \mathrm{mod}(t, b)`, which is ``b`` (not 0) for ``t = b``; we use the chunk start
-    (``docs/errata.md``). ``read`` is as in :func:`~neural_memory.titans.reference.reference_memory`.
-
-    Args:
-        keys, values: ``(N, T, d)``; queries: ``(N, T, d)`` or ``None`` (write only).
-        alpha, eta, theta: gates ``(N, T)``.
-
-    Returns:
-        ``(y (N, T, d) or None, new state)``.
-    """
-    weights, momentum, chunk_weights, offset = (
-        state.weights,
-        state.momentum,
-        state.chunk_weights,
-        state.offset,
-    )
-    outputs, pos, total = [], 0, keys.shape[1]
+def _pieces(offset: int, total: int, chunk_size: int) -> list[tuple[int, int]]:
+    """Split ``total`` tokens into chunk-aligned pieces ``(start, length)``; the first may finish a chunk."""
+    pieces, pos = [], 0
     while pos < total:
         n = min(chunk_size - offset, total - pos)
+        pieces.append((pos, n))
+        offset, pos = (offset + n) % chunk_size, pos + n
+    return pieces
+
+
+def _run(model, weights, momentum, chunk_weights, offset, pieces, inputs, chunk_size, read):
+    """Run consecutive pieces; returns ``(outputs, weights, momentum, chunk_weights)``."""
+    keys, values, queries, alpha, eta, theta = inputs
+    outputs = []
+    for start, n in pieces:
         grad_weights = chunk_weights if offset else weights
-        piece = slice(pos, pos + n)
+        piece = slice(start, start + n)
         y, weights, momentum = _chunk(
             model,
             weights,
@@ -170,7 +144,61 @@ def chunked_memory(
         outputs.append(y)
         offset = (offset + n) % chunk_size
         chunk_weights = grad_weights if offset else weights
-        pos += n
+    return outputs, weights, momentum, chunk_weights
+
+
+@implements("titans", 16, 18)
+def chunked_memory(
+    model: MemoryMLP,
+    state: MemoryState,
+    keys: Tensor,
+    values: Tensor,
+    queries: Tensor | None,
+    alpha: Tensor,
+    eta: Tensor,
+    theta: Tensor,
+    *,
+    chunk_size: int,
+    read: str = "token",
+    checkpoint_chunks: int = 0,
+) -> tuple[Tensor | None, MemoryState]:
+    r"""Chunk-parallel long-term memory (Titans v1, Eq. 16-18), equal to :func:`reference_memory`.
+
+    .. math::
+        \mathcal{M}_t = \beta_t\mathcal{M}_0 - \sum_{i=1}^{t}\theta_i\frac{\beta_t}{\beta_i}
+            \nabla\ell(\mathcal{M}_{t'}; x_i), \quad t' = b\lfloor (t-1)/b \rfloor \qquad (16) \\
+        S_t = \eta_t S_{t-1} - \theta_t u_t \qquad (18)
+
+    Chunks are aligned on the stream (every ``chunk_size`` tokens since its start), so a call that begins
+    inside a chunk first finishes that chunk with the gradients at ``state.chunk_weights``. Eq. 16 as printed
+    gives :math:`t' = t - \mathrm{mod}(t, b)`, which is ``b`` (not 0) for ``t = b``; we use the chunk start
+    (``docs/errata.md``). ``read`` is as in :func:`~neural_memory.titans.reference.reference_memory`.
+
+    Back-propagation keeps every chunk's starting weights and momentum, ``2 × params`` per chunk.
+    ``checkpoint_chunks=g > 0`` keeps them only every ``g`` chunks and recomputes the chunks in between
+    during the backward pass (gradient checkpointing): the same gradients, for one more forward pass.
+
+    Args:
+        keys, values: ``(N, T, d)``; queries: ``(N, T, d)`` or ``None`` (write only).
+        alpha, eta, theta: gates ``(N, T)``.
+
+    Returns:
+        ``(y (N, T, d) or None, new state)``.
+    """
+    pieces = _pieces(state.offset, keys.shape[1], chunk_size)
+    inputs = (keys, values, queries, alpha, eta, theta)
+    weights, momentum, chunk_weights, offset = state.weights, state.momentum, state.chunk_weights, state.offset
+    group = checkpoint_chunks if checkpoint_chunks > 0 and torch.is_grad_enabled() else len(pieces) or 1
+    outputs = []
+    for first in range(0, len(pieces), group):
+        block = pieces[first : first + group]
+        args = (model, weights, momentum, chunk_weights, offset, block, inputs, chunk_size, read)
+        if group < len(pieces):
+            ys, weights, momentum, chunk_weights = checkpoint(_run, *args, use_reentrant=False)
+        else:
+            ys, weights, momentum, chunk_weights = _run(*args)
+        outputs.extend(ys)
+        offset = (offset + sum(n for _, n in block)) % chunk_size
     y = None if queries is None else (torch.cat(outputs, dim=1) if outputs else queries[:, :0])
     new_state = replace(
         state,
@@ -178,6 +206,6 @@ def chunked_memory(
         momentum=momentum,
         chunk_weights=chunk_weights,
         offset=offset,
-        tokens_seen=state.tokens_seen + total,
+        tokens_seen=state.tokens_seen + keys.shape[1],
     )
     return y, new_state

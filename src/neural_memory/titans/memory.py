@@ -65,6 +65,8 @@ class NeuralMemory(nn.Module):
         fixed_gates: ``(alpha, eta, theta)`` for ``gates="fixed"``.
         theta_max: bound of the learned step size :math:`\\theta_t`.
         impl: ``"chunked"`` (fast) or ``"reference"`` (token loop, slow; for tests).
+        checkpoint_chunks: if > 0, keep chunk states for back-propagation only every this many chunks and
+            recompute the rest (same gradients, less memory, one more forward pass).
     """
 
     def __init__(
@@ -87,11 +89,15 @@ class NeuralMemory(nn.Module):
         fixed_gates: tuple[float, float, float] | None = None,
         theta_max: float = 0.02,
         impl: str = "chunked",
+        checkpoint_chunks: int = 0,
     ):
         super().__init__()
         _validate(dim, depth, chunk_size, heads, conv_kernel, read, gates, fixed_gates, impl)
         self.dim, self.heads, self.head_dim = dim, heads, dim // heads
+        if checkpoint_chunks < 0:
+            raise ValueError(f"checkpoint_chunks must be >= 0 (0 disables checkpointing), got {checkpoint_chunks}")
         self.chunk_size, self.read, self.impl, self.qk_norm = chunk_size, read, impl, qk_norm
+        self.checkpoint_chunks = checkpoint_chunks
         self.to_q = nn.Linear(dim, dim, bias=False)
         self.to_k = nn.Linear(dim, dim, bias=False)
         self.to_v = nn.Linear(dim, dim, bias=False)

@@ -34,7 +34,7 @@ def check_sequence(x: object, dim: int, name: str = "x") -> Tensor:
 
 @implements("titans", 19, 26, 29)
 class PersistentMemory(nn.Module):
-    r"""Persistent (task) memory: ``N_p`` learnable tokens prepended to the sequence (Titans v1, Eq. 19, 26, 29).
+    r"""Persistent memory: ``N_p`` learnable tokens put before the sequence (Titans v1, Eq. 19, 26, 29).
 
     .. math::
         x_{\text{new}} = \left[p_1 \; p_2 \; \dots \; p_{N_p}\right] \,\|\, x \qquad (19)

@@ -1,0 +1,153 @@
+r"""The Transformer baseline: multi-head full causal softmax attention as a mixer (kind ``"transformer"``).
+
+Every token attends to every earlier token of the stream (Titans Eq. 2 per head, with rotary position
+embeddings on queries and keys). Streaming keeps a KV cache in the state: the keys and values of every token
+seen so far. That cache **grows by one key and one value per token** — inherent to full attention, and the
+cost the recurrent memories of Titans/MIRAS/NL avoid (their state has a fixed size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from neural_memory.common.attention import masked_attention
+from neural_memory.common.masks import window_mask_from_positions
+from neural_memory.models.lm import check_positive_int
+from neural_memory.models.registry import register_kind
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """``[x1, x2] -> [-x2, x1]`` on the last axis (halves of equal width)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def rotary_embedding(x: Tensor, positions: Tensor, *, base: float = 10000.0) -> Tensor:
+    r"""Rotary position embedding (RoPE, Su et al., 2021), "rotate-half" layout.
+
+    .. math::
+        \mathrm{rope}(x, p)_{[i,\, i + d/2]} = R(p\,\theta_i)\,(x_i, x_{i+d/2})^\top,
+        \qquad \theta_i = \mathrm{base}^{-2i/d}
+
+    Channel ``i`` and ``i + d/2`` form a plane rotated by the angle ``p θ_i``, so the score
+    ``rope(q, m) · rope(k, n)`` depends on the positions only through ``m - n``.
+
+    Args:
+        x: ``(..., seq, d)``, ``d`` even.
+        positions: ``(seq,)`` absolute positions (any numeric dtype).
+        base: frequency base, ``> 1``.
+
+    Returns:
+        ``(..., seq, d)``, same dtype as ``x``.
+    """
+    d = x.shape[-1]
+    if d % 2:
+        raise ValueError(f"rotary embedding needs an even last dim, got {d}")
+    if positions.shape != (x.shape[-2],):
+        raise ValueError(f"positions must have shape ({x.shape[-2]},), got {tuple(positions.shape)}")
+    inv_freq = base ** (-torch.arange(0, d // 2, dtype=torch.float64, device=x.device) * 2 / d)
+    angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]  # (seq, d/2), float64 for long streams
+    angles = torch.cat([angles, angles], dim=-1)
+    return x * angles.cos().to(x.dtype) + rotate_half(x) * angles.sin().to(x.dtype)
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """The keys and values of every token seen so far (keys already rotated).
+
+    Attributes:
+        keys, values: ``(batch, heads, position, head_dim)``; grows with the stream.
+        position: tokens seen, i.e. the absolute position of the next token.
+    """
+
+    keys: Tensor
+    values: Tensor
+    position: int = 0
+
+    def detach(self) -> KVCache:
+        return KVCache(self.keys.detach(), self.values.detach(), self.position)
+
+    def numel(self) -> int:
+        return self.keys.numel() + self.values.numel()
+
+
+class CausalSelfAttention(nn.Module):
+    r"""Multi-head causal softmax self-attention with an optional RoPE, streaming through a :class:`KVCache`.
+
+    Per head: :math:`y_i = \sum_{j \le i} \mathrm{softmax}_j(q_i^\top k_j / \sqrt{d_h})\, v_j` (Titans Eq. 2
+    as in :func:`~neural_memory.common.attention.causal_softmax_attention`), then heads are concatenated and
+    projected. Bias-free fused QKV projection (``dim -> 3 dim``) and output projection (``dim -> dim``).
+
+    Args:
+        dim: model width.
+        heads: number of heads, dividing ``dim`` (head width ``dim // heads``, even when ``rope``).
+        rope: rotate queries and keys by their absolute position (RoPE).
+        rope_base: RoPE frequency base.
+
+    Shapes:
+        ``forward(x (B, T, dim), cache | None) -> (y (B, T, dim), KVCache)``.
+    """
+
+    def __init__(self, dim: int, *, heads: int = 4, rope: bool = True, rope_base: float = 10000.0):
+        super().__init__()
+        check_positive_int("dim", dim)
+        check_positive_int("heads", heads)
+        if dim % heads:
+            raise ValueError(f"heads must divide dim, got dim={dim}, heads={heads}")
+        if rope and (dim // heads) % 2:
+            raise ValueError(f"rope needs an even head width dim // heads, got {dim // heads}")
+        if not rope_base > 1:
+            raise ValueError(f"rope_base must be > 1, got {rope_base}")
+        self.dim, self.heads, self.head_dim = dim, heads, dim // heads
+        self.rope, self.rope_base = rope, float(rope_base)
+        self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.to_out = nn.Linear(dim, dim, bias=False)
+
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> KVCache:
+        """An empty cache at stream position 0."""
+        empty = torch.zeros(batch_size, self.heads, 0, self.head_dim, device=device, dtype=dtype)
+        return KVCache(empty, empty, 0)
+
+    def _split_heads(self, t: Tensor) -> Tensor:
+        b, n, _ = t.shape
+        return t.reshape(b, n, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, d_h)
+
+    def forward(self, x: Tensor, state: KVCache | None = None) -> tuple[Tensor, KVCache]:
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"x must have shape (batch, seq, {self.dim}), got {tuple(x.shape)}")
+        b, n, _ = x.shape
+        cache = self.init_state(b, device=x.device, dtype=x.dtype) if state is None else state
+        if cache.keys.shape[0] != b:
+            raise ValueError(f"state holds batch {cache.keys.shape[0]}, x has batch {b}")
+        q, k, v = (self._split_heads(t) for t in self.to_qkv(x).chunk(3, dim=-1))
+        query_pos = torch.arange(cache.position, cache.position + n, device=x.device)
+        if self.rope:
+            q = rotary_embedding(q, query_pos, base=self.rope_base)
+            k = rotary_embedding(k, query_pos, base=self.rope_base)
+        keys = torch.cat([cache.keys, k], dim=2)  # (B, H, position + T, d_h)
+        values = torch.cat([cache.values, v], dim=2)
+        key_pos = torch.arange(cache.position + n, device=x.device)
+        # a window covering the whole stream is plain causal masking: key j is visible iff j <= query
+        mask = window_mask_from_positions(query_pos, key_pos, cache.position + n)
+        y = masked_attention(q, keys, values, mask)  # (B, H, T, d_h)
+        y = self.to_out(y.transpose(1, 2).reshape(b, n, self.dim))
+        return y, KVCache(keys, values, cache.position + n)
+
+
+def transformer_mixer(
+    *, dim: int, layer_index: int, heads: int = 4, rope: bool = True, rope_base: float = 10000.0
+) -> CausalSelfAttention:
+    """Builder of kind ``"transformer"`` (every layer alike; ``layer_index`` unused)."""
+    return CausalSelfAttention(dim, heads=heads, rope=rope, rope_base=rope_base)
+
+
+register_kind(
+    "transformer",
+    transformer_mixer,
+    description="full causal softmax attention with RoPE (KV cache grows with the stream)",
+)
+
+__all__ = ["CausalSelfAttention", "KVCache", "rotary_embedding", "transformer_mixer"]

@@ -1,0 +1,213 @@
+"""Titans MAC (Eq. 21–25): masks, segment-wise attention, retrieval, causal write/read, by hand."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neural_memory.titans.mac import MemoryAsContext
+
+DT = torch.float64
+TOL = {"rtol": 0.0, "atol": 1e-10}
+FROZEN = {"gates": "fixed", "fixed_gates": (0.0, 0.5, 0.0)}  # alpha = theta = 0: the memory never changes
+
+
+def hand_attention(proj, queries, keys, visible):
+    """Softmax attention head by head for one sequence (see tests/titans/test_mag.py)."""
+    d = proj.head_dim
+    heads = []
+    for h in range(proj.heads):
+        rows = slice(h * d, (h + 1) * d)
+        q = queries @ proj.to_q.weight[rows].T
+        k = keys @ proj.to_k.weight[rows].T
+        v = keys @ proj.to_v.weight[rows].T
+        scores = (q @ k.T / math.sqrt(d)).masked_fill(~visible, -math.inf)
+        heads.append(torch.softmax(scores, dim=-1) @ v)
+    return torch.cat(heads, dim=-1) @ proj.to_out.weight.T
+
+
+def make_mac(seed=0, memory=None, **overrides):
+    torch.manual_seed(seed)
+    config = {"segment_len": 4, "n_persistent": 2, "heads": 2, "memory": {"chunk_size": 2, **(memory or {})}}
+    mac = MemoryAsContext(8, **{**config, **overrides}).to(DT)
+    with torch.no_grad():
+        mac.persistent.tokens.normal_()
+    return mac
+
+
+def spy(module, name):
+    """Record every result of ``module.<name>`` (the method still runs)."""
+    records, original = [], getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        result = original(*args, **kwargs)
+        records.append(result)
+        return result
+
+    setattr(module, name, wrapper)
+    return records
+
+
+# -- Eq. 22-23: the extended segment and its mask -----------------------------------------------------------
+
+
+@pytest.mark.equation("titans", 22)
+@pytest.mark.equation("titans", 23)
+def test_extended_mask_elementwise_small_case():
+    mac = make_mac(segment_len=3, n_persistent=2)
+    #            P  P | h1 h2 h3 | s1 s2 s3   (segment query i sees P, h_{<=i}, s_{<=i})
+    expected = [
+        [1, 1, 1, 0, 0, 1, 0, 0],
+        [1, 1, 1, 1, 0, 1, 1, 0],
+        [1, 1, 1, 1, 1, 1, 1, 1],
+    ]
+    assert torch.equal(mac.extended_mask(), torch.tensor(expected, dtype=torch.bool))
+    no_memory = make_mac(segment_len=3, n_persistent=2, use_memory=False)
+    expected = [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]  # P P | s1 s2 s3
+    assert torch.equal(no_memory.extended_mask(), torch.tensor(expected, dtype=torch.bool))
+
+
+@pytest.mark.equation("titans", 22)
+def test_extended_segment_is_persistent_then_history_then_segment_in_every_segment():
+    mac = make_mac()
+    extended = spy(mac, "extended_segment")
+    history = spy(mac, "retrieve_history")
+    x = torch.randn(1, 12, 8, dtype=DT)
+    mac(x)
+    assert len(extended) == 3
+    for t, s_tilde in enumerate(extended):
+        assert s_tilde.shape == (1, 2 + 4 + 4, 8)
+        assert torch.equal(s_tilde[0, :2], mac.persistent.tokens.detach())  # same P in every segment
+        assert torch.equal(s_tilde[:, 2:6], history[t][0])
+        assert torch.equal(s_tilde[:, 6:], x[:, 4 * t : 4 * t + 4])
+
+
+@pytest.mark.equation("titans", 23)
+def test_without_memory_mac_is_segmentwise_causal_attention_with_prefix():
+    mac = make_mac(segment_len=4, n_persistent=2, use_memory=False)
+    x = torch.randn(2, 10, 8, dtype=DT)  # segments of 4, 4, 2
+    out, _ = mac(x)
+    p = mac.persistent.tokens
+    for b in range(2):
+        for start in range(0, 10, 4):
+            seg = x[b, start : start + 4]
+            n = seg.shape[0]
+            visible = torch.cat([torch.ones(n, 2, dtype=torch.bool), torch.ones(n, n, dtype=torch.bool).tril()], 1)
+            expected = hand_attention(mac.attention, seg, torch.cat([p, seg]), visible)
+            torch.testing.assert_close(out[b, start : start + n], expected, **TOL)
+
+
+@pytest.mark.equation("titans", 23)
+@pytest.mark.parametrize("memory", [FROZEN, {}])
+def test_no_attention_across_segments(memory):
+    # theta = alpha = 0: the memory is constant, so changing segment 1 must not change segments 2 and 3.
+    # With a learning memory (positive control) the change does reach later segments, through M only.
+    mac = make_mac(memory=memory)
+    x = torch.randn(1, 12, 8, dtype=DT)
+    changed = x.clone()
+    changed[:, :4] += torch.randn(1, 4, 8, dtype=DT)
+    out, changed_out = mac(x)[0], mac(changed)[0]
+    later_equal = torch.allclose(out[:, 4:], changed_out[:, 4:], rtol=0, atol=1e-12)
+    assert later_equal == (memory is FROZEN)
+    assert not torch.allclose(out[:, :4], changed_out[:, :4])
+
+
+# -- Eq. 21: retrieval -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("titans", 21)
+def test_first_history_depends_only_on_m0_and_first_segment():
+    mac = make_mac()
+    x = torch.randn(1, 12, 8, dtype=DT)
+    changed = x.clone()
+    changed[:, 4:] = torch.randn(1, 8, 8, dtype=DT)
+    first = spy(mac, "retrieve_history")
+    mac(x)
+    mac(changed)
+    h1, h1_changed = first[0][0], first[3][0]
+    assert h1.shape == (1, 4, 8)  # one retrieved row per segment row (N_l = C)
+    torch.testing.assert_close(h1, h1_changed, **TOL)
+    # and it is exactly the read of M_0 with the segment's queries
+    torch.testing.assert_close(h1, mac.memory.retrieve(x[:, :4])[0], **TOL)
+    with torch.no_grad():  # it does depend on M_0
+        mac.memory.memory.initial_weights[0].mul_(2.0)
+    assert not torch.allclose(mac.memory.retrieve(x[:, :4])[0], h1)
+
+
+@pytest.mark.equation("titans", 21)
+@pytest.mark.equation("titans", 24)
+@pytest.mark.equation("titans", 25)
+def test_segments_by_hand_write_attention_output_read_updated_memory():
+    # conv_kernel=0 keeps the hand computation free of convolution caches
+    mac = make_mac(memory={"conv_kernel": 0, "gates": "fixed", "fixed_gates": (0.1, 0.6, 0.4)})
+    attention = spy(mac, "segment_attention")
+    x = torch.randn(2, 8, 8, dtype=DT)
+    out, state = mac(x)
+    y1, y2 = attention
+    memory = mac.memory
+    m0 = memory.init_state(2)
+    m1 = memory.update(y1, m0)  # Eq. 24: write the attention output (not the raw segment)
+    # Eq. 25 (causal reading): write y_i, then read with y_i's query; gate y with sigmoid of the read-out
+    read1, _ = memory(y1, m0)
+    read2, m2 = memory(y2, m1)
+    torch.testing.assert_close(out[:, :4], y1 * torch.sigmoid(read1), **TOL)
+    torch.testing.assert_close(out[:, 4:], y2 * torch.sigmoid(read2), **TOL)
+    for got, want in zip(state.memory.weights, m2.weights, strict=True):
+        torch.testing.assert_close(got, want, **TOL)
+    # Eq. 21 for segment 2 reads M_1 (the memory after segment 1), not M_0
+    h = spy(mac, "retrieve_history")
+    mac(x)
+    torch.testing.assert_close(h[1][0], memory.retrieve(x[:, 4:], m1)[0], **TOL)
+    assert not torch.allclose(h[1][0], memory.retrieve(x[:, 4:], m0)[0])
+    # the read-out uses the updated weights: reading M_{t-1} instead would differ
+    assert not torch.allclose(read2, memory.retrieve(y2, m1)[0])
+
+
+@pytest.mark.equation("titans", 24)
+def test_frozen_memory_does_not_change_across_segments():
+    mac = make_mac(memory=FROZEN)
+    _, state = mac(torch.randn(1, 12, 8, dtype=DT))
+    m0 = mac.memory.init_state(1)
+    for got, want in zip(state.memory.weights, m0.weights, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.equation("titans", 25)
+@settings(max_examples=10)
+@given(t=st.integers(0, 10), seed=st.integers(0, 2**16))
+def test_outputs_are_causal_inside_and_across_segments(t, seed):
+    mac = make_mac(memory={"chunk_size": 3})
+    x = torch.randn(1, 11, 8, dtype=DT)
+    changed = x.clone()
+    changed[:, t + 1 :] = torch.randn(1, 10 - t, 8, dtype=DT, generator=torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(mac(changed)[0][:, : t + 1], mac(x)[0][:, : t + 1], **TOL)
+
+
+def test_state_between_segments_holds_no_tokens():
+    mac = make_mac()
+    _, state = mac(torch.randn(1, 8, 8, dtype=DT))
+    assert (state.offset, state.segment_tokens.shape[1], state.memory_tokens.shape[1]) == (0, 0, 0)
+    assert state.retrieval is None
+    _, state = mac(torch.randn(1, 3, 8, dtype=DT), state)
+    assert (state.offset, state.segment_tokens.shape[1], state.memory_tokens.shape[1]) == (3, 3, 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"segment_len": 0}, ValueError, "segment_len must be an int >= 1"),
+        ({"use_memory": 1}, TypeError, "use_memory must be a bool"),
+        ({"heads": 3}, ValueError, "heads must divide dim"),
+        ({"memory": "deep"}, TypeError, "memory must be a dict"),
+    ],
+)
+def test_bad_configuration_raises(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        MemoryAsContext(8, **{"segment_len": 4, "n_persistent": 2, "heads": 2, **kwargs})
+
+
+def test_bad_input_raises():
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, seq, 8\)"):
+        make_mac()(torch.randn(1, 4, 6, dtype=DT))

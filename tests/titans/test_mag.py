@@ -1,0 +1,209 @@
+"""Titans MAG (Eq. 26–28) and the sliding-window attention of Eq. 27 / 31, against hand computations."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neural_memory.titans.mag import MemoryAsGate, SlidingWindowAttention
+
+DT = torch.float64
+TOL = {"rtol": 0.0, "atol": 1e-10}
+EPS = 1e-6  # the RMSNorm eps MAG documents
+
+
+def hand_attention(proj, queries, keys, visible):
+    """Softmax attention written out head by head for one sequence.
+
+    ``queries (Lq, dim)``, ``keys (Lk, dim)`` (keys and values come from the same rows), ``visible (Lq, Lk)``
+    bool from a hand rule. nn.Linear computes ``x W^T``; head ``h`` owns output rows ``h*d .. (h+1)*d``.
+    """
+    d = proj.head_dim
+    heads = []
+    for h in range(proj.heads):
+        rows = slice(h * d, (h + 1) * d)
+        q = queries @ proj.to_q.weight[rows].T
+        k = keys @ proj.to_k.weight[rows].T
+        v = keys @ proj.to_v.weight[rows].T
+        scores = (q @ k.T / math.sqrt(d)).masked_fill(~visible, -math.inf)
+        heads.append(torch.softmax(scores, dim=-1) @ v)
+    return torch.cat(heads, dim=-1) @ proj.to_out.weight.T
+
+
+def window_rule(n_query, n_prefix, window, *, first=0):
+    """Hand rule of Eq. 27: query i sees every prefix key and sequence keys j with i - window < j <= i."""
+    visible = torch.zeros(n_query, n_prefix + first + n_query, dtype=torch.bool)
+    for i in range(n_query):
+        visible[i, :n_prefix] = True
+        for j in range(first + n_query):
+            visible[i, n_prefix + j] = first + i - window < j <= first + i
+    return visible
+
+
+def rms(x, gamma):
+    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + EPS) * gamma
+
+
+def make_mag(seed=0, **overrides):
+    torch.manual_seed(seed)
+    config = {"window": 3, "n_persistent": 2, "heads": 2, "memory": {"chunk_size": 2}, **overrides}
+    mag = MemoryAsGate(8, **config).to(DT)
+    with torch.no_grad():  # non-trivial per-channel norm weights and persistent tokens
+        mag.norm_attention.weight.uniform_(0.5, 1.5)
+        mag.norm_memory.weight.uniform_(0.5, 1.5)
+        mag.persistent.tokens.normal_()
+    return mag
+
+
+# -- Eq. 27: sliding window with an always-visible prefix --------------------------------------------------
+
+
+@pytest.mark.equation("titans", 27)
+@pytest.mark.parametrize("block_size", [2, 128])
+def test_window_and_prefix_visibility_elementwise(block_size):
+    # d y_i / d x_j is exactly 0 for every key hidden by the mask, and non-zero for every visible one
+    torch.manual_seed(0)
+    attn = SlidingWindowAttention(4, heads=2, window=3, block_size=block_size).to(DT)
+    n, n_p = 7, 2
+    x = torch.randn(1, n, 4, dtype=DT)
+    prefix = torch.randn(1, n_p, 4, dtype=DT)
+    jac_x, jac_p = torch.autograd.functional.jacobian(lambda a, p: attn(a, prefix=p)[0], (x, prefix))
+    depends_on_x = jac_x[0, :, :, 0].abs().sum(dim=(1, 3)) > 0  # (query i, key j)
+    depends_on_p = jac_p[0, :, :, 0].abs().sum(dim=(1, 3)) > 0
+    expected = window_rule(n, n_p, 3)
+    assert torch.equal(depends_on_p, expected[:, :n_p])
+    assert torch.equal(depends_on_x, expected[:, n_p:])
+
+
+@pytest.mark.equation("titans", 27)
+@settings(max_examples=15)
+@given(
+    n=st.integers(1, 9),
+    window=st.integers(1, 10),
+    n_p=st.integers(0, 3),
+    block=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_sliding_window_attention_equals_hand_softmax(n, window, n_p, block, seed):
+    torch.manual_seed(seed)
+    attn = SlidingWindowAttention(4, heads=2, window=window, block_size=block).to(DT)
+    x = torch.randn(2, n, 4, dtype=DT)
+    prefix = torch.randn(2, n_p, 4, dtype=DT) if n_p else None
+    y, _ = attn(x, prefix=prefix)
+    for b in range(2):
+        keys = x[b] if prefix is None else torch.cat([prefix[b], x[b]])
+        expected = hand_attention(attn.proj, x[b], keys, window_rule(n, n_p, window))
+        torch.testing.assert_close(y[b], expected, **TOL)
+
+
+@pytest.mark.equation("titans", 27)
+@settings(max_examples=15)
+@given(cuts=st.lists(st.integers(0, 11), max_size=3), window=st.integers(1, 5), seed=st.integers(0, 2**16))
+def test_sliding_window_cache_streams_exactly(cuts, window, seed):
+    torch.manual_seed(seed)
+    attn = SlidingWindowAttention(4, heads=1, window=window, block_size=2).to(DT)
+    x = torch.randn(1, 11, 4, dtype=DT)
+    prefix = torch.randn(1, 2, 4, dtype=DT)
+    whole, _ = attn(x, prefix=prefix)
+    bounds = [0, *sorted(cuts), 11]
+    cache, parts = None, []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        part, cache = attn(x[:, lo:hi], cache, prefix=prefix)
+        parts.append(part)
+        assert cache.keys.shape[2] <= window - 1  # bounded cache
+    torch.testing.assert_close(torch.cat(parts, dim=1), whole, **TOL)
+    assert cache.seen == 11
+
+
+@pytest.mark.equation("titans", 27)
+def test_window_at_least_the_length_is_full_causal_attention_with_prefix():
+    torch.manual_seed(1)
+    attn = SlidingWindowAttention(4, heads=2, window=50).to(DT)
+    x, prefix = torch.randn(1, 6, 4, dtype=DT), torch.randn(1, 2, 4, dtype=DT)
+    y, _ = attn(x, prefix=prefix)
+    causal = torch.ones(6, 6, dtype=torch.bool).tril()
+    visible = torch.cat([torch.ones(6, 2, dtype=torch.bool), causal], dim=1)
+    torch.testing.assert_close(y[0], hand_attention(attn.proj, x[0], torch.cat([prefix[0], x[0]]), visible), **TOL)
+
+
+# -- Eq. 28: the gate ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("titans", 28)
+def test_gate_is_rmsnorm_times_sigmoid_of_rmsnorm_by_hand():
+    mag = make_mag()
+    y, m = torch.randn(2, 5, 8, dtype=DT) * 3, torch.randn(2, 5, 8, dtype=DT) * 0.1
+    g1, g2 = mag.norm_attention.weight, mag.norm_memory.weight
+    expected = rms(y, g1) * torch.sigmoid(rms(m, g2))
+    torch.testing.assert_close(mag.gate(y, m), expected, **TOL)
+
+
+@pytest.mark.equation("titans", 28)
+def test_gate_stays_finite_for_huge_inputs():
+    mag = make_mag()
+    out = mag.gate(torch.full((1, 2, 8), 1e150, dtype=DT), torch.full((1, 2, 8), -1e150, dtype=DT))
+    assert torch.isfinite(out).all()
+
+
+# -- Eq. 26–28 end to end ------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("titans", 26)
+@pytest.mark.equation("titans", 27)
+@pytest.mark.equation("titans", 28)
+def test_mag_equals_hand_combination_of_both_branches_over_prefixed_input():
+    mag = make_mag()
+    x = torch.randn(2, 9, 8, dtype=DT)
+    out, _ = mag(x)
+    n_p = 2
+    p = mag.persistent.tokens
+    x_tilde = torch.cat([p.expand(2, -1, -1), x], dim=1)  # Eq. 26
+    m = mag.memory(x_tilde)[0][:, n_p:]  # the memory branch over x~, prefix rows dropped
+    for b in range(2):
+        y = hand_attention(mag.attention.proj, x[b], x_tilde[b], window_rule(9, n_p, 3))  # Eq. 27
+        expected = rms(y, mag.norm_attention.weight) * torch.sigmoid(rms(m[b], mag.norm_memory.weight))
+        torch.testing.assert_close(out[b], expected, **TOL)
+
+
+@pytest.mark.equation("titans", 26)
+def test_persistent_tokens_get_gradients_and_no_test_time_change():
+    mag = make_mag(memory={"chunk_size": 2, "gates": "fixed", "fixed_gates": (0.1, 0.5, 0.5)})
+    before = mag.persistent.tokens.detach().clone()
+    out, state = mag(torch.randn(2, 9, 8, dtype=DT))
+    assert torch.equal(mag.persistent.tokens, before)  # the inner loop (memory writes) leaves P alone
+    out.sum().backward()
+    assert mag.persistent.tokens.grad.abs().sum() > 0
+    assert state.memory.tokens_seen == 2 + 9  # the prefix was written once, at stream start
+
+
+@pytest.mark.equation("titans", 26)
+def test_prefix_is_written_into_memory_once_per_stream():
+    mag = make_mag()
+    _, s1 = mag(torch.randn(1, 4, 8, dtype=DT))
+    _, s2 = mag(torch.randn(1, 3, 8, dtype=DT), s1)
+    assert (s1.memory.tokens_seen, s2.memory.tokens_seen) == (6, 9)
+    assert (s1.attention.seen, s2.attention.seen) == (4, 7)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"window": 0}, ValueError, "window must be an int >= 1"),
+        ({"heads": 3}, ValueError, "heads must divide dim"),
+        ({"n_persistent": -2}, ValueError, "n_persistent must be an int >= 0"),
+        ({"memory": [("depth", 2)]}, TypeError, "memory must be a dict"),
+        ({"memory": {"dim": 4}}, ValueError, "must not set 'dim'"),
+    ],
+)
+def test_bad_configuration_raises(kwargs, error, match):
+    config = {"window": 3, "n_persistent": 2, "heads": 2, **kwargs}
+    with pytest.raises(error, match=match):
+        MemoryAsGate(8, **config)
+
+
+def test_bad_input_raises():
+    mag = make_mag()
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, seq, 8\)"):
+        mag(torch.randn(2, 4, 5, dtype=DT))

@@ -1,0 +1,135 @@
+"""Titans MAL (Eq. 29–31) and Titans (LMM) (Eq. 29–30 without attention), against hand computations."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neural_memory.titans.mal import LongTermMemoryLayer, MemoryAsLayer
+from neural_memory.titans.mag import SlidingWindowAttention
+
+DT = torch.float64
+TOL = {"rtol": 0.0, "atol": 1e-10}
+
+
+def hand_attention(proj, queries, keys, visible):
+    """Softmax attention head by head for one sequence (see tests/titans/test_mag.py)."""
+    d = proj.head_dim
+    heads = []
+    for h in range(proj.heads):
+        rows = slice(h * d, (h + 1) * d)
+        q = queries @ proj.to_q.weight[rows].T
+        k = keys @ proj.to_k.weight[rows].T
+        v = keys @ proj.to_v.weight[rows].T
+        scores = (q @ k.T / math.sqrt(d)).masked_fill(~visible, -math.inf)
+        heads.append(torch.softmax(scores, dim=-1) @ v)
+    return torch.cat(heads, dim=-1) @ proj.to_out.weight.T
+
+
+def plain_window_rule(n_query, window, *, first):
+    """Eq. 31 by hand: the query at position first + i sees positions j with first + i - window < j <= first + i."""
+    visible = torch.zeros(n_query, first + n_query, dtype=torch.bool)
+    for i in range(n_query):
+        for j in range(first + n_query):
+            visible[i, j] = first + i - window < j <= first + i
+    return visible
+
+
+def make_mal(seed=0, **overrides):
+    torch.manual_seed(seed)
+    config = {"window": 3, "n_persistent": 2, "heads": 2, "memory": {"chunk_size": 2}, **overrides}
+    mal = MemoryAsLayer(8, **config).to(DT)
+    with torch.no_grad():
+        mal.persistent.tokens.normal_()
+    return mal
+
+
+@pytest.mark.equation("titans", 31)
+def test_plain_window_visibility_elementwise():
+    # no always-visible prefix: d o_i / d y_j != 0 exactly for i - window < j <= i
+    torch.manual_seed(0)
+    attn = SlidingWindowAttention(4, heads=2, window=3, block_size=2).to(DT)
+    y = torch.randn(1, 7, 4, dtype=DT)
+    jac = torch.autograd.functional.jacobian(lambda a: attn(a)[0], y)
+    depends = jac[0, :, :, 0].abs().sum(dim=(1, 3)) > 0
+    assert torch.equal(depends, plain_window_rule(7, 3, first=0))
+
+
+@pytest.mark.equation("titans", 29)
+@pytest.mark.equation("titans", 30)
+@pytest.mark.equation("titans", 31)
+@pytest.mark.parametrize("window", [1, 3, 20])
+def test_mal_equals_memory_then_plain_window_attention_over_prefixed_input(window):
+    mal = make_mal(window=window)
+    x = torch.randn(2, 9, 8, dtype=DT)
+    out, state = mal(x)
+    n_p = 2
+    x_tilde = torch.cat([mal.persistent.tokens.expand(2, -1, -1), x], dim=1)  # Eq. 29
+    y = mal.memory(x_tilde)[0]  # Eq. 30, all N_p + N rows
+    for b in range(2):
+        # Eq. 31: the prefix rows are ordinary positions 0..N_p-1 of a plain sliding window; rows dropped
+        expected = hand_attention(mal.attention.proj, y[b, n_p:], y[b], plain_window_rule(9, window, first=n_p))
+        torch.testing.assert_close(out[b], expected, **TOL)
+    assert state.attention.seen == n_p + 9
+    assert state.attention.keys.shape[2] == min(window - 1, n_p + 9)
+
+
+@pytest.mark.equation("titans", 29)
+@pytest.mark.equation("titans", 30)
+def test_lmm_is_the_memory_over_the_prefixed_input_with_prefix_rows_dropped():
+    torch.manual_seed(0)
+    lmm = LongTermMemoryLayer(8, n_persistent=3, memory={"chunk_size": 2, "heads": 2}).to(DT)
+    with torch.no_grad():
+        lmm.persistent.tokens.normal_()
+    x = torch.randn(2, 7, 8, dtype=DT)
+    out, state = lmm(x)
+    expected = lmm.memory(torch.cat([lmm.persistent.tokens.expand(2, -1, -1), x], dim=1))[0][:, 3:]
+    torch.testing.assert_close(out, expected, **TOL)
+    assert state.tokens_seen == 3 + 7
+
+
+@pytest.mark.equation("titans", 30)
+@settings(max_examples=10)
+@given(t=st.integers(0, 8), seed=st.integers(0, 2**16))
+def test_memory_layer_is_causal(t, seed):
+    torch.manual_seed(0)
+    lmm = LongTermMemoryLayer(4, n_persistent=2, memory={"chunk_size": 3}).to(DT)
+    x = torch.randn(1, 9, 4, dtype=DT)
+    changed = x.clone()
+    changed[:, t + 1 :] = torch.randn(1, 8 - t, 4, dtype=DT, generator=torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(lmm(changed)[0][:, : t + 1], lmm(x)[0][:, : t + 1], **TOL)
+
+
+@pytest.mark.equation("titans", 29)
+def test_persistent_tokens_get_gradients_through_the_memory():
+    mal = make_mal(window=1)  # window 1: each token sees only itself, so P reaches o only via the memory
+    out, _ = mal(torch.randn(1, 5, 8, dtype=DT))
+    out.sum().backward()
+    assert mal.persistent.tokens.grad.abs().sum() > 0
+
+
+def test_zero_persistent_tokens_start_from_the_initial_memory():
+    torch.manual_seed(0)
+    lmm = LongTermMemoryLayer(8, n_persistent=0).to(DT)
+    x = torch.randn(1, 5, 8, dtype=DT)
+    torch.testing.assert_close(lmm(x)[0], lmm.memory(x)[0], **TOL)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"window": 0}, ValueError, "window must be an int >= 1"),
+        ({"heads": 0}, ValueError, "heads must be an int >= 1"),
+        ({"n_persistent": "4"}, TypeError, "n_persistent must be an int"),
+    ],
+)
+def test_bad_configuration_raises(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        MemoryAsLayer(8, **{"window": 3, "n_persistent": 2, "heads": 2, **kwargs})
+
+
+def test_bad_input_raises():
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, seq, 8\)"):
+        make_mal()(torch.randn(3, 8, dtype=DT))
