@@ -94,7 +94,9 @@ def test_without_memory_mac_is_segmentwise_causal_attention_with_prefix():
         for start in range(0, 10, 4):
             seg = x[b, start : start + 4]
             n = seg.shape[0]
-            visible = torch.cat([torch.ones(n, 2, dtype=torch.bool), torch.ones(n, n, dtype=torch.bool).tril()], 1)
+            visible = torch.cat(
+                [torch.ones(n, 2, dtype=torch.bool), torch.ones(n, n, dtype=torch.bool).tril()], 1
+            )
             expected = hand_attention(mac.attention, seg, torch.cat([p, seg]), visible)
             torch.testing.assert_close(out[b, start : start + n], expected, **TOL)
 
@@ -114,7 +116,7 @@ def test_no_attention_across_segments(memory):
     assert not torch.allclose(out[:, :4], changed_out[:, :4])
 
 
-# -- Eq. 21: retrieval -----------------------------------------------------------------------------------------
+# -- Eq. 21: retrieval --------------------------------------------------------------------------------
 
 
 @pytest.mark.equation("titans", 21)

@@ -1,5 +1,6 @@
 """Titans MAG (Eq. 26–28) and the sliding-window attention of Eq. 27 / 31, against hand computations."""
 
+import itertools
 import math
 
 import pytest
@@ -109,7 +110,7 @@ def test_sliding_window_cache_streams_exactly(cuts, window, seed):
     whole, _ = attn(x, prefix=prefix)
     bounds = [0, *sorted(cuts), 11]
     cache, parts = None, []
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+    for lo, hi in itertools.pairwise(bounds):
         part, cache = attn(x[:, lo:hi], cache, prefix=prefix)
         parts.append(part)
         assert cache.keys.shape[2] <= window - 1  # bounded cache
@@ -125,7 +126,9 @@ def test_window_at_least_the_length_is_full_causal_attention_with_prefix():
     y, _ = attn(x, prefix=prefix)
     causal = torch.ones(6, 6, dtype=torch.bool).tril()
     visible = torch.cat([torch.ones(6, 2, dtype=torch.bool), causal], dim=1)
-    torch.testing.assert_close(y[0], hand_attention(attn.proj, x[0], torch.cat([prefix[0], x[0]]), visible), **TOL)
+    torch.testing.assert_close(
+        y[0], hand_attention(attn.proj, x[0], torch.cat([prefix[0], x[0]]), visible), **TOL
+    )
 
 
 # -- Eq. 28: the gate ----------------------------------------------------------------------------------------

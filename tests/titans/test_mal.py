@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from neural_memory.titans.mal import LongTermMemoryLayer, MemoryAsLayer
 from neural_memory.titans.mag import SlidingWindowAttention
+from neural_memory.titans.mal import LongTermMemoryLayer, MemoryAsLayer
 
 DT = torch.float64
 TOL = {"rtol": 0.0, "atol": 1e-10}
@@ -29,7 +29,7 @@ def hand_attention(proj, queries, keys, visible):
 
 
 def plain_window_rule(n_query, window, *, first):
-    """Eq. 31 by hand: the query at position first + i sees positions j with first + i - window < j <= first + i."""
+    """Eq. 31 by hand: the query at position p = first + i sees positions j with p - window < j <= p."""
     visible = torch.zeros(n_query, first + n_query, dtype=torch.bool)
     for i in range(n_query):
         for j in range(first + n_query):
@@ -70,7 +70,9 @@ def test_mal_equals_memory_then_plain_window_attention_over_prefixed_input(windo
     y = mal.memory(x_tilde)[0]  # Eq. 30, all N_p + N rows
     for b in range(2):
         # Eq. 31: the prefix rows are ordinary positions 0..N_p-1 of a plain sliding window; rows dropped
-        expected = hand_attention(mal.attention.proj, y[b, n_p:], y[b], plain_window_rule(9, window, first=n_p))
+        expected = hand_attention(
+            mal.attention.proj, y[b, n_p:], y[b], plain_window_rule(9, window, first=n_p)
+        )
         torch.testing.assert_close(out[b], expected, **TOL)
     assert state.attention.seen == n_p + 9
     assert state.attention.keys.shape[2] == min(window - 1, n_p + 9)

@@ -77,7 +77,7 @@ def test_bad_input_raises():
     module = make()
     with pytest.raises(ValueError, match=r"x must have shape \(batch, seq, 4\)"):
         module(torch.randn(2, 5, 3, dtype=DT))
-    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"x must be a torch\.Tensor"):
         module([[1.0]])
     with pytest.raises(TypeError, match="floating-point"):
         module(torch.ones(1, 2, 4, dtype=torch.long))

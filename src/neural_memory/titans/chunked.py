@@ -111,43 +111,34 @@ def _chunk(model, weights, momentum, grad_weights, keys, values, queries, alpha,
     return y, tuple(new_w), tuple(new_s)
 
 
-def _pieces(offset: int, total: int, chunk_size: int) -> list[tuple[int, int]]:
-    """Split ``total`` tokens into chunk-aligned pieces ``(start, length)``; the first may finish a chunk."""
-    pieces, pos = [], 0
+def _piece_sizes(offset: int, total: int, chunk_size: int) -> list[int]:
+    """Lengths of the chunk-aligned pieces of ``total`` tokens; the first may finish a started chunk."""
+    sizes, pos = [], 0
     while pos < total:
         n = min(chunk_size - offset, total - pos)
-        pieces.append((pos, n))
+        sizes.append(n)
         offset, pos = (offset + n) % chunk_size, pos + n
-    return pieces
+    return sizes
 
 
-def _run(model, weights, momentum, chunk_weights, offset, pieces, inputs, chunk_size, read):
-    """Run consecutive pieces; returns ``(outputs, weights, momentum, chunk_weights)``."""
-    keys, values, queries, alpha, eta, theta = inputs
+def _run(model, weights, momentum, chunk_weights, offset, pieces, chunk_size, read):
+    """Run consecutive pieces ``(keys, values, queries, alpha, eta, theta)``.
+
+    Returns ``(outputs, weights, momentum, chunk_weights)``.
+    """
     outputs = []
-    for start, n in pieces:
+    for keys, values, queries, alpha, eta, theta in pieces:
         grad_weights = chunk_weights if offset else weights
-        piece = slice(start, start + n)
         y, weights, momentum = _chunk(
-            model,
-            weights,
-            momentum,
-            grad_weights,
-            keys[:, piece],
-            values[:, piece],
-            None if queries is None else queries[:, piece],
-            alpha[:, piece],
-            eta[:, piece],
-            theta[:, piece],
-            read,
+            model, weights, momentum, grad_weights, keys, values, queries, alpha, eta, theta, read
         )
         outputs.append(y)
-        offset = (offset + n) % chunk_size
+        offset = (offset + keys.shape[1]) % chunk_size
         chunk_weights = grad_weights if offset else weights
     return outputs, weights, momentum, chunk_weights
 
 
-@implements("titans", 16, 18)
+@implements("titans", 16, 17, 18)
 def chunked_memory(
     model: MemoryMLP,
     state: MemoryState,
@@ -174,6 +165,10 @@ def chunked_memory(
     gives :math:`t' = t - \mathrm{mod}(t, b)`, which is ``b`` (not 0) for ``t = b``; we use the chunk start
     (``docs/errata.md``). ``read`` is as in :func:`~neural_memory.titans.reference.reference_memory`.
 
+    The chunk's summed gradient enters the weights in the matmul form of Eq. 17, corrected for keys and
+    values (row convention, factor 2 of Eq. 12 inside ``g``): :math:`\sum_i c_i\,a_i^\top g_i = A^\top
+    \mathrm{diag}(c)\,G` — for a linear memory :math:`2K^\top\mathrm{diag}(c)(KW_0 - V)`.
+
     Back-propagation keeps every chunk's starting weights and momentum, ``2 × params`` per chunk.
     ``checkpoint_chunks=g > 0`` keeps them only every ``g`` chunks and recomputes the chunks in between
     during the backward pass (gradient checkpointing): the same gradients, for one more forward pass.
@@ -185,20 +180,28 @@ def chunked_memory(
     Returns:
         ``(y (N, T, d) or None, new state)``.
     """
-    pieces = _pieces(state.offset, keys.shape[1], chunk_size)
-    inputs = (keys, values, queries, alpha, eta, theta)
-    weights, momentum, chunk_weights, offset = state.weights, state.momentum, state.chunk_weights, state.offset
+    # Split once: one slice per chunk would make back-propagation add T/b full-length zero-padded gradients.
+    sizes = _piece_sizes(state.offset, keys.shape[1], chunk_size)
+    split = [x.split(sizes, dim=1) if x is not None else [None] * len(sizes) for x in (keys, values, queries)]
+    split += [g.split(sizes, dim=1) for g in (alpha, eta, theta)]
+    pieces = list(zip(*split, strict=True))
+    weights, momentum, chunk_weights, offset = (
+        state.weights,
+        state.momentum,
+        state.chunk_weights,
+        state.offset,
+    )
     group = checkpoint_chunks if checkpoint_chunks > 0 and torch.is_grad_enabled() else len(pieces) or 1
     outputs = []
     for first in range(0, len(pieces), group):
         block = pieces[first : first + group]
-        args = (model, weights, momentum, chunk_weights, offset, block, inputs, chunk_size, read)
+        args = (model, weights, momentum, chunk_weights, offset, block, chunk_size, read)
         if group < len(pieces):
             ys, weights, momentum, chunk_weights = checkpoint(_run, *args, use_reentrant=False)
         else:
             ys, weights, momentum, chunk_weights = _run(*args)
         outputs.extend(ys)
-        offset = (offset + sum(n for _, n in block)) % chunk_size
+        offset = (offset + sum(sizes[first : first + group])) % chunk_size
     y = None if queries is None else (torch.cat(outputs, dim=1) if outputs else queries[:, :0])
     new_state = replace(
         state,

@@ -1,0 +1,191 @@
+"""Training throughput and peak memory of the Titans LM kinds against the Transformer baseline.
+
+Every (kind, sequence length) pair runs in a **fresh subprocess** with the same width and depth: build the LM,
+run ``--warmup`` training steps (forward, backward, AdamW step) untimed, then ``--steps`` timed ones.
+
+* throughput: trained tokens per second, ``batch * seq / (mean seconds per step)``;
+* peak memory: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the subprocess (peak resident set size) at
+  the end, minus its resident set size just before the first training step (model and data already built) —
+  "delta peak RSS". tracemalloc is not used: it does not see PyTorch's tensor allocations.
+
+A config that fails (out of memory, timeout, error) is reported as such and the run continues. The table ends
+with the time ratio ``time(longest) / time(shortest)`` per kind (linear scaling gives the length ratio, e.g.
+16 for 16384/1024; full attention tends to the square).
+
+    python benchmarks/titans_models.py --quick                   # smoke run, seconds
+    python benchmarks/titans_models.py --out results.json        # full run: seq 1024, 4096, 16384
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+KINDS = ("titans-mac", "titans-mag", "titans-mal", "titans-lmm", "transformer")
+FULL = {
+    "seqs": (1024, 4096, 16384),
+    "dim": 128,
+    "depth": 2,
+    "vocab": 256,
+    "batch": 1,
+    "steps": 2,
+    "warmup": 1,
+}
+QUICK = {"seqs": (128, 256), "dim": 32, "depth": 1, "vocab": 64, "batch": 1, "steps": 1, "warmup": 1}
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process (Linux /proc; falls back to the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def child(spec: dict) -> dict:
+    """One measurement, run inside the subprocess."""
+    import torch
+
+    from neural_memory.models.registry import build_lm
+
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    lm = build_lm(spec["kind"], vocab_size=spec["vocab"], dim=spec["dim"], depth=spec["depth"])
+    optimiser = torch.optim.AdamW(lm.parameters(), lr=1e-3)
+    tokens = torch.randint(0, spec["vocab"], (spec["batch"], spec["seq"] + 1))
+
+    def step() -> float:
+        loss = lm.loss(tokens)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        return loss.item()
+
+    rss_before = rss_mb()
+    for _ in range(spec["warmup"]):
+        step()
+    start = time.perf_counter()
+    for _ in range(spec["steps"]):
+        loss = step()
+    seconds = (time.perf_counter() - start) / spec["steps"]
+    return {
+        "seconds_per_step": seconds,
+        "tokens_per_second": spec["batch"] * spec["seq"] / seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "delta_peak_rss_mb": peak_rss_mb() - rss_before,
+        "parameters": sum(p.numel() for p in lm.parameters()),
+        "final_loss": loss,
+    }
+
+
+def measure(spec: dict, timeout: float) -> dict:
+    """Run :func:`child` in a fresh interpreter; a failure becomes ``{"error": ...}``."""
+    command = [sys.executable, __file__, "--child", json.dumps(spec)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout:.0f} s"}
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        if done.returncode < 0:
+            tail = f"killed by signal {-done.returncode} (out of memory?)"
+        return {"error": tail[:200]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(results: list[dict], seqs: list[int]) -> str:
+    lines = [f"{'kind':<12} {'seq':>6} {'tokens/s':>10} {'s/step':>9} {'dPeakRSS MB':>12} {'params':>9}"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['kind']:<12} {r['seq']:>6}  FAILED: {r['error']}")
+            continue
+        lines.append(
+            f"{r['kind']:<12} {r['seq']:>6} {r['tokens_per_second']:>10.0f} {r['seconds_per_step']:>9.3f} "
+            f"{r['delta_peak_rss_mb']:>12.1f} {r['parameters']:>9}"
+        )
+    lines.append("")
+    lines.append(f"time ratio seq {seqs[-1]} / seq {seqs[0]} (linear = {seqs[-1] / seqs[0]:g}):")
+    for kind, ratio in ratios(results, seqs).items():
+        lines.append(f"  {kind:<12} {ratio if isinstance(ratio, str) else f'{ratio:.2f}'}")
+    return "\n".join(lines)
+
+
+def ratios(results: list[dict], seqs: list[int]) -> dict[str, float | str]:
+    out: dict[str, float | str] = {}
+    for kind in dict.fromkeys(r["kind"] for r in results):
+        by_seq = {r["seq"]: r for r in results if r["kind"] == kind and "error" not in r}
+        if seqs[0] in by_seq and seqs[-1] in by_seq:
+            out[kind] = by_seq[seqs[-1]]["seconds_per_step"] / by_seq[seqs[0]]["seconds_per_step"]
+        else:
+            out[kind] = "n/a (a length failed)"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: short sequences, tiny model")
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), help="kinds to compare")
+    parser.add_argument("--seqs", nargs="+", type=int, help="sequence lengths (default 1024 4096 16384)")
+    parser.add_argument("--dim", type=int)
+    parser.add_argument("--depth", type=int)
+    parser.add_argument("--steps", type=int, help="timed training steps per config")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per config before giving up")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return 0
+
+    base = dict(QUICK if args.quick else FULL)
+    for key in ("seqs", "dim", "depth", "steps"):
+        if getattr(args, key):
+            base[key] = tuple(args.seqs) if key == "seqs" else getattr(args, key)
+    seqs = sorted(base.pop("seqs"))
+    results = []
+    for seq in seqs:
+        for kind in args.kinds:
+            spec = {**base, "kind": kind, "seq": seq, "threads": args.threads}
+            result = {"kind": kind, "seq": seq, **measure(spec, args.timeout)}
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    print()
+    print(table(results, seqs))
+    if args.out:
+        report = {
+            "config": {**base, "seqs": seqs, "threads": args.threads},
+            "memory_metric": "delta peak RSS (ru_maxrss at the end minus RSS before the first step), MB, "
+            "each config in a fresh subprocess",
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+            },
+            "results": results,
+            "time_ratio_longest_over_shortest": ratios(results, seqs),
+        }
+        args.out.write_text(json.dumps(report, indent=2))
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""``neural-memory train KIND``: train a byte-level language model of any kind, checkpoint it, resume it.
+
+The loop lives in :mod:`neural_memory.training`; this module only turns arguments into a
+:class:`~neural_memory.training.TrainConfig`. Options left out take the ``TrainConfig`` defaults (or, with
+``--resume``, the checkpoint's values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+from pathlib import Path
+from typing import Any
+
+DESCRIPTION = """\
+Train a byte-level language model (vocabulary 256) whose blocks mix with KIND (see the list printed for an
+unknown kind). With --text PATH it learns the file (the last 10%% held out); without it, the generated
+associative-recall task (key-value pairs, then queries; loss and accuracy on the answers only). AdamW,
+warmup + cosine schedule, gradient clipping 1.0. Evaluates and saves OUT/checkpoint.pt every --eval-every
+steps and at the end; --resume continues from it exactly."""
+
+# Options that map one-to-one to TrainConfig fields (dest, flag, type, help).
+OPTIONS: list[tuple[str, str, type, str]] = [
+    ("steps", "--steps", int, "total training steps (default 500)"),
+    ("seq_len", "--seq-len", int, "tokens per training window (default 128)"),
+    ("batch_size", "--batch-size", int, "windows per step (default 8)"),
+    ("dim", "--dim", int, "model width (default 64)"),
+    ("depth", "--depth", int, "number of blocks (default 2)"),
+    ("lr", "--lr", float, "peak learning rate (default 3e-3)"),
+    ("warmup", "--warmup", int, "warmup steps (default min(100, steps/10))"),
+    ("eval_every", "--eval-every", int, "evaluate and checkpoint every N steps (default 100)"),
+    ("eval_batches", "--eval-batches", int, "held-out batches per evaluation (default 4)"),
+    ("seed", "--seed", int, "seed of the initialisation and the data (default 0)"),
+    ("recall_pairs", "--recall-pairs", int, "key-value pairs per recall sequence (default 8)"),
+]
+
+
+def parse_assignment(text: str) -> tuple[list[str], Any]:
+    """``"key=value"`` → ``(["key"], value)``; dotted keys nest (``memory.chunk_size=16``).
+
+    The value is a Python literal when it parses as one (``16``, ``0.5``, ``True``, ``[1, 2]``), else the
+    string itself.
+    """
+    key, sep, raw = text.partition("=")
+    path = key.strip().split(".")
+    if not sep or not all(part.isidentifier() for part in path):
+        raise argparse.ArgumentTypeError(f"expected key=value with key a (dotted) identifier, got {text!r}")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return path, value
+
+
+def assignments_to_dict(assignments: list[tuple[list[str], Any]]) -> dict[str, Any]:
+    """Nest parsed ``key=value`` pairs into one dict (later assignments win)."""
+    config: dict[str, Any] = {}
+    for path, value in assignments:
+        node = config
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[path[-1]] = value
+    return config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a byte-level LM of any kind (text file or associative recall)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("kind", help="model kind, e.g. transformer, titans-mac")
+    parser.add_argument("--text", type=Path, metavar="PATH", help="text file (default: associative recall)")
+    for dest, flag, type_, help_ in OPTIONS:
+        parser.add_argument(flag, dest=dest, type=type_, metavar=dest.split("_")[0].upper(), help=help_)
+    parser.add_argument("--out", type=Path, metavar="DIR", help="run directory (default runs/KIND)")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    parser.add_argument(
+        "--config",
+        type=parse_assignment,
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model config passed to build_lm, e.g. heads=2 or memory.chunk_size=16",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def _fail(message: str) -> SystemExit:
+    return SystemExit(f"neural-memory train: error: {message}")
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields the user set explicitly."""
+    settings = {dest: getattr(args, dest) for dest, *_ in OPTIONS if getattr(args, dest) is not None}
+    if args.text is not None:
+        settings["text"] = str(args.text)
+    if args.config:
+        settings["model_config"] = assignments_to_dict(args.config)
+    return settings
+
+
+def _prepare(args: argparse.Namespace, out: Path):
+    """Validate everything cheap before training; returns the config (``None`` when resuming)."""
+    from neural_memory.models.registry import available_kinds, mixer_config
+    from neural_memory.training import (
+        CHECKPOINT_NAME,
+        Task,
+        TrainConfig,
+        load_checkpoint,
+        resume_config,
+    )
+
+    kinds = available_kinds()
+    if args.kind not in kinds:
+        raise _fail(f"unknown kind {args.kind!r}; available kinds: {', '.join(kinds)}")
+    if args.text is not None and not args.text.is_file():
+        raise _fail(f"--text {args.text}: no such file")
+    settings = _settings(args)
+    try:
+        if args.resume:
+            saved = TrainConfig.from_dict(load_checkpoint(out / CHECKPOINT_NAME)["config"])
+            config = resume_config(saved, {"kind": args.kind, **settings})
+        else:
+            config = TrainConfig(kind=args.kind, **settings)
+        mixer_config(config.kind, config.model_config)
+        Task(config)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        raise _fail(str(error)) from error
+    return None if args.resume else config, settings
+
+
+def run(args: argparse.Namespace) -> int:
+    from neural_memory.training import train
+
+    out = args.out if args.out is not None else Path("runs") / args.kind
+    config, settings = _prepare(args, out)
+    progress = False if args.no_progress else None
+    result = train(config, out, resume=args.resume, overrides=settings, progress=progress)
+    print(result.summary())
+    return 0

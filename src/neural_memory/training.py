@@ -1,0 +1,389 @@
+"""Training loop for any :func:`~neural_memory.models.build_lm` kind: byte-level text or associative recall.
+
+AdamW (weight decay on matrices only), linear warmup then cosine decay to ``min_lr_ratio * lr``, gradient
+clipping, periodic evaluation on held-out data, and checkpoints that make a run resumable bit for bit: the
+model, the optimizer, the step, the config and both random states (the data generator and torch's global
+one) are saved. Every batch is an independent window (no state carried between batches).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from neural_memory.data import BYTE_VOCAB, AssociativeRecall, Batch, TextData, answer_accuracy
+from neural_memory.models import LanguageModel, build_lm, lm_loss
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+VAL_SEED_OFFSET = 1_000_003  # the held-out stream's seed is far from the training seed
+# Settings a resumed run may change; everything else must match the checkpoint.
+RESUMABLE_CHANGES = ("steps", "eval_every", "eval_batches")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (saved in the checkpoint).
+
+    ``text=None`` trains on :class:`~neural_memory.data.AssociativeRecall` with ``recall_pairs`` pairs.
+    ``warmup=None`` means ``min(100, steps // 10)``. ``model_config`` goes to :func:`build_lm`.
+    """
+
+    kind: str
+    text: str | None = None
+    steps: int = 500
+    seq_len: int = 128
+    batch_size: int = 8
+    dim: int = 64
+    depth: int = 2
+    lr: float = 3e-3
+    warmup: int | None = None
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_batches: int = 4
+    seed: int = 0
+    recall_pairs: int = 8
+    val_fraction: float = 0.1
+    model_config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "seq_len", "batch_size", "dim", "depth", "eval_every", "eval_batches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if self.warmup is not None and not (isinstance(self.warmup, int) and self.warmup >= 0):
+            raise ValueError(f"warmup must be an int >= 0 or None, got {self.warmup!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+
+    @property
+    def warmup_steps(self) -> int:
+        return min(100, self.steps // 10) if self.warmup is None else self.warmup
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Summary of a run: final metrics (``val_accuracy`` only for recall) and throughput."""
+
+    kind: str
+    steps: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float | None
+    tokens_per_second: float
+    checkpoint: Path
+
+    def summary(self) -> str:
+        accuracy = "" if self.val_accuracy is None else f" val_accuracy={self.val_accuracy:.3f}"
+        return (
+            f"kind={self.kind} steps={self.steps} train_loss={self.train_loss:.4f} "
+            f"val_loss={self.val_loss:.4f}{accuracy} tokens/s={self.tokens_per_second:.0f} "
+            f"checkpoint={self.checkpoint}"
+        )
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Learning rate of update ``step`` (0-based): linear warmup, then cosine to ``min_lr_ratio * lr``."""
+    warmup, peak = config.warmup_steps, config.lr
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, config.steps - warmup))
+    floor = config.min_lr_ratio * peak
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * progress))
+
+
+class Task:
+    """The data of a run: training batches from a generator, and a fixed set of held-out batches."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        if config.text is None:
+            self.text, self.recall = None, AssociativeRecall(config.seq_len, n_pairs=config.recall_pairs)
+        else:
+            self.text, self.recall = TextData(config.text, val_fraction=config.val_fraction), None
+            self.text.check_seq_len(config.seq_len)
+
+    def batch(self, generator: torch.Generator, split: str = "train") -> Batch:
+        c = self.config
+        if self.text is not None:
+            return self.text.batch(split, c.batch_size, c.seq_len, generator)
+        return self.recall.batch(c.batch_size, generator)
+
+    def val_batches(self) -> list[Batch]:
+        """The same held-out batches at every evaluation (their own generator, untouched by training)."""
+        generator = torch.Generator().manual_seed(self.config.seed + VAL_SEED_OFFSET)
+        return [self.batch(generator, "val") for _ in range(self.config.eval_batches)]
+
+
+def build_model(config: TrainConfig) -> LanguageModel:
+    """The run's model, initialised from ``config.seed`` without touching the caller's global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return build_lm(
+            config.kind, vocab_size=BYTE_VOCAB, dim=config.dim, depth=config.depth, **config.model_config
+        )
+
+
+def make_optimizer(model: LanguageModel, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (not on norm gains or other vectors)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
+
+
+@torch.no_grad()
+def evaluate(model: LanguageModel, batches: list[Batch], *, accuracy: bool) -> dict[str, float]:
+    """Mean loss over ``batches`` (and answer accuracy when ``accuracy``)."""
+    losses, accuracies = [], []
+    for batch in batches:
+        logits, _ = model(batch.inputs)
+        losses.append(lm_loss(logits, batch.targets, batch.loss_mask).item())
+        if accuracy:
+            accuracies.append(answer_accuracy(logits, batch))
+    metrics = {"val_loss": sum(losses) / len(losses)}
+    if accuracy:
+        metrics["val_accuracy"] = sum(accuracies) / len(accuracies)
+    return metrics
+
+
+def train_step(
+    model: LanguageModel, optimizer: torch.optim.Optimizer, batch: Batch, lr: float, grad_clip: float
+) -> float:
+    """One AdamW update on ``batch`` at learning rate ``lr``; returns the loss before the update."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    logits, _ = model(batch.inputs)
+    loss = lm_loss(logits, batch.targets, batch.loss_mask)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"training loss is {loss.item()}; lower --lr or check the model")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints
+# ------------------------------------------------------------------------------------------------
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """``path`` itself if it is a file, else ``path / checkpoint.pt``."""
+    path = Path(path)
+    return path if path.is_file() else path / CHECKPOINT_NAME
+
+
+def save_checkpoint(out: Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` to ``out / checkpoint.pt`` atomically (a crash never leaves half a file)."""
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / CHECKPOINT_NAME
+    tmp = target.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint at ``path`` (a file, or a run directory holding ``checkpoint.pt``)."""
+    file = checkpoint_path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no checkpoint at {file}")
+    payload = torch.load(file, map_location="cpu", weights_only=True)
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{file}: unknown checkpoint format {payload.get('format')!r}")
+    return payload
+
+
+def load_model(path: str | Path) -> tuple[LanguageModel, TrainConfig]:
+    """The trained model of a checkpoint and the config it was trained with."""
+    payload = load_checkpoint(path)
+    config = TrainConfig.from_dict(payload["config"])
+    model = build_model(config)
+    model.load_state_dict(payload["model"])
+    return model, config
+
+
+def resume_config(saved: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """``saved`` with the allowed ``overrides`` applied; ``ValueError`` naming any other changed setting."""
+    changed = {k: v for k, v in overrides.items() if v is not None and getattr(saved, k) != v}
+    forbidden = sorted(set(changed) - set(RESUMABLE_CHANGES))
+    if forbidden:
+        details = ", ".join(f"{k}={changed[k]!r} (checkpoint: {getattr(saved, k)!r})" for k in forbidden)
+        raise ValueError(f"cannot change {details} when resuming; only {', '.join(RESUMABLE_CHANGES)} may change")
+    return replace(saved, **changed)
+
+
+# ------------------------------------------------------------------------------------------------
+# the loop
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    config: TrainConfig
+    model: LanguageModel
+    optimizer: torch.optim.AdamW
+    generator: torch.Generator
+    step: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "kind": self.config.kind,
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"data": self.generator.get_state(), "torch": torch.get_rng_state()},
+            "metrics": dict(self.metrics),
+        }
+
+
+def _new_run(config: TrainConfig) -> _Run:
+    model = build_model(config)
+    generator = torch.Generator().manual_seed(config.seed)
+    return _Run(config, model, make_optimizer(model, config), generator)
+
+
+def _resumed_run(out: Path, overrides: dict[str, Any]) -> _Run:
+    file = out / CHECKPOINT_NAME
+    if not file.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint in {out} (expected {file})")
+    payload = load_checkpoint(file)
+    config = resume_config(TrainConfig.from_dict(payload["config"]), overrides)
+    run = _new_run(config)
+    run.model.load_state_dict(payload["model"])
+    run.optimizer.load_state_dict(payload["optimizer"])
+    run.generator.set_state(payload["rng"]["data"])
+    torch.set_rng_state(payload["rng"]["torch"])
+    run.step, run.metrics = payload["step"], dict(payload["metrics"])
+    return run
+
+
+def train(
+    config: TrainConfig | None,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overrides: dict[str, Any] | None = None,
+    stop_at: int | None = None,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train (or, with ``resume``, continue training) and checkpoint to ``out``.
+
+    Args:
+        config: the run; ignored when ``resume`` (the checkpoint's config is used, with ``overrides``).
+        out: run directory; ``out / checkpoint.pt`` is written at every evaluation and at the end.
+        resume: continue from the checkpoint in ``out``.
+        overrides: settings to change when resuming (``None`` values are ignored); see
+            :data:`RESUMABLE_CHANGES`.
+        stop_at: stop after this many total steps (checkpoint included), as an interruption would; the
+            schedule still follows ``config.steps``.
+        progress: show a tqdm bar (``None`` = only on a terminal).
+        log: where evaluation lines go (default: ``tqdm.write``).
+
+    Returns:
+        the final :class:`TrainResult`.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    run = _resumed_run(out, overrides or {}) if resume else _new_run(_require_config(config))
+    config = run.config
+    task = Task(config)
+    val_batches = task.val_batches()
+    last = config.steps if stop_at is None else min(stop_at, config.steps)
+    bar = tqdm(total=config.steps, initial=run.step, desc=config.kind, unit="step", disable=_disable(progress))
+    write = log or bar.write
+    recent: list[float] = []
+    tokens, seconds = 0, 0.0
+    while run.step < last:
+        started = time.perf_counter()
+        batch = task.batch(run.generator)
+        loss = train_step(run.model, run.optimizer, batch, lr_at(run.step, config), config.grad_clip)
+        seconds += time.perf_counter() - started
+        tokens += batch.inputs.numel()
+        run.step += 1
+        recent.append(loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / max(seconds, 1e-9):.0f}", refresh=False)
+        if run.step % config.eval_every == 0 or run.step == last:
+            _evaluate_and_save(run, task, val_batches, recent, out, write)
+            recent = []
+    bar.close()
+    if "val_loss" not in run.metrics:  # nothing to do (resumed a finished run with steps == checkpoint step)
+        _evaluate_and_save(run, task, val_batches, recent, out, write)
+    return TrainResult(
+        kind=config.kind,
+        steps=run.step,
+        train_loss=run.metrics.get("train_loss", float("nan")),
+        val_loss=run.metrics["val_loss"],
+        val_accuracy=run.metrics.get("val_accuracy"),
+        tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
+        checkpoint=out / CHECKPOINT_NAME,
+    )
+
+
+def _require_config(config: TrainConfig | None) -> TrainConfig:
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig for a new run, got {type(config).__name__}")
+    return config
+
+
+def _disable(progress: bool | None) -> bool | None:
+    return None if progress is None else not progress  # tqdm: None = disable when not a terminal
+
+
+def _evaluate_and_save(
+    run: _Run, task: Task, val_batches: list[Batch], recent: list[float], out: Path, write: Callable
+) -> None:
+    metrics = evaluate(run.model, val_batches, accuracy=task.recall is not None)
+    if recent:
+        metrics["train_loss"] = sum(recent) / len(recent)
+    run.metrics.update(metrics)
+    save_checkpoint(out, run.payload())
+    write(f"step {run.step}: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(run.metrics.items())))
+
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "RESUMABLE_CHANGES",
+    "Task",
+    "TrainConfig",
+    "TrainResult",
+    "build_model",
+    "evaluate",
+    "load_checkpoint",
+    "load_model",
+    "lr_at",
+    "make_optimizer",
+    "resume_config",
+    "train",
+    "train_step",
+]

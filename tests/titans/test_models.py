@@ -1,0 +1,167 @@
+"""Titans LM kinds (titans-mac / -mag / -mal / -lmm): causality, streaming, bounded state, training, sizes."""
+
+import dataclasses
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neural_memory.models.lm import count_parameters
+from neural_memory.models.registry import available_kinds, build_lm, get_kind
+from neural_memory.titans.memory import NeuralMemory
+from neural_memory.titans.models import build_mac
+
+VOCAB, DIM = 16, 8
+MEMORY = {"memory_chunk_size": 3, "memory_heads": 2}
+CONFIGS = {
+    "titans-mac": {"heads": 2, "n_persistent": 2, "segment_len": 4, **MEMORY},
+    "titans-mag": {"heads": 2, "n_persistent": 2, "window": 3, **MEMORY},
+    "titans-mal": {"heads": 2, "n_persistent": 2, "window": 3, **MEMORY},
+    "titans-lmm": {"n_persistent": 2, **MEMORY},
+}
+
+
+def eq(*numbers):
+    return [pytest.mark.equation("titans", n) for n in numbers]
+
+
+KINDS = [
+    pytest.param("titans-mac", marks=eq(21, 22, 23, 24, 25)),
+    pytest.param("titans-mag", marks=eq(26, 27, 28)),
+    pytest.param("titans-mal", marks=eq(29, 30, 31)),
+    pytest.param("titans-lmm", marks=eq(29, 30)),
+]
+
+
+def make_lm(kind, *, dtype=torch.float64, seed=0, depth=2, **overrides):
+    torch.manual_seed(seed)
+    return build_lm(kind, vocab_size=VOCAB, dim=DIM, depth=depth, **{**CONFIGS[kind], **overrides}).to(dtype)
+
+
+def tokens(batch, length, seed=0):
+    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def state_numel(obj):
+    """Scalars held by a (nested) state: tensors inside dataclasses, dicts, tuples and lists."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel()
+    if dataclasses.is_dataclass(obj):
+        return sum(state_numel(getattr(obj, f.name)) for f in dataclasses.fields(obj))
+    if isinstance(obj, dict):
+        return sum(state_numel(v) for v in obj.values())
+    if isinstance(obj, tuple | list):
+        return sum(state_numel(v) for v in obj)
+    return 0
+
+
+def test_the_four_kinds_are_registered_with_documented_defaults():
+    assert {"titans-mac", "titans-mag", "titans-mal", "titans-lmm"} <= set(available_kinds())
+    assert get_kind("titans-mac").defaults["segment_len"] == 64
+    assert get_kind("titans-mag").defaults["window"] == 64
+    assert get_kind("titans-lmm").defaults["memory_depth"] == 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=6)
+@given(t=st.integers(0, 12), seed=st.integers(0, 2**16))
+def test_lm_is_causal(kind, t, seed):
+    # perturbing the tokens after t never changes the logits at positions <= t
+    lm = make_lm(kind)
+    x = tokens(1, 14)
+    changed = x.clone()
+    changed[:, t + 1 :] = tokens(1, 13 - t, seed=seed + 1)
+    torch.testing.assert_close(lm(changed)[0][:, : t + 1], lm(x)[0][:, : t + 1], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "cuts", [[5], [2, 3, 9], list(range(1, 14))], ids=["one-cut", "three-cuts", "per-token"]
+)
+def test_streaming_equals_one_call_float32(kind, cuts):
+    # cut points fall inside segments (C = 4), windows (w = 3) and memory chunks (b = 3)
+    lm = make_lm(kind, dtype=torch.float32)
+    x = tokens(2, 14)
+    whole, _ = lm(x)
+    bounds, state, parts = [0, *cuts, 14], None, []
+    for lo, hi in itertools.pairwise(bounds):
+        logits, state = lm(x[:, lo:hi], state)
+        parts.append(logits)
+    torch.testing.assert_close(torch.cat(parts, dim=1), whole, rtol=0, atol=1e-5)
+
+
+def test_mac_without_memory_streams_exactly():
+    torch.manual_seed(0)
+    mixer = build_mac(dim=DIM, layer_index=0, **CONFIGS["titans-mac"], use_memory=False)
+    x = torch.randn(1, 11, DIM)
+    whole, _ = mixer(x)
+    first, state = mixer(x[:, :6])
+    second, _ = mixer(x[:, 6:], state)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_state_size_does_not_grow_with_the_stream(kind):
+    lm = make_lm(kind, dtype=torch.float32, depth=1)
+    x = tokens(1, 50)
+    sizes, state = [], None
+    with torch.no_grad():
+        for i in range(50):
+            _, state = lm(x[:, i : i + 1], state)
+            sizes.append(state_numel(state.layers))
+    # after 2 and after 50 one-token calls (same phase of the C = 4 segment: 50 = 2 mod 4)
+    assert sizes[1] == sizes[49]
+    assert max(sizes[8:]) <= max(sizes[:8])  # no growth once the first segment / window has passed
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tiny_lm_overfits_a_fixed_batch(kind):
+    # 2 x 24 random targets over 16 symbols: chance is ln 16 = 2.77 nats; we ask < 0.1 after 40 Adam steps
+    lm = make_lm(kind, dtype=torch.float32, depth=1, seed=1)
+    batch = tokens(2, 25, seed=3)
+    optimiser = torch.optim.Adam(lm.parameters(), lr=3e-2)
+    first = None
+    for _ in range(40):
+        loss = lm.loss(batch)
+        first = loss.item() if first is None else first
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert first > 2.0
+    assert lm.loss(batch).item() < 0.1
+
+
+def memory_numel():
+    """Parameters of a standalone NeuralMemory with the test config (the memory is another module's claim)."""
+    return sum(p.numel() for p in NeuralMemory(DIM, depth=2, chunk_size=3, heads=2).parameters())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_parameter_counts_by_hand(kind):
+    d, n_p = DIM, 2
+    attention = 4 * d * d  # W_Q, W_K, W_V, W_O, bias-free
+    mixer = {
+        "titans-mac": n_p * d + attention + memory_numel(),
+        "titans-mag": n_p * d + attention + memory_numel() + 2 * d,  # + the two RMSNorm gains of Eq. 28
+        "titans-mal": n_p * d + attention + memory_numel(),
+        "titans-lmm": n_p * d + memory_numel(),
+    }[kind]
+    lm = make_lm(kind, depth=2)
+    counts = count_parameters(lm)
+    per_block = mixer + 3 * d * 4 * d + 2 * d  # mixer + SwiGLU (gate, up, down) + two RMSNorms
+    assert counts["mixer"] == 2 * mixer
+    assert counts["total"] == VOCAB * d + 2 * per_block + d  # tied embedding/head + final RMSNorm
+
+
+def test_memory_config_keys_clash_raises():
+    with pytest.raises(ValueError, match="set depth with the memory_\\* keys"):
+        build_lm("titans-mal", vocab_size=VOCAB, dim=DIM, depth=1, heads=2, memory={"depth": 3})
+    with pytest.raises(TypeError, match="memory must be a dict"):
+        build_lm("titans-lmm", vocab_size=VOCAB, dim=DIM, depth=1, memory=3)
+
+
+def test_memory_dict_reaches_the_memory():
+    lm = build_lm("titans-lmm", vocab_size=VOCAB, dim=DIM, depth=1, memory={"conv_kernel": 0})
+    assert len(lm.blocks[0].mixer.memory.convs) == 0
