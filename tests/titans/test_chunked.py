@@ -101,7 +101,7 @@ def test_one_token_at_a_time_equals_one_call():
 @pytest.mark.equation("titans", 16)
 def test_eq16_plain_minibatch_gd_without_decay():
     # Catalog Eq. 16 check (c): alpha = 0, eta = 0 => M_b = M_0 - sum_i theta_i grad(M_0; x_i).
-    model, state, k, v, q, a, e, th = make(2, seq=5)
+    model, state, k, v, q, a, _, th = make(2, seq=5)
     zero = torch.zeros_like(a)
     _, s = chunked_memory(model, state, k, v, q, zero, zero, th, chunk_size=5)
     grads = [per_token_gradients(model, state.weights, k[:, i], v[:, i]) for i in range(5)]

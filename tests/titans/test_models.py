@@ -44,17 +44,24 @@ def tokens(batch, length, seed=0):
     return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
-def state_numel(obj):
-    """Scalars held by a (nested) state: tensors inside dataclasses, dicts, tuples and lists."""
+def tensors_in(obj):
+    """Every tensor of a (nested) state: inside dataclasses, dicts, tuples and lists."""
     if isinstance(obj, torch.Tensor):
-        return obj.numel()
-    if dataclasses.is_dataclass(obj):
-        return sum(state_numel(getattr(obj, f.name)) for f in dataclasses.fields(obj))
-    if isinstance(obj, dict):
-        return sum(state_numel(v) for v in obj.values())
-    if isinstance(obj, tuple | list):
-        return sum(state_numel(v) for v in obj)
-    return 0
+        yield obj
+    elif dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            yield from tensors_in(getattr(obj, f.name))
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from tensors_in(v)
+    elif isinstance(obj, tuple | list):
+        for v in obj:
+            yield from tensors_in(v)
+
+
+def state_numel(obj):
+    """Scalars held by a (nested) state."""
+    return sum(t.numel() for t in tensors_in(obj))
 
 
 def test_the_four_kinds_are_registered_with_documented_defaults():
@@ -165,3 +172,16 @@ def test_memory_config_keys_clash_raises():
 def test_memory_dict_reaches_the_memory():
     lm = build_lm("titans-lmm", vocab_size=VOCAB, dim=DIM, depth=1, memory={"conv_kernel": 0})
     assert len(lm.blocks[0].mixer.memory.convs) == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_detached_state_continues_the_stream_identically(kind):
+    lm = make_lm(kind, dtype=torch.float32, depth=1)
+    x = tokens(1, 9)
+    _, state = lm(x[:, :5])
+    expected, _ = lm(x[:, 5:], state)
+    detached = state.detach()
+    got, _ = lm(x[:, 5:], detached)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert not any(t.requires_grad for t in tensors_in(detached.layers))
+    assert state_numel(detached.layers) == state_numel(state.layers)

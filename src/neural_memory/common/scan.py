@@ -38,7 +38,8 @@ def combine(first: tuple[Tensor, Tensor], second: tuple[Tensor, Tensor]) -> tupl
 def _check(a: Tensor, b: Tensor) -> None:
     if a.dim() < 1 or b.dim() != a.dim() + 1 or b.shape[:-1] != a.shape:
         raise ValueError(
-            f"b must have shape (*a.shape, F) for a of shape (..., T); got a {tuple(a.shape)}, b {tuple(b.shape)}"
+            "b must have shape (*a.shape, F) for a of shape (..., T); "
+            f"got a {tuple(a.shape)}, b {tuple(b.shape)}"
         )
 
 

@@ -28,7 +28,8 @@ def associative_loss(pred: Tensor, target: Tensor) -> Tensor:
     r"""Associative-memory loss (Titans v1, Eq. 12), one value per token.
 
     .. math::
-        \ell(\mathcal{M}_{t-1}; x_t) = \left\|\mathcal{M}_{t-1}(\mathbf{k}_t) - \mathbf{v}_t\right\|_2^2 \qquad (12)
+        \ell(\mathcal{M}_{t-1}; x_t)
+            = \left\|\mathcal{M}_{t-1}(\mathbf{k}_t) - \mathbf{v}_t\right\|_2^2 \qquad (12)
 
     How badly the memory recalls value ``v_t`` from key ``k_t``.
 

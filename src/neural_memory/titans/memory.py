@@ -95,7 +95,7 @@ class NeuralMemory(nn.Module):
         _validate(dim, depth, chunk_size, heads, conv_kernel, read, gates, fixed_gates, impl)
         self.dim, self.heads, self.head_dim = dim, heads, dim // heads
         if checkpoint_chunks < 0:
-            raise ValueError(f"checkpoint_chunks must be >= 0 (0 disables checkpointing), got {checkpoint_chunks}")
+            raise ValueError(f"checkpoint_chunks must be >= 0 (0 disables it), got {checkpoint_chunks}")
         self.chunk_size, self.read, self.impl, self.qk_norm = chunk_size, read, impl, qk_norm
         self.checkpoint_chunks = checkpoint_chunks
         self.to_q = nn.Linear(dim, dim, bias=False)

@@ -18,6 +18,7 @@ outer products; it only needs the factors :math:`(a_l, g_l)`.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 
@@ -78,7 +79,7 @@ class MemoryMLP(nn.Module):
         widths = [dim] + [hidden] * (depth - 1) + [dim]
         self.initial_weights = nn.ParameterList(
             nn.Parameter(torch.randn(heads, d_in, d_out) / math.sqrt(d_in))
-            for d_in, d_out in zip(widths[:-1], widths[1:], strict=True)
+            for d_in, d_out in itertools.pairwise(widths)
         )
 
     def expand(self, batch_size: int) -> Weights:
@@ -107,7 +108,7 @@ class MemoryMLP(nn.Module):
         values: Tensor,
         output_grad: Callable[[Tensor, Tensor], Tensor] = associative_loss_output_grad,
     ) -> tuple[list[Tensor], list[Tensor]]:
-        r"""Per-token gradient of the inner loss, as factors: :math:`\nabla_{W_l}\ell_t = a_{l,t}^\top g_{l,t}`.
+        r"""Per-token inner-loss gradients as factors: :math:`\nabla_{W_l}\ell_t = a_{l,t}^\top g_{l,t}`.
 
         Closed-form back-propagation of Eq. 12 (or another attentional bias, via ``output_grad``) through
         the MLP, for every token at once and at the same weights.

@@ -53,7 +53,7 @@ def reference_memory(
     chunk_size: int = 1,
     read: str = "token",
 ) -> tuple[Tensor | None, MemoryState]:
-    r"""Token-by-token long-term memory (Titans v1, Eq. 13-15; Eq. 16's chunk semantics when ``chunk_size > 1``).
+    r"""Token-by-token long-term memory (Titans v1, Eq. 13-15; with ``chunk_size > 1``, Eq. 16's chunks).
 
     .. math::
         S_t = \eta_t S_{t-1} - \theta_t \nabla\ell(\mathcal{M}_{t'}; x_t), \qquad
