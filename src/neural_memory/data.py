@@ -51,7 +51,7 @@ def read_bytes(path: str | Path) -> Tensor:
 
 
 def sample_windows(data: Tensor, batch_size: int, seq_len: int, generator: torch.Generator) -> Batch:
-    """``batch_size`` random windows of ``seq_len + 1`` consecutive bytes of ``data (N,)``, as a :class:`Batch`.
+    """``batch_size`` random windows of ``seq_len + 1`` consecutive bytes of ``data (N,)`` as a ``Batch``.
 
     Every window start in ``[0, N - seq_len - 1]`` is equally likely; the mask marks every position.
     """
@@ -79,7 +79,7 @@ class TextData:
             raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
         self.path = Path(path)
         data = read_bytes(self.path)
-        cut = int(round(data.numel() * (1 - val_fraction)))
+        cut = round(data.numel() * (1 - val_fraction))
         self.train, self.val = data[:cut], data[cut:]
 
     def check_seq_len(self, seq_len: int) -> None:

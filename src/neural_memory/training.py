@@ -233,7 +233,9 @@ def resume_config(saved: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     forbidden = sorted(set(changed) - set(RESUMABLE_CHANGES))
     if forbidden:
         details = ", ".join(f"{k}={changed[k]!r} (checkpoint: {getattr(saved, k)!r})" for k in forbidden)
-        raise ValueError(f"cannot change {details} when resuming; only {', '.join(RESUMABLE_CHANGES)} may change")
+        raise ValueError(
+            f"cannot change {details} when resuming; only {', '.join(RESUMABLE_CHANGES)} may change"
+        )
     return replace(saved, **changed)
 
 
@@ -319,7 +321,9 @@ def train(
     task = Task(config)
     val_batches = task.val_batches()
     last = config.steps if stop_at is None else min(stop_at, config.steps)
-    bar = tqdm(total=config.steps, initial=run.step, desc=config.kind, unit="step", disable=_disable(progress))
+    bar = tqdm(
+        total=config.steps, initial=run.step, desc=config.kind, unit="step", disable=_disable(progress)
+    )
     write = log or bar.write
     recent: list[float] = []
     tokens, seconds = 0, 0.0

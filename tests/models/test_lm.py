@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import ClassVar
 
 import pytest
 import torch
@@ -47,7 +48,7 @@ class RunningMean(nn.Module):
 class Recorder(RunningMean):
     """Running mean that logs the length of every call."""
 
-    calls: list[int] = []
+    calls: ClassVar[list[int]] = []
 
     def forward(self, x, state=None):
         Recorder.calls.append(x.shape[1])
@@ -130,12 +131,14 @@ def test_bad_defaults_are_refused_at_registration(kinds):
 
 def test_builder_must_return_a_module(kinds):
     register_kind("test-not-module", lambda *, dim, layer_index: "nope")
-    with pytest.raises(TypeError, match="returned str, not an nn.Module"):
+    with pytest.raises(TypeError, match=r"returned str, not an nn\.Module"):
         build_lm("test-not-module", vocab_size=5, dim=4, depth=1)
 
 
 def test_missing_provider_module_is_skipped(monkeypatch):
-    monkeypatch.setattr(kind_registry, "PROVIDER_MODULES", [*kind_registry.PROVIDER_MODULES, "neural_memory.nope"])
+    monkeypatch.setattr(
+        kind_registry, "PROVIDER_MODULES", [*kind_registry.PROVIDER_MODULES, "neural_memory.nope"]
+    )
     assert "transformer" in available_kinds()
 
 
@@ -184,7 +187,7 @@ def test_bad_tokens_are_refused(kinds, tokens, match):
 
 
 def test_tokens_must_be_a_tensor(kinds):
-    with pytest.raises(TypeError, match="tokens must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"tokens must be a torch\.Tensor"):
         toy_lm(kinds)([[1, 2]])
 
 
@@ -322,7 +325,9 @@ def test_parameter_count_of_the_transformer_by_hand(tie):
     assert counts["embedding"] == v * d
     assert counts["head"] == (0 if tie else v * d)
     assert counts["final_norm"] == d
-    assert counts["blocks"] == [{"mixer": mixer, "mlp": mlp, "norms": norms, "total": mixer + mlp + norms}] * 3
+    assert (
+        counts["blocks"] == [{"mixer": mixer, "mlp": mlp, "norms": norms, "total": mixer + mlp + norms}] * 3
+    )
     assert (counts["mixer"], counts["mlp"], counts["norms"]) == (3 * mixer, 3 * mlp, 3 * norms)
     assert counts["total"] == v * d + depth * (mixer + mlp + norms) + d + (0 if tie else v * d)
 
@@ -426,7 +431,7 @@ def test_generate_bad_arguments(kinds, kwargs, error, match):
 
 
 def test_generate_checks_the_prompt(kinds):
-    with pytest.raises(ValueError, match="prompt must have dtype torch.long"):
+    with pytest.raises(ValueError, match=r"prompt must have dtype torch\.long"):
         generate(toy_lm(kinds), torch.ones(1, 2), 2)
 
 

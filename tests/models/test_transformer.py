@@ -3,6 +3,7 @@ causality, streaming through the KV cache, learning, and bad input."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -43,7 +44,9 @@ def test_rope_in_four_dims_pairs_i_with_i_plus_half():
         ],
         dtype=F64,
     )
-    torch.testing.assert_close(rotary_embedding(x, torch.tensor([p]), base=100.0)[0, 0], expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        rotary_embedding(x, torch.tensor([p]), base=100.0)[0, 0], expected, rtol=0, atol=1e-12
+    )
 
 
 @given(m=st.integers(0, 500), n=st.integers(0, 500), shift=st.integers(-500, 500), seed=st.integers(0, 1000))
@@ -146,7 +149,7 @@ def test_streaming_in_pieces_equals_the_whole_sequence(cuts):
     whole, _ = model(tokens)
     state, pieces = None, []
     bounds = [0, *sorted(cuts), 16]
-    for start, stop in zip(bounds, bounds[1:], strict=False):
+    for start, stop in itertools.pairwise(bounds):
         logits, state = model(tokens[:, start:stop], state)
         pieces.append(logits)
     torch.testing.assert_close(torch.cat(pieces, 1), whole, rtol=0, atol=1e-5)

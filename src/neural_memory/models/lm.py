@@ -49,7 +49,7 @@ def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
 
 
 class GatedMLP(nn.Module):
-    r"""SwiGLU feed-forward layer (Shazeer, 2020): :math:`W_{down}\,(\mathrm{SiLU}(x W_{gate}) \odot x W_{up})`.
+    r"""SwiGLU feed-forward layer (Shazeer, 2020): :math:`W_d\,(\mathrm{SiLU}(x W_g) \odot x W_u)`.
 
     One branch decides how much of the other passes, channel by channel. Bias-free.
 
@@ -172,7 +172,9 @@ class LanguageModel(nn.Module):
     def check_tokens(self, tokens: object, name: str = "tokens") -> Tensor:
         """``tokens`` as a ``(batch, seq)`` long tensor of ids in ``[0, vocab_size)``; ``ValueError`` else."""
         if not isinstance(tokens, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of shape (batch, seq), got {type(tokens).__name__}")
+            raise TypeError(
+                f"{name} must be a torch.Tensor of shape (batch, seq), got {type(tokens).__name__}"
+            )
         if tokens.dtype != torch.long:
             raise ValueError(f"{name} must have dtype torch.long (int64), got {tokens.dtype}")
         if tokens.dim() != 2 or tokens.shape[0] < 1 or tokens.shape[1] < 1:
@@ -212,7 +214,9 @@ class LanguageModel(nn.Module):
         """
         self.check_tokens(tokens)
         if tokens.shape[1] < 2:
-            raise ValueError(f"tokens must hold at least 2 positions for a next-token loss, got {tokens.shape}")
+            raise ValueError(
+                f"tokens must hold at least 2 positions for a next-token loss, got {tokens.shape}"
+            )
         logits, _ = self(tokens[:, :-1])
         return lm_loss(logits, tokens[:, 1:], mask)
 
@@ -225,13 +229,16 @@ def lm_loss(logits: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tens
     """
     if logits.dim() != 3 or targets.shape != logits.shape[:2]:
         raise ValueError(
-            f"logits must be (B, T, V) and targets (B, T), got {tuple(logits.shape)} and {tuple(targets.shape)}"
+            "logits must be (B, T, V) and targets (B, T), "
+            f"got {tuple(logits.shape)} and {tuple(targets.shape)}"
         )
     losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
     if mask is None:
         return losses.mean()
     if mask.shape != targets.shape or mask.dtype != torch.bool:
-        raise ValueError(f"mask must be a bool tensor of shape {tuple(targets.shape)}, got {mask.dtype} {mask.shape}")
+        raise ValueError(
+            f"mask must be a bool tensor of shape {tuple(targets.shape)}, got {mask.dtype} {mask.shape}"
+        )
     if not mask.any():
         raise ValueError("mask marks no position; the loss would be 0/0")
     return losses[mask.flatten()].mean()
@@ -270,7 +277,11 @@ def count_parameters(model: LanguageModel) -> dict[str, Any]:
 
 
 def sample_next(
-    logits: Tensor, *, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
+    logits: Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """Draw one token per row from ``logits (B, V)``: ``(B, 1)`` long.
 

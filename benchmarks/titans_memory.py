@@ -1,0 +1,572 @@
+"""Speed and peak memory of the Titans long-term memory: chunk-parallel vs token loop vs titans-pytorch.
+
+Every configuration (implementation, chunk size, sequence length, checkpointing) runs in a **fresh
+subprocess** of this script, so its peak memory is its own. Inside it:
+
+* forward: ``torch.no_grad()``; forward+backward: ``loss = y.pow(2).mean()`` then ``loss.backward()``;
+* each mode gets 1 untimed warm-up call (first calls pay for allocation), then ``--iters`` timed calls;
+  throughput is ``batch * seq / median seconds``. The token loop (``reference``) warms up on a 64-token prefix:
+  every step allocates the same tensors, so the prefix warms the allocator as well as a full call would;
+* memory: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (peak resident set size) after each mode, raw and
+  minus the baseline taken right after the model and input were built ("delta"). The forward runs first, so
+  the forward+backward peak is the maximum of both (backward needs more);
+* the address space of the subprocess is capped (``--mem-cap-gb``) so a configuration that needs more fails
+  with an allocation error instead of starving the machine; it also has a wall-clock ``--timeout``.
+
+Implementations: ``fast`` (``impl="chunked"``), ``fast-ckpt`` (the same with ``checkpoint_chunks``, when
+``NeuralMemory`` accepts it; forward+backward only), ``reference`` (``impl="reference"``, the token loop,
+forward only by default: back-propagating through it keeps two weight copies per token) and
+``titans-pytorch`` (lucidrains' ``titans_pytorch.NeuralMemory`` 0.5.5, same width, depth, expansion and chunk
+size; skipped with a message when it is not installed).
+
+The run ends with the derived comparisons and a PASS/FAIL line per target. Results go to ``--out`` (JSON),
+written after every configuration so an interrupted run keeps what it measured.
+
+    python benchmarks/titans_memory.py --quick          # smoke run, seconds
+    python benchmarks/titans_memory.py                  # full run (long on 2 CPU cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CONFIGS = ("fast", "fast-ckpt", "reference", "titans-pytorch")
+FULL = {
+    "dim": 256,
+    "depth": 2,
+    "batch": 2,
+    "heads": 1,
+    "expansion": 4,
+    "seqs": (1024, 4096, 16384),
+    "chunks": (16, 64),
+    "ref_seqs": (1024,),  # forward (and --ref-modes) of the token loop
+    "ref_fwd_seqs": (4096,),  # forward only, if the projected time fits the timeout
+    "iters": 2,
+    "configs": CONFIGS,
+}
+QUICK = {
+    **FULL,
+    "dim": 32,
+    "seqs": (64, 128),
+    "chunks": (16,),
+    "ref_seqs": (64,),
+    "ref_fwd_seqs": (128,),
+    "iters": 1,
+    "configs": ("fast", "fast-ckpt", "reference"),
+}
+REFERENCE_WARMUP_TOKENS = 64
+TARGETS = {
+    "speedup_fast_vs_reference": 20.0,  # at seq 4096 (forward), >=
+    "fast_vs_titans_pytorch_fwd_bwd": 2.0,  # chunk 64, seq 4096, >=
+    "cost_ratio_long_vs_mid": 4.5,  # time(16384) / time(4096), <=
+    "peak_memory_vs_titans_pytorch": 1 / 3,  # at seq 16384, <=
+}
+
+
+# -- measurement (runs inside the subprocess) ---------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def _cap_address_space(gigabytes: float) -> None:
+    """Fail allocations beyond the cap (MemoryError / RuntimeError) instead of swapping or OOM-killing."""
+    if gigabytes <= 0 or not hasattr(resource, "RLIMIT_AS"):
+        return
+    limit = int(gigabytes * 2**30)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _checkpoint_supported() -> bool:
+    import inspect
+
+    from neural_memory.titans.memory import NeuralMemory
+
+    return "checkpoint_chunks" in inspect.signature(NeuralMemory.__init__).parameters
+
+
+def auto_checkpoint_chunks(seq: int, chunk: int) -> int:
+    """Chunks per checkpoint group: about sqrt(number of chunks), the classic memory-optimal choice."""
+    return max(1, round(math.sqrt(max(1, seq // chunk))))
+
+
+def build_model(spec: dict):
+    import torch
+
+    torch.manual_seed(0)
+    dim, chunk = spec["dim"], spec["chunk"]
+    if spec["config"] == "titans-pytorch":
+        from titans_pytorch import NeuralMemory as LucidrainsMemory
+
+        return LucidrainsMemory(
+            dim,
+            chunk_size=chunk,
+            heads=spec["heads"],
+            default_model_kwargs={"depth": spec["depth"], "expansion_factor": float(spec["expansion"])},
+        )
+    from neural_memory.titans.memory import NeuralMemory
+
+    kwargs = {
+        "depth": spec["depth"],
+        "chunk_size": chunk,
+        "heads": spec["heads"],
+        "expansion": spec["expansion"],
+        "impl": "reference" if spec["config"] == "reference" else "chunked",
+    }
+    if spec.get("checkpoint_chunks"):
+        kwargs["checkpoint_chunks"] = spec["checkpoint_chunks"]
+    return NeuralMemory(dim, **kwargs)
+
+
+def _time_calls(call, warmup_call, iters: int) -> dict:
+    warmup_call()
+    wall, cpu = [], []
+    for _ in range(iters):
+        w0, c0 = time.perf_counter(), time.process_time()
+        call()
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return {"seconds": wall, "cpu_seconds": cpu, "median_s": statistics.median(wall)}
+
+
+def child(spec: dict) -> dict:
+    """One configuration: the forward and/or forward+backward measurements, memory after each."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    model = build_model(spec)
+    x = torch.randn(spec["batch"], spec["seq"], spec["dim"])
+    warm_x = x[:, :REFERENCE_WARMUP_TOKENS] if spec["config"] == "reference" else x
+
+    def forward(inp):
+        with torch.no_grad():
+            model(inp)
+
+    def forward_backward(inp):
+        for p in model.parameters():
+            p.grad = None
+        y, _ = model(inp)
+        y.pow(2).mean().backward()
+
+    baseline = peak_rss_mb()
+    out = {"baseline_rss_mb": baseline, "warmup_tokens": warm_x.shape[1], "modes": {}}
+    for mode in spec["modes"]:
+        fn = forward if mode == "fwd" else forward_backward
+        row = _time_calls(lambda fn=fn: fn(x), lambda fn=fn: fn(warm_x), spec["iters"])
+        row["tokens_per_s"] = spec["batch"] * spec["seq"] / row["median_s"]
+        row["maxrss_mb"] = peak_rss_mb()
+        row["peak_delta_mb"] = row["maxrss_mb"] - baseline
+        out["modes"][mode] = row
+    return out
+
+
+def _child_main(raw: str) -> int:
+    spec = json.loads(raw)
+    _cap_address_space(spec["mem_cap_gb"])
+    try:
+        result = {"status": "ok", **child(spec)}
+    except (MemoryError, RuntimeError) as err:  # torch reports a failed allocation as RuntimeError
+        kind = "out of memory" if "alloc" in str(err).lower() or isinstance(err, MemoryError) else "error"
+        result = {"status": "failed", "reason": f"{kind} (cap {spec['mem_cap_gb']} GB): {str(err)[:200]}"}
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+# -- the plan and the driver -----------------------------------------------------------------------------------
+
+
+def titans_pytorch_available() -> bool:
+    return importlib.util.find_spec("titans_pytorch") is not None
+
+
+def plan(cfg: dict) -> list[dict]:
+    """Every configuration, in priority order: the rows the targets need run first (see ``_priority``)."""
+    base = {
+        k: cfg[k] for k in ("dim", "depth", "batch", "heads", "expansion", "iters", "threads", "mem_cap_gb")
+    }
+    rows = []
+    for chunk in cfg["chunks"]:
+        for seq in cfg["seqs"]:
+            for config in ("fast", "titans-pytorch"):
+                rows.append({"config": config, "chunk": chunk, "seq": seq, "modes": ["fwd", "fwd_bwd"]})
+            ckpt = auto_checkpoint_chunks(seq, chunk)
+            rows.append(
+                {"config": "fast-ckpt", "chunk": chunk, "seq": seq, "modes": ["fwd_bwd"], "ckpt": ckpt}
+            )
+        for seq in cfg["ref_seqs"]:
+            rows.append(
+                {"config": "reference", "chunk": chunk, "seq": seq, "modes": ["fwd", *cfg["ref_modes"]]}
+            )
+        for seq in cfg["ref_fwd_seqs"]:
+            rows.append({"config": "reference", "chunk": chunk, "seq": seq, "modes": ["fwd"]})
+    rows = [r for r in rows if r["config"] in cfg["configs"]]
+    rows.sort(key=lambda r: _priority(r, cfg))
+    return [
+        {**base, **{k: v for k, v in r.items() if k != "ckpt"}, "checkpoint_chunks": r.get("ckpt", 0)}
+        for r in rows
+    ]
+
+
+def _priority(row: dict, cfg: dict) -> tuple:
+    """Targets first: the largest chunk at the two longest seqs (fast, titans-pytorch), then the token loop and
+    its fast twin at the smallest chunk, checkpointing at the longest seq, then everything else."""
+    seqs, chunks = sorted(cfg["seqs"]), sorted(cfg["chunks"])
+    config, chunk, seq = row["config"], row["chunk"], row["seq"]
+    ref_seqs = set(cfg["ref_seqs"]) | set(cfg["ref_fwd_seqs"])
+    if config in ("fast", "titans-pytorch") and chunk == chunks[-1] and seq in seqs[-2:]:
+        rank = 0
+    elif config in ("fast", "reference") and chunk == chunks[0] and seq in ref_seqs:
+        rank = 1 if seq in cfg["ref_seqs"] else 2
+    elif config == "fast-ckpt" and chunk == chunks[-1] and seq == seqs[-1]:
+        rank = 3
+    else:
+        rank = 4 + ("fast", "fast-ckpt", "reference", "titans-pytorch").index(config)
+    return (rank, seq, -chunk, config == "titans-pytorch")
+
+
+def _find(rows, config, chunk, seq, mode):
+    for r in rows:
+        if (r["config"], r["chunk"], r["seq"]) == (config, chunk, seq) and r.get("status") == "ok":
+            if mode in r["modes"]:
+                return r["modes"][mode]
+    return None
+
+
+def _skip_reason(spec: dict, done: list[dict], cfg: dict, started: float) -> str | None:
+    if cfg["budget_min"] and time.monotonic() - started > 60 * cfg["budget_min"]:
+        return f"total time budget of {cfg['budget_min']} min exhausted"
+    if spec["config"] == "reference" and spec["seq"] in cfg["ref_fwd_seqs"]:
+        shorter = [r for r in done if r["config"] == "reference" and r["chunk"] == spec["chunk"]]
+        shorter = [r for r in shorter if r.get("status") == "ok" and r["seq"] < spec["seq"]]
+        if not shorter:
+            return "no successful shorter reference run to project its time from"
+        ref = max(shorter, key=lambda r: r["seq"])
+        per_token = ref["modes"]["fwd"]["median_s"] / ref["seq"]  # the token loop is linear in seq
+        projected = per_token * (spec["seq"] * spec["iters"] + REFERENCE_WARMUP_TOKENS)
+        if projected > 0.8 * cfg["timeout"]:
+            return f"projected {projected:.0f} s for warm-up + {spec['iters']} calls > 80% of timeout {cfg['timeout']} s"
+    return None
+
+
+def run_one(spec: dict, timeout: float) -> dict:
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else src
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "reason": f"over the per-configuration timeout of {timeout:.0f} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if not lines:
+        tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+        return {"status": "failed", "reason": f"exit code {proc.returncode}: {tail[0][:200]}"}
+    result = json.loads(lines[-1][len("RESULT ") :])
+    result["wall_s"] = time.monotonic() - t0
+    result["loadavg_1min_at_start"] = load
+    return result
+
+
+def _label(r: dict) -> str:
+    label = r["config"]
+    if r.get("checkpoint_chunks"):
+        label += f" (g={r['checkpoint_chunks']})"
+    return label
+
+
+def _fmt_row(r: dict, mode: str) -> str:
+    m = r.get("modes", {}).get(mode) if r.get("status") == "ok" else None
+    head = f"{_label(r):<22}{r['chunk']:>6}{r['seq']:>7}  {mode:<8}"
+    if m is None:
+        reason = r.get("reason", "not measured") if r.get("status") != "ok" else "not measured"
+        return f"{head}  {r.get('status', 'skipped').upper()}: {reason}"
+    return f"{head}{m['tokens_per_s']:>12.0f}{m['median_s']:>10.2f}{m['maxrss_mb']:>11.0f}{m['peak_delta_mb']:>11.0f}"
+
+
+def print_table(rows: list[dict]) -> None:
+    print(
+        f"{'config':<22}{'chunk':>6}{'seq':>7}  {'mode':<8}{'tokens/s':>12}{'median s':>10}{'maxrss MB':>11}"
+        f"{'delta MB':>11}"
+    )
+    for r in sorted(rows, key=lambda r: (r["config"], r["chunk"], r["seq"])):
+        modes = r["modes"] if r.get("status") == "ok" else r.get("planned_modes", ["fwd"])
+        for mode in modes:
+            print(_fmt_row(r, mode))
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def derived(rows: list[dict], cfg: dict) -> list[dict]:
+    """The comparisons the targets are stated on; a missing input gives an N/A line, never a PASS."""
+    seqs, chunks = sorted(cfg["seqs"]), sorted(cfg["chunks"])
+    mid = 4096 if 4096 in seqs else seqs[-2] if len(seqs) > 1 else seqs[-1]
+    long = 16384 if 16384 in seqs else seqs[-1]
+    big = 64 if 64 in chunks else chunks[-1]
+    out = []
+
+    def line(name, value, target, op, detail, missing=None):
+        if value is None:
+            out.append({"name": name, "value": None, "target": target, "verdict": "N/A", "detail": missing})
+            return
+        ok = value >= target if op == ">=" else value <= target
+        out.append(
+            {
+                "name": name,
+                "value": value,
+                "target": f"{op} {target:.3g}",
+                "verdict": _verdict(ok),
+                "detail": detail,
+            }
+        )
+
+    for chunk in chunks:  # speed-up of the chunked form over the token loop, at every seq the loop ran
+        for seq in sorted({r["seq"] for r in rows if r["config"] == "reference"}):
+            for mode in ("fwd", "fwd_bwd"):
+                fast, ref = _find(rows, "fast", chunk, seq, mode), _find(rows, "reference", chunk, seq, mode)
+                if fast and ref:
+                    ratio = fast["tokens_per_s"] / ref["tokens_per_s"]
+                    out.append(
+                        {
+                            "name": f"speed-up fast/reference, chunk {chunk}, seq {seq}, {mode}",
+                            "value": ratio,
+                            "target": None,
+                            "verdict": "INFO",
+                            "detail": "",
+                        }
+                    )
+    ref_seqs = [
+        s for s in cfg["ref_fwd_seqs"] + cfg["ref_seqs"] if _find(rows, "reference", chunks[0], s, "fwd")
+    ]
+    target_seq = max(ref_seqs) if ref_seqs else None
+    value = None
+    if target_seq is not None:
+        value = (_find(rows, "fast", chunks[0], target_seq, "fwd") or {}).get("tokens_per_s")
+        value = (
+            value / _find(rows, "reference", chunks[0], target_seq, "fwd")["tokens_per_s"] if value else None
+        )
+    note = (
+        "" if target_seq == max(cfg["ref_fwd_seqs"], default=None) else " (target seq skipped; measured here)"
+    )
+    line(
+        f"speed-up fast/reference fwd, chunk {chunks[0]}, seq {target_seq}{note}",
+        value,
+        TARGETS["speedup_fast_vs_reference"],
+        ">=",
+        "tokens/s ratio",
+        "reference or fast row missing",
+    )
+
+    fast, lucid = _find(rows, "fast", big, mid, "fwd_bwd"), _find(rows, "titans-pytorch", big, mid, "fwd_bwd")
+    line(
+        f"fast vs titans-pytorch fwd+bwd, chunk {big}, seq {mid}",
+        fast["tokens_per_s"] / lucid["tokens_per_s"] if fast and lucid else None,
+        TARGETS["fast_vs_titans_pytorch_fwd_bwd"],
+        ">=",
+        "tokens/s ratio",
+        "fast or titans-pytorch row missing",
+    )
+
+    for chunk in reversed(chunks):
+        for mode in ("fwd_bwd", "fwd"):
+            a, b = _find(rows, "fast", chunk, long, mode), _find(rows, "fast", chunk, mid, mode)
+            line(
+                f"cost ratio fast seq {long}/seq {mid}, chunk {chunk}, {mode}",
+                a["median_s"] / b["median_s"] if a and b else None,
+                TARGETS["cost_ratio_long_vs_mid"],
+                "<=",
+                f"median-time ratio (linear = {long / mid:g})",
+                "a fast row is missing",
+            )
+
+    for chunk in reversed(chunks):
+        lucid_row = next(
+            (r for r in rows if (r["config"], r["chunk"], r["seq"]) == ("titans-pytorch", chunk, long)), None
+        )
+        lucid = _find(rows, "titans-pytorch", chunk, long, "fwd_bwd")
+        for config in ("fast", "fast-ckpt"):
+            ours = _find(rows, config, chunk, long, "fwd_bwd")
+            name = f"peak memory {config}/titans-pytorch fwd+bwd (delta RSS), chunk {chunk}, seq {long}"
+            if ours and lucid:
+                line(
+                    name,
+                    ours["peak_delta_mb"] / lucid["peak_delta_mb"],
+                    TARGETS["peak_memory_vs_titans_pytorch"],
+                    "<=",
+                    "peak RSS minus post-build baseline",
+                )
+            elif (
+                ours and lucid_row and lucid_row.get("status") == "failed" and "memory" in lucid_row["reason"]
+            ):
+                bound = ours["peak_delta_mb"] / (1024 * cfg["mem_cap_gb"])
+                line(
+                    name + " [upper bound: titans-pytorch exceeded the cap]",
+                    bound,
+                    TARGETS["peak_memory_vs_titans_pytorch"],
+                    "<=",
+                    "ours / address-space cap",
+                )
+            elif config == "fast" or ours:
+                line(name, None, TARGETS["peak_memory_vs_titans_pytorch"], "<=", "", "a row is missing")
+    return out
+
+
+def print_derived(lines: list[dict]) -> None:
+    print("\nDerived")
+    for d in lines:
+        value = "n/a" if d["value"] is None else f"{d['value']:.3g}"
+        target = f"  target {d['target']}" if d["target"] else ""
+        extra = f"  ({d['detail']})" if d["detail"] else ""
+        print(f"  [{d['verdict']}] {d['name']}: {value}{target}{extra}")
+
+
+def _environment() -> dict:
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "titans_pytorch": _version("titans-pytorch"),
+        "checkpoint_chunks_supported": _checkpoint_supported(),
+    }
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--quick", action="store_true", help="tiny smoke run: dim 32, seq 64/128, chunk 16, 1 iter"
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "titans_memory.json"
+    )
+    p.add_argument("--seqs", type=int, nargs="+")
+    p.add_argument("--chunks", type=int, nargs="+")
+    p.add_argument("--configs", nargs="+", choices=CONFIGS)
+    p.add_argument("--iters", type=int, help="timed calls per mode (median), after 1 warm-up")
+    p.add_argument("--ref-seqs", type=int, nargs="*", help="token-loop runs (forward + --ref-modes)")
+    p.add_argument("--ref-fwd-seqs", type=int, nargs="*", help="token-loop forward-only runs, if they fit")
+    p.add_argument(
+        "--ref-modes",
+        nargs="*",
+        default=[],
+        choices=["fwd_bwd"],
+        help="extra token-loop modes (fwd_bwd keeps two weight copies per token: GBs at seq 1024)",
+    )
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
+    p.add_argument("--budget-min", type=float, default=0.0, help="skip remaining configurations after this")
+    p.add_argument("--mem-cap-gb", type=float, default=8.0, help="address-space cap per subprocess (0: none)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def config_from(args: argparse.Namespace) -> dict:
+    cfg = dict(QUICK if args.quick else FULL)
+    for key in ("seqs", "chunks", "configs", "iters", "ref_seqs", "ref_fwd_seqs"):
+        value = getattr(args, key)
+        if value is not None:
+            cfg[key] = tuple(value) if isinstance(value, list) else value
+    if cfg["iters"] < 1:
+        raise ValueError(f"--iters must be >= 1, got {cfg['iters']}")
+    cfg["ref_seqs"], cfg["ref_fwd_seqs"] = list(cfg["ref_seqs"]), list(cfg["ref_fwd_seqs"])
+    cfg.update(
+        ref_modes=list(args.ref_modes),
+        threads=args.threads,
+        timeout=args.timeout,
+        budget_min=args.budget_min,
+        mem_cap_gb=args.mem_cap_gb,
+    )
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return _child_main(args.child)
+    cfg = config_from(args)
+    configs = list(cfg["configs"])
+    notes = []
+    if "titans-pytorch" in configs and not titans_pytorch_available():
+        notes.append(
+            "titans-pytorch is not importable (pip install titans-pytorch==0.5.5): its rows are skipped"
+        )
+        configs.remove("titans-pytorch")
+    if "fast-ckpt" in configs and not _checkpoint_supported():
+        notes.append("NeuralMemory has no checkpoint_chunks option: fast-ckpt rows are skipped")
+        configs.remove("fast-ckpt")
+    cfg["configs"] = tuple(configs)
+    for note in notes:
+        print(note)
+    report = {
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+        "environment": _environment(),
+        "memory_metric": "maxrss_mb = ru_maxrss of the configuration's subprocess (raw peak RSS); "
+        "peak_delta_mb = maxrss_mb minus the peak RSS right after the model and input were built",
+        "throughput_metric": "tokens_per_s = batch * seq / median wall seconds of the timed calls, after 1 warm-up",
+        "notes": notes,
+        "rows": [],
+        "derived": [],
+    }
+    started = time.monotonic()
+    for spec in plan(cfg):
+        reason = _skip_reason(spec, report["rows"], cfg, started)
+        print(
+            f"-- {_label(spec)} chunk {spec['chunk']} seq {spec['seq']} {'+'.join(spec['modes'])}", flush=True
+        )
+        result = {"status": "skipped", "reason": reason} if reason else run_one(spec, cfg["timeout"])
+        row = {**spec, "planned_modes": spec["modes"], **result}
+        if result.get("status") != "ok":
+            row["modes"] = {}
+        report["rows"].append(row)
+        for mode in spec["modes"]:
+            print("   " + _fmt_row(row, mode), flush=True)
+        _write(args.out, report)
+    report["derived"] = derived(report["rows"], cfg)
+    report["total_wall_s"] = time.monotonic() - started
+    _write(args.out, report)
+    print()
+    print_table(report["rows"])
+    print_derived(report["derived"])
+    print(f"\nJSON: {args.out}")
+    return 0
+
+
+def _write(path: Path, report: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
