@@ -5,8 +5,8 @@ subprocess** of this script, so its peak memory is its own. Inside it:
 
 * forward: ``torch.no_grad()``; forward+backward: ``loss = y.pow(2).mean()`` then ``loss.backward()``;
 * each mode gets 1 untimed warm-up call (first calls pay for allocation), then ``--iters`` timed calls;
-  throughput is ``batch * seq / median seconds``. The token loop (``reference``) warms up on a 64-token prefix:
-  every step allocates the same tensors, so the prefix warms the allocator as well as a full call would;
+  throughput is ``batch * seq / median seconds``. The token loop (``reference``) warms up on a 64-token
+  prefix: every step allocates the same tensors, so the prefix warms the allocator as a full call would;
 * memory: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (peak resident set size) after each mode, raw and
   minus the baseline taken right after the model and input were built ("delta"). The forward runs first, so
   the forward+backward peak is the maximum of both (backward needs more);
@@ -188,7 +188,7 @@ def _child_main(raw: str) -> int:
     return 0
 
 
-# -- the plan and the driver -----------------------------------------------------------------------------------
+# -- the plan and the driver --------------------------------------------------------------------------------
 
 
 def titans_pytorch_available() -> bool:
@@ -224,8 +224,8 @@ def plan(cfg: dict) -> list[dict]:
 
 
 def _priority(row: dict, cfg: dict) -> tuple:
-    """Targets first: the largest chunk at the two longest seqs (fast, titans-pytorch), then the token loop and
-    its fast twin at the smallest chunk, checkpointing at the longest seq, then everything else."""
+    """Targets first: the largest chunk at the two longest seqs (fast, titans-pytorch), then the token loop
+    and its fast twin at the smallest chunk, checkpointing at the longest seq, then everything else."""
     seqs, chunks = sorted(cfg["seqs"]), sorted(cfg["chunks"])
     config, chunk, seq = row["config"], row["chunk"], row["seq"]
     ref_seqs = set(cfg["ref_seqs"]) | set(cfg["ref_fwd_seqs"])
@@ -242,9 +242,9 @@ def _priority(row: dict, cfg: dict) -> tuple:
 
 def _find(rows, config, chunk, seq, mode):
     for r in rows:
-        if (r["config"], r["chunk"], r["seq"]) == (config, chunk, seq) and r.get("status") == "ok":
-            if mode in r["modes"]:
-                return r["modes"][mode]
+        same = (r["config"], r["chunk"], r["seq"]) == (config, chunk, seq)
+        if same and r.get("status") == "ok" and mode in r["modes"]:
+            return r["modes"][mode]
     return None
 
 
@@ -260,7 +260,8 @@ def _skip_reason(spec: dict, done: list[dict], cfg: dict, started: float) -> str
         per_token = ref["modes"]["fwd"]["median_s"] / ref["seq"]  # the token loop is linear in seq
         projected = per_token * (spec["seq"] * spec["iters"] + REFERENCE_WARMUP_TOKENS)
         if projected > 0.8 * cfg["timeout"]:
-            return f"projected {projected:.0f} s for warm-up + {spec['iters']} calls > 80% of timeout {cfg['timeout']} s"
+            calls = f"warm-up + {spec['iters']} calls"
+            return f"projected {projected:.0f} s for {calls} > 80% of the {cfg['timeout']:.0f} s timeout"
     return None
 
 
@@ -281,7 +282,7 @@ def run_one(spec: dict, timeout: float) -> dict:
         return {"status": "failed", "reason": f"exit code {proc.returncode}: {tail[0][:200]}"}
     result = json.loads(lines[-1][len("RESULT ") :])
     result["wall_s"] = time.monotonic() - t0
-    result["loadavg_1min_at_start"] = load
+    result["loadavg_1min"] = [load, os.getloadavg()[0] if hasattr(os, "getloadavg") else None]
     return result
 
 
@@ -298,7 +299,10 @@ def _fmt_row(r: dict, mode: str) -> str:
     if m is None:
         reason = r.get("reason", "not measured") if r.get("status") != "ok" else "not measured"
         return f"{head}  {r.get('status', 'skipped').upper()}: {reason}"
-    return f"{head}{m['tokens_per_s']:>12.0f}{m['median_s']:>10.2f}{m['maxrss_mb']:>11.0f}{m['peak_delta_mb']:>11.0f}"
+    numbers = (
+        f"{m['tokens_per_s']:>12.0f}{m['median_s']:>10.2f}{m['maxrss_mb']:>11.0f}{m['peak_delta_mb']:>11.0f}"
+    )
+    return head + numbers
 
 
 def print_table(rows: list[dict]) -> None:
@@ -326,7 +330,15 @@ def derived(rows: list[dict], cfg: dict) -> list[dict]:
 
     def line(name, value, target, op, detail, missing=None):
         if value is None:
-            out.append({"name": name, "value": None, "target": target, "verdict": "N/A", "detail": missing})
+            out.append(
+                {
+                    "name": name,
+                    "value": None,
+                    "target": f"{op} {target:.3g}",
+                    "verdict": "N/A",
+                    "detail": missing,
+                }
+            )
             return
         ok = value >= target if op == ">=" else value <= target
         out.append(
@@ -525,6 +537,12 @@ def main(argv: list[str] | None = None) -> int:
         notes.append("NeuralMemory has no checkpoint_chunks option: fast-ckpt rows are skipped")
         configs.remove("fast-ckpt")
     cfg["configs"] = tuple(configs)
+    if "reference" in configs and "fwd_bwd" not in cfg["ref_modes"]:
+        notes.append(
+            "reference fwd_bwd not run (add --ref-modes fwd_bwd): autograd through the token loop keeps the "
+            "weights and momentum of every token, about 25 MB per token at dim 256 (3.2 GB measured at "
+            "seq 128), so seq 1024 would need ~25 GB"
+        )
     for note in notes:
         print(note)
     report = {
@@ -532,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
         "environment": _environment(),
         "memory_metric": "maxrss_mb = ru_maxrss of the configuration's subprocess (raw peak RSS); "
         "peak_delta_mb = maxrss_mb minus the peak RSS right after the model and input were built",
-        "throughput_metric": "tokens_per_s = batch * seq / median wall seconds of the timed calls, after 1 warm-up",
+        "throughput_metric": "tokens_per_s = batch * seq / median wall seconds of the timed calls "
+        "(1 untimed warm-up first); cpu_seconds = process CPU time per call",
         "notes": notes,
         "rows": [],
         "derived": [],

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from neural_memory.cli import main
+from neural_memory.models import available_kinds
 from neural_memory.commands.train import OPTIONS, assignments_to_dict, parse_assignment
 from neural_memory.training import (
     TrainConfig,
@@ -227,3 +228,12 @@ def test_generate_missing_checkpoint(tmp_path):
 def test_generate_needs_a_prompt_byte(tmp_path):
     with pytest.raises(SystemExit, match="--prompt must hold at least one byte"):
         main(["generate", str(tmp_path), "--prompt", ""])
+
+
+@pytest.mark.parametrize("kind", available_kinds())
+def test_every_kind_trains_and_checkpoints(tmp_path, kind):
+    config = TrainConfig(kind=kind, steps=2, seq_len=16, batch_size=2, dim=16, depth=1, recall_pairs=3)
+    result = train(config, tmp_path, progress=False, log=lambda _: None)
+    assert result.steps == 2 and math.isfinite(result.val_loss)
+    model, _ = load_model(tmp_path)
+    assert model.depth == 1

@@ -438,3 +438,25 @@ def test_generate_checks_the_prompt(kinds):
 def test_language_model_needs_mixers():
     with pytest.raises(ValueError, match="mixers must be a non-empty sequence"):
         LanguageModel(vocab_size=5, dim=4, mixers=[])
+
+
+# ------------------------------------------------------------------------------------------------
+# every registered kind (Transformer, Titans, and whatever providers add later)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", available_kinds())
+def test_every_kind_streams_through_the_language_model(kind):
+    # the protocol's contract, end to end: [A; B; C] in one call == A, B, C with the carried state
+    torch.manual_seed(0)
+    model = build_lm(kind, vocab_size=30, dim=16, depth=2)
+    tokens = torch.randint(0, 30, (2, 21), generator=torch.Generator().manual_seed(0))
+    whole, _ = model(tokens)
+    state, pieces = None, []
+    for start, stop in [(0, 5), (5, 6), (6, 21)]:
+        logits, state = model(tokens[:, start:stop], state)
+        pieces.append(logits)
+    torch.testing.assert_close(torch.cat(pieces, 1), whole, rtol=0, atol=1e-5)
+    assert state.position == 21
+    new, state = generate(model, tokens[:, :3], 4, generator=torch.Generator().manual_seed(0))
+    assert new.shape == (2, 4) and state.position == 7

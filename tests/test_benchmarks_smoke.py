@@ -1,0 +1,112 @@
+"""Smoke test of benchmarks/titans_memory.py: a tiny run end to end, and the verdict logic on made-up rows."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "titans_memory.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("titans_memory_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_writes_every_key(bench, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    # two subprocesses (fast and reference at seq 64): seconds, even on a busy 2-core box
+    argv = ["--quick", "--configs", "fast", "reference", "--seqs", "64", "--ref-fwd-seqs", "--out", str(out)]
+    assert bench.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert {"config", "environment", "memory_metric", "throughput_metric", "rows", "derived", "notes"} <= set(
+        report
+    )
+    assert [(r["config"], r["seq"]) for r in report["rows"]] == [("fast", 64), ("reference", 64)]
+    for row in report["rows"]:
+        assert row["status"] == "ok", row
+        for mode in row["planned_modes"]:
+            m = row["modes"][mode]
+            assert {
+                "tokens_per_s",
+                "median_s",
+                "seconds",
+                "cpu_seconds",
+                "maxrss_mb",
+                "peak_delta_mb",
+            } <= set(m)
+            assert len(m["seconds"]) == 1 and m["tokens_per_s"] > 0 and m["maxrss_mb"] > 0
+    assert set(report["rows"][0]["modes"]) == {"fwd", "fwd_bwd"}
+    assert set(report["rows"][1]["modes"]) == {"fwd"}
+    assert all(d["verdict"] in {"PASS", "FAIL", "INFO", "N/A"} for d in report["derived"])
+    printed = capsys.readouterr().out
+    assert "tokens/s" in printed and "Derived" in printed and str(out) in printed
+
+
+def _row(config, chunk, seq, fwd_s=None, bwd_s=None, peak=100.0):
+    modes = {}
+    for mode, s in (("fwd", fwd_s), ("fwd_bwd", bwd_s)):
+        if s is not None:
+            modes[mode] = {
+                "median_s": s,
+                "tokens_per_s": 2 * seq / s,
+                "maxrss_mb": peak + 200,
+                "peak_delta_mb": peak,
+            }
+    return {
+        "config": config,
+        "chunk": chunk,
+        "seq": seq,
+        "status": "ok",
+        "modes": modes,
+        "checkpoint_chunks": 0,
+    }
+
+
+def _derived(bench, rows):
+    cfg = {"seqs": (1024, 4096, 16384), "chunks": (16, 64), "ref_seqs": [1024], "ref_fwd_seqs": [4096]}
+    return bench.derived(rows, {**cfg, "mem_cap_gb": 8})
+
+
+def test_derived_targets_pass_fail_and_missing(bench):
+    rows = [
+        _row("fast", 16, 1024, fwd_s=1.0),
+        _row("reference", 16, 1024, fwd_s=30.0),  # 30x: only the seq-1024 reference ran
+        _row("fast", 64, 4096, fwd_s=1.0, bwd_s=4.0),
+        _row("titans-pytorch", 64, 4096, bwd_s=6.0),  # 1.5x < 2x: FAIL
+        _row("fast", 64, 16384, fwd_s=4.0, bwd_s=20.0, peak=300.0),  # fwd 4x PASS, fwd_bwd 5x FAIL
+        _row("titans-pytorch", 64, 16384, bwd_s=30.0, peak=1200.0),  # 300/1200 = 1/4 PASS
+    ]
+    lines = _derived(bench, rows)
+    by_name = {d["name"]: d for d in lines}
+    ref = by_name["speed-up fast/reference fwd, chunk 16, seq 1024 (target seq skipped; measured here)"]
+    assert ref["verdict"] == "PASS" and ref["value"] == pytest.approx(30.0)
+    assert by_name["fast vs titans-pytorch fwd+bwd, chunk 64, seq 4096"]["verdict"] == "FAIL"
+    assert by_name["cost ratio fast seq 16384/seq 4096, chunk 64, fwd"]["verdict"] == "PASS"
+    assert by_name["cost ratio fast seq 16384/seq 4096, chunk 64, fwd_bwd"]["verdict"] == "FAIL"
+    assert by_name["cost ratio fast seq 16384/seq 4096, chunk 16, fwd_bwd"]["verdict"] == "N/A"
+    mem = by_name["peak memory fast/titans-pytorch fwd+bwd (delta RSS), chunk 64, seq 16384"]
+    assert mem["verdict"] == "PASS" and mem["value"] == pytest.approx(0.25)
+
+
+def test_lucidrains_over_the_cap_gives_a_labelled_bound(bench):
+    rows = [
+        _row("fast", 64, 16384, bwd_s=20.0, peak=1024.0),
+        {
+            "config": "titans-pytorch",
+            "chunk": 64,
+            "seq": 16384,
+            "status": "failed",
+            "modes": {},
+            "reason": "out of memory (cap 8 GB): can't allocate",
+        },
+    ]
+    lines = _derived(bench, rows)
+    bound = [d for d in lines if "upper bound" in d["name"] and "chunk 64" in d["name"]]
+    assert len(bound) == 1 and bound[0]["value"] == pytest.approx(1 / 8) and bound[0]["verdict"] == "PASS"
