@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from neural_memory.cli import main
-from neural_memory.models import available_kinds
 from neural_memory.commands.train import OPTIONS, assignments_to_dict, parse_assignment
+from neural_memory.models import available_kinds
 from neural_memory.training import (
     TrainConfig,
     load_checkpoint,

@@ -14,6 +14,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from neural_memory.common.validation import check_int
+
 BYTE_VOCAB = 256
 
 
@@ -29,14 +31,6 @@ class Batch(NamedTuple):
     inputs: Tensor
     targets: Tensor
     loss_mask: Tensor
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
 
 
 def read_bytes(path: str | Path) -> Tensor:
@@ -55,8 +49,8 @@ def sample_windows(data: Tensor, batch_size: int, seq_len: int, generator: torch
 
     Every window start in ``[0, N - seq_len - 1]`` is equally likely; the mask marks every position.
     """
-    _check_int("batch_size", batch_size, 1)
-    _check_int("seq_len", seq_len, 1)
+    check_int("batch_size", batch_size, 1)
+    check_int("seq_len", seq_len, 1)
     n_starts = data.numel() - seq_len
     if n_starts < 1:
         raise ValueError(f"data holds {data.numel()} bytes; a window needs seq_len + 1 = {seq_len + 1}")
@@ -122,8 +116,8 @@ class AssociativeRecall:
     PAD = ord(".")
 
     def __init__(self, seq_len: int, *, n_pairs: int = 8):
-        _check_int("seq_len", seq_len, 1)
-        _check_int("n_pairs", n_pairs, 1)
+        check_int("seq_len", seq_len, 1)
+        check_int("n_pairs", n_pairs, 1)
         if n_pairs > len(self.KEYS):
             raise ValueError(f"n_pairs must be <= {len(self.KEYS)} (distinct keys), got {n_pairs}")
         if seq_len < 2 * n_pairs + 2:
@@ -135,7 +129,7 @@ class AssociativeRecall:
 
     def sequences(self, batch_size: int, generator: torch.Generator) -> Tensor:
         """``(batch_size, seq_len + 1)`` long byte sequences in the layout of the class docstring."""
-        _check_int("batch_size", batch_size, 1)
+        check_int("batch_size", batch_size, 1)
         b, p, q = batch_size, self.n_pairs, self.n_queries
         keys_table = torch.tensor(list(self.KEYS))
         values_table = torch.tensor(list(self.VALUES))

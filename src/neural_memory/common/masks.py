@@ -22,16 +22,10 @@ from __future__ import annotations
 
 import torch
 
+from neural_memory.common.validation import check_int
+
 Device = torch.device | str | None
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
 
 
 def causal_mask(n: int, *, device: Device = None) -> torch.Tensor:
@@ -44,7 +38,7 @@ def causal_mask(n: int, *, device: Device = None) -> torch.Tensor:
     Returns:
         ``(n, n)`` bool, lower triangular including the diagonal.
     """
-    _check_int("n", n, 1)
+    check_int("n", n, 1)
     return torch.ones(n, n, dtype=torch.bool, device=device).tril()
 
 
@@ -69,9 +63,9 @@ def sliding_window_mask(n: int, window: int, *, prefix: int = 0, device: Device 
     Returns:
         ``(prefix + n, prefix + n)`` bool.
     """
-    _check_int("n", n, 1)
-    _check_int("window", window, 1)
-    _check_int("prefix", prefix, 0)
+    check_int("n", n, 1)
+    check_int("window", window, 1)
+    check_int("prefix", prefix, 0)
     total = prefix + n
     mask = causal_mask(total, device=device)
     # band of the last `window` sequence keys, cut out of the lower triangle
@@ -105,8 +99,8 @@ def window_mask_from_positions(
             raise TypeError(f"{name} must be an integer tensor of absolute positions")
         if pos.dim() != 1:
             raise ValueError(f"{name} must be 1-D, got shape {tuple(pos.shape)}")
-    _check_int("window", window, 1)
-    _check_int("prefix_keys", prefix_keys, 0)
+    check_int("window", window, 1)
+    check_int("prefix_keys", prefix_keys, 0)
     lag = query_pos[:, None] - key_pos[None, :]  # how far back each key is from each query
     in_window = (lag >= 0) & (lag < window)
     prefix = torch.ones(len(query_pos), prefix_keys, dtype=torch.bool, device=query_pos.device)
@@ -128,8 +122,8 @@ def block_causal_mask(n: int, block: int, *, device: Device = None) -> torch.Ten
     Returns:
         ``(n, n)`` bool.
     """
-    _check_int("n", n, 1)
-    _check_int("block", block, 1)
+    check_int("n", n, 1)
+    check_int("block", block, 1)
     block_id = torch.arange(n, device=device) // block
     return causal_mask(n, device=device) & (block_id[:, None] == block_id[None, :])
 
@@ -161,9 +155,9 @@ def mac_mask(
     Returns:
         ``(N_p + N_l + C, N_p + N_l + C)`` bool.
     """
-    _check_int("n_persistent", n_persistent, 0)
-    _check_int("n_memory", n_memory, 0)
-    _check_int("n_segment", n_segment, 1)
+    check_int("n_persistent", n_persistent, 0)
+    check_int("n_memory", n_memory, 0)
+    check_int("n_segment", n_segment, 1)
     total = n_persistent + n_memory + n_segment
     mask = causal_mask(total, device=device)
     if causal_memory:

@@ -35,17 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neural_memory.common.validation import check_int
+
 NORM_EPS = 1e-6
 EMBEDDING_STD = 0.02  # GPT-2's init; keeps tied-head logits near zero at the start of training
-
-
-def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
-    """``value`` as an int ``>= minimum``; ``TypeError``/``ValueError`` naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
 
 
 class GatedMLP(nn.Module):
@@ -153,9 +146,9 @@ class LanguageModel(nn.Module):
         tie_embeddings: bool = True,
     ):
         super().__init__()
-        check_positive_int("vocab_size", vocab_size)
-        check_positive_int("dim", dim)
-        check_positive_int("mlp_mult", mlp_mult)
+        check_int("vocab_size", vocab_size)
+        check_int("dim", dim)
+        check_int("mlp_mult", mlp_mult)
         if not isinstance(tie_embeddings, bool):
             raise TypeError(f"tie_embeddings must be a bool, got {type(tie_embeddings).__name__}")
         if len(mixers) < 1 or not all(isinstance(m, nn.Module) for m in mixers):
@@ -299,13 +292,13 @@ def sample_next(
 
 
 def _check_sampling(max_new_tokens: object, temperature: object, top_k: object) -> None:
-    check_positive_int("max_new_tokens", max_new_tokens, 0)
+    check_int("max_new_tokens", max_new_tokens, 0)
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not temperature >= 0:
         raise ValueError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
     if temperature == float("inf"):
         raise ValueError("temperature must be finite")
     if top_k is not None:
-        check_positive_int("top_k", top_k)
+        check_int("top_k", top_k)
 
 
 @torch.no_grad()

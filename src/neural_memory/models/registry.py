@@ -154,11 +154,12 @@ def build_lm(kind: str, *, vocab_size: int, dim: int, depth: int, **config: Any)
     Returns:
         the model, with its mixers built for layers ``0 .. depth - 1``.
     """
-    from neural_memory.models.lm import LanguageModel, check_positive_int
+    from neural_memory.common.validation import check_int
+    from neural_memory.models.lm import LanguageModel
 
     lm_config = {key: config.pop(key) for key in LM_KEYS if key in config}
-    check_positive_int("depth", depth)
-    check_positive_int("dim", dim)
+    check_int("depth", depth)
+    check_int("dim", dim)
     mixer_config(kind, config)  # fail on a bad kind or bad keys before building anything
     mixers = [build_mixer(kind, dim=dim, layer_index=i, **config) for i in range(depth)]
     return LanguageModel(vocab_size=vocab_size, dim=dim, mixers=mixers, **lm_config)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from neural_memory.common.attention import masked_attention
 from neural_memory.common.masks import window_mask_from_positions
-from neural_memory.models.lm import check_positive_int
+from neural_memory.common.validation import check_int
 from neural_memory.models.registry import register_kind
 
 
@@ -93,8 +93,8 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, dim: int, *, heads: int = 4, rope: bool = True, rope_base: float = 10000.0):
         super().__init__()
-        check_positive_int("dim", dim)
-        check_positive_int("heads", heads)
+        check_int("dim", dim)
+        check_int("heads", heads)
         if dim % heads:
             raise ValueError(f"heads must divide dim, got dim={dim}, heads={heads}")
         if rope and (dim // heads) % 2:

@@ -9,16 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from neural_memory.common.validation import check_int
 from neural_memory.registry import implements
-
-
-def check_int(name: str, value: object, minimum: int) -> int:
-    """``value`` as an int ``>= minimum``; ``TypeError``/``ValueError`` naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
 
 
 def check_sequence(x: object, dim: int, name: str = "x") -> Tensor:
