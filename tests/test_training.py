@@ -69,7 +69,7 @@ def test_bad_config(kwargs, match):
 
 def test_help_defaults_are_the_config_defaults():
     defaults = TrainConfig(kind="x")
-    for dest, _, _, help_text in OPTIONS:
+    for dest, _, _, _, help_text in OPTIONS:
         number = re.search(r"\(default ([0-9.e-]+)\)", help_text)
         if number:
             assert float(number.group(1)) == getattr(defaults, dest), dest

@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "generate",
         help="sample text from a checkpoint written by `neural-memory train`",
-        description=__doc__.splitlines()[0].strip("`"),
+        description="Sample bytes from a trained model: the prompt is run once, then one byte per step "
+        "with the carried state. Prints the prompt and the continuation (UTF-8, invalid bytes replaced).",
     )
     parser.add_argument("checkpoint", type=Path, help="a checkpoint file or a run directory (--out of train)")
     parser.add_argument("--prompt", required=True, help="text to continue (at least one byte)")

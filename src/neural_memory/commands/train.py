@@ -14,24 +14,24 @@ from typing import Any
 
 DESCRIPTION = """\
 Train a byte-level language model (vocabulary 256) whose blocks mix with KIND (see the list printed for an
-unknown kind). With --text PATH it learns the file (the last 10%% held out); without it, the generated
+unknown kind). With --text PATH it learns the file (the last 10% held out); without it, the generated
 associative-recall task (key-value pairs, then queries; loss and accuracy on the answers only). AdamW,
 warmup + cosine schedule, gradient clipping 1.0. Evaluates and saves OUT/checkpoint.pt every --eval-every
 steps and at the end; --resume continues from it exactly."""
 
-# Options that map one-to-one to TrainConfig fields (dest, flag, type, help).
-OPTIONS: list[tuple[str, str, type, str]] = [
-    ("steps", "--steps", int, "total training steps (default 500)"),
-    ("seq_len", "--seq-len", int, "tokens per training window (default 128)"),
-    ("batch_size", "--batch-size", int, "windows per step (default 8)"),
-    ("dim", "--dim", int, "model width (default 64)"),
-    ("depth", "--depth", int, "number of blocks (default 2)"),
-    ("lr", "--lr", float, "peak learning rate (default 3e-3)"),
-    ("warmup", "--warmup", int, "warmup steps (default min(100, steps/10))"),
-    ("eval_every", "--eval-every", int, "evaluate and checkpoint every N steps (default 100)"),
-    ("eval_batches", "--eval-batches", int, "held-out batches per evaluation (default 4)"),
-    ("seed", "--seed", int, "seed of the initialisation and the data (default 0)"),
-    ("recall_pairs", "--recall-pairs", int, "key-value pairs per recall sequence (default 8)"),
+# Options that map one-to-one to TrainConfig fields (dest, flag, type, metavar, help).
+OPTIONS: list[tuple[str, str, type, str, str]] = [
+    ("steps", "--steps", int, "N", "total training steps (default 500)"),
+    ("seq_len", "--seq-len", int, "L", "tokens per training window (default 128)"),
+    ("batch_size", "--batch-size", int, "B", "windows per step (default 8)"),
+    ("dim", "--dim", int, "D", "model width (default 64)"),
+    ("depth", "--depth", int, "N", "number of blocks (default 2)"),
+    ("lr", "--lr", float, "LR", "peak learning rate (default 3e-3)"),
+    ("warmup", "--warmup", int, "N", "warmup steps (default min(100, steps/10))"),
+    ("eval_every", "--eval-every", int, "N", "evaluate and checkpoint every N steps (default 100)"),
+    ("eval_batches", "--eval-batches", int, "N", "held-out batches per evaluation (default 4)"),
+    ("seed", "--seed", int, "S", "seed of the initialisation and the data (default 0)"),
+    ("recall_pairs", "--recall-pairs", int, "P", "key-value pairs per recall sequence (default 8)"),
 ]
 
 
@@ -74,8 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("kind", help="model kind, e.g. transformer, titans-mac")
     parser.add_argument("--text", type=Path, metavar="PATH", help="text file (default: associative recall)")
-    for dest, flag, type_, help_ in OPTIONS:
-        parser.add_argument(flag, dest=dest, type=type_, metavar=dest.split("_")[0].upper(), help=help_)
+    for dest, flag, type_, metavar, help_ in OPTIONS:
+        parser.add_argument(flag, dest=dest, type=type_, metavar=metavar, help=help_)
     parser.add_argument("--out", type=Path, metavar="DIR", help="run directory (default runs/KIND)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument(
