@@ -1,9 +1,8 @@
 """Titans MAC (Eq. 21–25): masks, segment-wise attention, retrieval, causal write/read, by hand."""
 
-import math
-
 import pytest
 import torch
+from hand_attention import hand_attention
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,20 +11,6 @@ from neural_memory.titans.mac import MemoryAsContext
 DT = torch.float64
 TOL = {"rtol": 0.0, "atol": 1e-10}
 FROZEN = {"gates": "fixed", "fixed_gates": (0.0, 0.5, 0.0)}  # alpha = theta = 0: the memory never changes
-
-
-def hand_attention(proj, queries, keys, visible):
-    """Softmax attention head by head for one sequence (see tests/titans/test_mag.py)."""
-    d = proj.head_dim
-    heads = []
-    for h in range(proj.heads):
-        rows = slice(h * d, (h + 1) * d)
-        q = queries @ proj.to_q.weight[rows].T
-        k = keys @ proj.to_k.weight[rows].T
-        v = keys @ proj.to_v.weight[rows].T
-        scores = (q @ k.T / math.sqrt(d)).masked_fill(~visible, -math.inf)
-        heads.append(torch.softmax(scores, dim=-1) @ v)
-    return torch.cat(heads, dim=-1) @ proj.to_out.weight.T
 
 
 def make_mac(seed=0, memory=None, **overrides):

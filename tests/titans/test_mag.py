@@ -1,10 +1,10 @@
 """Titans MAG (Eq. 26–28) and the sliding-window attention of Eq. 27 / 31, against hand computations."""
 
 import itertools
-import math
 
 import pytest
 import torch
+from hand_attention import hand_attention
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,24 +13,6 @@ from neural_memory.titans.mag import MemoryAsGate, SlidingWindowAttention
 DT = torch.float64
 TOL = {"rtol": 0.0, "atol": 1e-10}
 EPS = 1e-6  # the RMSNorm eps MAG documents
-
-
-def hand_attention(proj, queries, keys, visible):
-    """Softmax attention written out head by head for one sequence.
-
-    ``queries (Lq, dim)``, ``keys (Lk, dim)`` (keys and values come from the same rows), ``visible (Lq, Lk)``
-    bool from a hand rule. nn.Linear computes ``x W^T``; head ``h`` owns output rows ``h*d .. (h+1)*d``.
-    """
-    d = proj.head_dim
-    heads = []
-    for h in range(proj.heads):
-        rows = slice(h * d, (h + 1) * d)
-        q = queries @ proj.to_q.weight[rows].T
-        k = keys @ proj.to_k.weight[rows].T
-        v = keys @ proj.to_v.weight[rows].T
-        scores = (q @ k.T / math.sqrt(d)).masked_fill(~visible, -math.inf)
-        heads.append(torch.softmax(scores, dim=-1) @ v)
-    return torch.cat(heads, dim=-1) @ proj.to_out.weight.T
 
 
 def window_rule(n_query, n_prefix, window, *, first=0):
