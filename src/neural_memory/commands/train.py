@@ -135,7 +135,10 @@ def _prepare(args: argparse.Namespace, out: Path):
 
 
 def run(args: argparse.Namespace) -> int:
+    from neural_memory.common.runtime import configure_allocator
     from neural_memory.training import train
+
+    configure_allocator()  # a training process owns its allocator; see neural_memory.common.runtime
 
     out = args.out if args.out is not None else Path("runs") / args.kind
     config, settings = _prepare(args, out)

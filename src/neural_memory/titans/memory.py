@@ -226,18 +226,11 @@ class NeuralMemory(nn.Module):
         alpha, eta, theta = self.gates(x)
         if not torch.compiler.is_compiling():  # learned gates are in range by construction; fixed ones too
             check_gates(alpha.detach(), eta.detach(), theta.detach())
-        core = chunked_memory if self.impl == "chunked" else reference_memory
-        return core(
-            self.memory,
-            state,
-            keys,
-            values,
-            queries,
-            alpha,
-            eta,
-            theta,
-            chunk_size=self.chunk_size,
-            read=self.read,
+        args = (self.memory, state, keys, values, queries, alpha, eta, theta)
+        if self.impl == "reference":
+            return reference_memory(*args, chunk_size=self.chunk_size, read=self.read)
+        return chunked_memory(
+            *args, chunk_size=self.chunk_size, read=self.read, checkpoint_chunks=self.checkpoint_chunks
         )
 
     def _split_heads(self, t: Tensor) -> Tensor:
