@@ -149,6 +149,11 @@ def child(spec: dict) -> dict:
     """One configuration: the forward and/or forward+backward measurements, memory after each."""
     import torch
 
+    from neural_memory.common.runtime import configure_allocator
+
+    # Every configuration, titans-pytorch included, runs with the same fixed glibc mmap threshold: without
+    # it the allocator's dynamic threshold fragments the heap and peak RSS measures fragmentation.
+    configure_allocator()
     torch.set_num_threads(spec["threads"])
     model = build_model(spec)
     x = torch.randn(spec["batch"], spec["seq"], spec["dim"])
@@ -177,6 +182,7 @@ def child(spec: dict) -> dict:
         row["maxrss_mb"] = peak_rss_mb()
         row["peak_delta_mb"] = row["maxrss_mb"] - baseline
         out["modes"][mode] = row
+        print("PARTIAL " + json.dumps(out), flush=True)  # kept by the parent if a later mode times out
     return out
 
 
@@ -285,8 +291,8 @@ def run_one(spec: dict, timeout: float) -> dict:
     t0 = time.monotonic()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"status": "timeout", "reason": f"over the per-configuration timeout of {timeout:.0f} s"}
+    except subprocess.TimeoutExpired as exc:
+        return _timed_out(spec, exc, timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if not lines:
         tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
@@ -295,6 +301,20 @@ def run_one(spec: dict, timeout: float) -> dict:
     result["wall_s"] = time.monotonic() - t0
     result["loadavg_1min"] = [load, os.getloadavg()[0] if hasattr(os, "getloadavg") else None]
     return result
+
+
+def _timed_out(spec: dict, exc: subprocess.TimeoutExpired, timeout: float) -> dict:
+    """Keep the modes that finished before the timeout; the others are reported as timed out."""
+    why = f"over the per-configuration timeout of {timeout:.0f} s"
+    stdout = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+    partial = [ln for ln in stdout.splitlines() if ln.startswith("PARTIAL ")]
+    if not partial:
+        return {"status": "timeout", "reason": why}
+    result = json.loads(partial[-1][len("PARTIAL ") :])
+    for mode in spec["modes"]:
+        if mode not in result["modes"]:
+            result["mode_failures"].setdefault(mode, f"timeout: {why}")
+    return {**result, "status": "ok"}
 
 
 def _label(r: dict) -> str:
@@ -570,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_delta_mb = maxrss_mb minus the peak RSS right after the model and input were built",
         "throughput_metric": "tokens_per_s = batch * seq / median wall seconds of the timed calls "
         "(1 untimed warm-up first); cpu_seconds = process CPU time per call",
+        "allocator": "glibc mmap threshold fixed at 1 MiB in every configuration (neural_memory.common.runtime)",
         "notes": notes,
         "rows": [],
         "derived": [],

@@ -43,10 +43,6 @@ from neural_memory.titans.memory_model import MemoryMLP, Weights
 from neural_memory.titans.state import MemoryState
 
 
-def _expand(coeff: Tensor, like: Tensor) -> Tensor:
-    return coeff[:, None, None] if like.dim() == 3 else coeff
-
-
 @implements("titans", 16, 18)
 def chunk_coefficients(alpha: Tensor, eta: Tensor, theta: Tensor) -> dict[str, Tensor]:
     r"""Closed-form coefficients of a chunk's recurrences (Titans v1, Eq. 16 and Eq. 18; catalog T-U5, T-U6).
@@ -99,15 +95,14 @@ def _chunk(model, weights, momentum, grad_weights, keys, values, queries, alpha,
             y = _dual_read(model, weights, momentum, acts, grads, c, queries)
         else:
             y = model.recall(grad_weights, queries)
-    last_q, last_p = c["Q"][:, -1], c["P"][:, -1]  # coefficients of u_i in M_end, S_end: (N, b)
+    # The chunk's last row of coefficients gives the carried state: M_end, S_end as (N, 1, 1) scalars on the
+    # start state plus the Eq. 17 matmul A^T diag(c) G of the per-token gradient factors.
+    beta, s, eta_decay = (c[key][:, -1, None, None] for key in ("beta", "s", "eta_decay"))
+    last_q, last_p = c["Q"][:, -1, :, None], c["P"][:, -1, :, None]  # (N, b, 1)
     new_w, new_s = [], []
     for w, m, a, g in zip(weights, momentum, acts, grads, strict=True):
-        new_w.append(
-            _expand(c["beta"][:, -1], w) * w
-            + _expand(c["s"][:, -1], w) * m
-            + (a * last_q[..., None]).transpose(-1, -2) @ g
-        )
-        new_s.append(_expand(c["eta_decay"][:, -1], m) * m + (a * last_p[..., None]).transpose(-1, -2) @ g)
+        new_w.append(beta * w + s * m + (a * last_q).transpose(-1, -2) @ g)
+        new_s.append(eta_decay * m + (a * last_p).transpose(-1, -2) @ g)
     return y, tuple(new_w), tuple(new_s)
 
 
