@@ -60,8 +60,10 @@ def child(spec: dict) -> dict:
     """One measurement, run inside the subprocess."""
     import torch
 
+    from neural_memory.common.runtime import configure_allocator
     from neural_memory.models.registry import build_lm
 
+    configure_allocator()  # same fixed glibc mmap threshold for every kind (see neural_memory.common.runtime)
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
