@@ -590,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
         "peak_delta_mb = maxrss_mb minus the peak RSS right after the model and input were built",
         "throughput_metric": "tokens_per_s = batch * seq / median wall seconds of the timed calls "
         "(1 untimed warm-up first); cpu_seconds = process CPU time per call",
-        "allocator": "glibc mmap threshold fixed at 1 MiB in every configuration (neural_memory.common.runtime)",
+        "allocator": "glibc mmap threshold fixed at 1 MiB in every configuration "
+        "(neural_memory.common.runtime)",
         "notes": notes,
         "rows": [],
         "derived": [],
