@@ -101,8 +101,9 @@ def _chunk(model, weights, momentum, grad_weights, keys, values, queries, alpha,
     last_q, last_p = c["Q"][:, -1, :, None], c["P"][:, -1, :, None]  # (N, b, 1)
     new_w, new_s = [], []
     for w, m, a, g in zip(weights, momentum, acts, grads, strict=True):
-        new_w.append(beta * w + s * m + (a * last_q).transpose(-1, -2) @ g)
-        new_s.append(eta_decay * m + (a * last_p).transpose(-1, -2) @ g)
+        # baddbmm/addcmul fuse the adds: these weight-sized passes dominate the cost of small chunks.
+        new_w.append(torch.baddbmm(torch.addcmul(beta * w, s, m), (a * last_q).transpose(-1, -2), g))
+        new_s.append(torch.baddbmm(eta_decay * m, (a * last_p).transpose(-1, -2), g))
     return y, tuple(new_w), tuple(new_s)
 
 
