@@ -187,14 +187,14 @@ class SlidingWindowAttention(nn.Module):
 
 
 @dataclass(frozen=True)
-class MAGState:
-    """Streaming state of :class:`MemoryAsGate`: the memory state and the attention's window cache."""
+class MemoryWindowState:
+    """Streaming state of MAG and MAL: the long-term memory's state and the attention's window cache."""
 
     memory: MemoryState
     attention: WindowCache
 
-    def detach(self) -> MAGState:
-        return MAGState(memory=self.memory.detach(), attention=self.attention.detach())
+    def detach(self) -> MemoryWindowState:
+        return MemoryWindowState(memory=self.memory.detach(), attention=self.attention.detach())
 
     def numel(self) -> int:
         return self.memory.numel() + self.attention.numel()
@@ -225,7 +225,7 @@ class MemoryAsGate(nn.Module):
         memory: keyword arguments of :class:`~neural_memory.titans.memory.NeuralMemory` (``dim`` excluded).
 
     Shapes:
-        ``forward(x (B, T, dim), state) -> (o (B, T, dim), MAGState)``.
+        ``forward(x (B, T, dim), state) -> (o (B, T, dim), MemoryWindowState)``.
     """
 
     def __init__(self, dim: int, *, window: int, n_persistent: int, heads: int, memory: dict | None = None):
@@ -237,14 +237,14 @@ class MemoryAsGate(nn.Module):
         self.norm_attention = nn.RMSNorm(dim, eps=NORM_EPS)
         self.norm_memory = nn.RMSNorm(dim, eps=NORM_EPS)
 
-    def init_state(self, batch_size: int, *, device=None, dtype=None) -> MAGState:
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> MemoryWindowState:
         """Stream start: the memory has written the persistent prefix (part of :math:`\\tilde x`, Eq. 26)."""
         check_int("batch_size", batch_size, 1)
         memory = self.memory.init_state(batch_size, device=device, dtype=dtype)
         if self.persistent.n_persistent:
             prefix = self.persistent.expand(batch_size).to(device=device, dtype=dtype)
             _, memory = self.memory(prefix, memory)
-        return MAGState(
+        return MemoryWindowState(
             memory=memory, attention=self.attention.init_cache(batch_size, device=device, dtype=dtype)
         )
 
@@ -268,7 +268,7 @@ class MemoryAsGate(nn.Module):
         """
         return self.norm_attention(y) * torch.sigmoid(self.norm_memory(m))
 
-    def forward(self, x: Tensor, state: MAGState | None = None) -> tuple[Tensor, MAGState]:
+    def forward(self, x: Tensor, state: MemoryWindowState | None = None) -> tuple[Tensor, MemoryWindowState]:
         check_sequence(x, self.dim)
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
@@ -277,7 +277,13 @@ class MemoryAsGate(nn.Module):
         )
         y, attention = self.attention(x, state.attention, prefix=prefix)  # Eq. 27
         m, memory = self.memory(x, state.memory)  # Eq. 28: M(x~), continuing after the prefix
-        return self.gate(y, m), MAGState(memory=memory, attention=attention)
+        return self.gate(y, m), MemoryWindowState(memory=memory, attention=attention)
 
 
-__all__ = ["AttentionProjections", "MAGState", "MemoryAsGate", "SlidingWindowAttention", "WindowCache"]
+__all__ = [
+    "AttentionProjections",
+    "MemoryAsGate",
+    "MemoryWindowState",
+    "SlidingWindowAttention",
+    "WindowCache",
+]

@@ -13,12 +13,10 @@ after ``window`` tokens. States hold the memory state plus at most ``window - 1`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import Tensor, nn
 
 from neural_memory.registry import implements
-from neural_memory.titans.mag import SlidingWindowAttention, WindowCache, memory_config
+from neural_memory.titans.mag import MemoryWindowState, SlidingWindowAttention, memory_config
 from neural_memory.titans.memory import NeuralMemory
 from neural_memory.titans.persistent import PersistentMemory, check_int, check_sequence
 from neural_memory.titans.state import MemoryState
@@ -72,20 +70,6 @@ class LongTermMemoryLayer(nn.Module):
         return self.memory(x, state)
 
 
-@dataclass(frozen=True)
-class MALState:
-    """Streaming state of :class:`MemoryAsLayer`: memory state and the attention's window cache."""
-
-    memory: MemoryState
-    attention: WindowCache
-
-    def detach(self) -> MALState:
-        return MALState(memory=self.memory.detach(), attention=self.attention.detach())
-
-    def numel(self) -> int:
-        return self.memory.numel() + self.attention.numel()
-
-
 @implements("titans", 29, 30, 31)
 class MemoryAsLayer(nn.Module):
     r"""Titans MAL: the memory as a layer, followed by sliding-window attention (Titans v1, Eq. 29–31).
@@ -106,7 +90,7 @@ class MemoryAsLayer(nn.Module):
         heads: attention heads; memory: :class:`NeuralMemory` keyword arguments.
 
     Shapes:
-        ``forward(x (B, T, dim), state) -> (o (B, T, dim), MALState)``.
+        ``forward(x (B, T, dim), state) -> (o (B, T, dim), MemoryWindowState)``.
     """
 
     def __init__(self, dim: int, *, window: int, n_persistent: int, heads: int, memory: dict | None = None):
@@ -123,21 +107,21 @@ class MemoryAsLayer(nn.Module):
     def memory(self) -> NeuralMemory:
         return self.layer.memory
 
-    def init_state(self, batch_size: int, *, device=None, dtype=None) -> MALState:
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> MemoryWindowState:
         """Stream start: prefix written into the memory, its memory outputs in the attention cache."""
         y_prefix, memory = self.layer.start(batch_size, device=device, dtype=dtype)
         cache = self.attention.init_cache(batch_size, device=device, dtype=dtype)
         if y_prefix.shape[1]:
             _, cache = self.attention(y_prefix, cache)  # the prefix rows' outputs are dropped
-        return MALState(memory=memory, attention=cache)
+        return MemoryWindowState(memory=memory, attention=cache)
 
-    def forward(self, x: Tensor, state: MALState | None = None) -> tuple[Tensor, MALState]:
+    def forward(self, x: Tensor, state: MemoryWindowState | None = None) -> tuple[Tensor, MemoryWindowState]:
         check_sequence(x, self.dim)
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
         y, memory = self.memory(x, state.memory)  # Eq. 30
         o, attention = self.attention(y, state.attention)  # Eq. 31
-        return o, MALState(memory=memory, attention=attention)
+        return o, MemoryWindowState(memory=memory, attention=attention)
 
 
-__all__ = ["LongTermMemoryLayer", "MALState", "MemoryAsLayer"]
+__all__ = ["LongTermMemoryLayer", "MemoryAsLayer"]
