@@ -14,8 +14,9 @@ Sources of truth, per field:
   Titans' CSV writes sections bare (``2.1``, ``C``); they are written ``§2.1`` / ``App. C`` like the other
   two papers. MIRAS' two named displays get the ids ``FTRL-VP`` and ``LR-VP`` in catalog order.
 * ``latex``: every ``$$...$$`` display of the catalog entry (``### <Paper> Eq. N — name (§x)``) before its
-  first bullet, joined with newlines. NL Eqs. 36 and 95 are lost in the paper's text conversion; their
-  "display" is the catalog's own placeholder/guess, kept verbatim (confidence ``low``).
+  first bullet, joined with newlines. NL Eq. 36 has no display of its own (an empty numbered line, the
+  catalog's bracketed note is kept verbatim and the registry marks it ``n/a``); NL Eq. 95 was recovered
+  from a second copy of the paper (catalog update of 2026-11-28).
 * ``na``: ``scripts/registry_na.json`` (``{"titans": {"6": "reason"}}``), the project's decisions not to
   implement an equation. Every key must name an equation of the registry.
 """
