@@ -56,9 +56,13 @@ def test_linear_memory_gradient_matches_sympy():
 @pytest.mark.equation("titans", 12)
 @pytest.mark.parametrize("depth", [1, 2, 3])
 @pytest.mark.parametrize("activation", ["silu", "gelu"])
-def test_per_token_gradient_factors_equal_autograd(depth, activation):
+@pytest.mark.parametrize("norm", [False, True])
+def test_per_token_gradient_factors_equal_autograd(depth, activation, norm):
     torch.manual_seed(depth)
-    model = MemoryMLP(4, depth=depth, expansion=2, activation=activation)
+    model = MemoryMLP(4, depth=depth, expansion=2, activation=activation, residual_norm=norm).to(DT)
+    if norm:
+        with torch.no_grad():
+            model.norm_weight.add_(0.3 * torch.randn_like(model.norm_weight))
     weights = tuple(w.detach().to(DT) + 0.1 * torch.randn(w.shape, dtype=DT) for w in model.expand(2))
     k = torch.randn(2, 5, 4, dtype=DT)
     v = torch.randn(2, 5, 4, dtype=DT)

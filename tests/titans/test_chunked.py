@@ -12,11 +12,24 @@ from neural_memory.titans.state import MemoryState
 
 DT = torch.float64
 TOL = {"rtol": 0.0, "atol": 1e-10}
+# Gradients through the read-out's LayerNorm carry its 1/sigma and reach ~1e4 here: compare them relative
+# to their size (float64 rounding is ~1e-15 relative).
+GRAD_TOL = {"rtol": 1e-12, "atol": 1e-10}
+# A read-out through the LayerNorm divides by sqrt(var(z) + 1e-5) <= 316: where a gate of 1 wipes the memory
+# (the "edges" cases), z is tiny and float64 rounding of z is amplified up to ~300x in the outputs, and the
+# LayerNorm backward's cancellation (g - mean g - z_hat mean(g z_hat)) / sigma reaches ~1e-12 relative in
+# the weights. Both stay orders of magnitude below any real discrepancy.
+NORM_OUT_TOL = {"rtol": 0.0, "atol": 1e-9}
+NORM_STATE_TOL = {"rtol": 1e-11, "atol": 1e-10}
 
 
-def make(depth, n=3, seq=11, dim=4, seed=0, special=None):
+def make(depth, n=3, seq=11, dim=4, seed=0, special=None, norm=None):
     torch.manual_seed(seed)
-    model = MemoryMLP(dim, depth=depth, expansion=2).to(DT)
+    model = MemoryMLP(dim, depth=depth, expansion=2, residual_norm=norm).to(DT)
+    if model.residual_norm:  # a gain and bias away from (1, 0), so a wrong read-out cannot hide
+        with torch.no_grad():
+            model.norm_weight.add_(0.3 * torch.randn_like(model.norm_weight))
+            model.norm_bias.add_(0.3 * torch.randn_like(model.norm_bias))
     w0 = tuple(w + 0.05 * torch.randn_like(w) for w in model.expand(n))
     state = MemoryState(weights=w0, momentum=tuple(0.1 * torch.randn_like(w) for w in w0), chunk_weights=w0)
     keys = torch.nn.functional.normalize(torch.randn(n, seq, dim, dtype=DT), dim=-1)
@@ -29,11 +42,11 @@ def make(depth, n=3, seq=11, dim=4, seed=0, special=None):
     return model, state, keys, values, queries, alpha, eta, theta
 
 
-def assert_states_close(a: MemoryState, b: MemoryState):
+def assert_states_close(a: MemoryState, b: MemoryState, tol=None):
     for x, y in zip(
         a.weights + a.momentum + a.chunk_weights, b.weights + b.momentum + b.chunk_weights, strict=True
     ):
-        torch.testing.assert_close(x, y, **TOL)
+        torch.testing.assert_close(x, y, **(tol or TOL))
     assert (a.offset, a.tokens_seen) == (b.offset, b.tokens_seen)
 
 
@@ -42,8 +55,9 @@ def assert_states_close(a: MemoryState, b: MemoryState):
 @pytest.mark.equation("titans", 16)
 @pytest.mark.parametrize("depth", [1, 2, 3])
 @pytest.mark.parametrize("read", ["token", "chunk"])
-def test_chunk_size_one_is_the_exact_recurrence(depth, read):
-    model, state, k, v, q, a, e, th = make(depth)
+@pytest.mark.parametrize("norm", [False, True])
+def test_chunk_size_one_is_the_exact_recurrence(depth, read, norm):
+    model, state, k, v, q, a, e, th = make(depth, norm=norm)
     ref_y, ref_s = reference_memory(model, state, k, v, q, a, e, th, chunk_size=1, read=read)
     y, s = chunked_memory(model, state, k, v, q, a, e, th, chunk_size=1, read=read)
     torch.testing.assert_close(y, ref_y, **TOL)
@@ -56,12 +70,13 @@ def test_chunk_size_one_is_the_exact_recurrence(depth, read):
 @pytest.mark.parametrize("chunk", [2, 4, 16])
 @pytest.mark.parametrize("seq", [7, 19])
 @pytest.mark.parametrize("special", [None, "edges"])
-def test_chunked_equals_reference_with_chunk_semantics(depth, chunk, seq, special):
-    model, state, k, v, q, a, e, th = make(depth, seq=seq, special=special)
+@pytest.mark.parametrize("norm", [False, True])
+def test_chunked_equals_reference_with_chunk_semantics(depth, chunk, seq, special, norm):
+    model, state, k, v, q, a, e, th = make(depth, seq=seq, special=special, norm=norm)
     ref_y, ref_s = reference_memory(model, state, k, v, q, a, e, th, chunk_size=chunk)
     y, s = chunked_memory(model, state, k, v, q, a, e, th, chunk_size=chunk)
-    torch.testing.assert_close(y, ref_y, **TOL)
-    assert_states_close(s, ref_s)
+    torch.testing.assert_close(y, ref_y, **(NORM_OUT_TOL if model.residual_norm else TOL))
+    assert_states_close(s, ref_s, NORM_STATE_TOL if model.residual_norm else TOL)
 
 
 @pytest.mark.equation("titans", 16)
@@ -180,15 +195,16 @@ def _loss_and_grads(fn, model, state, inputs, chunk):
 
 @pytest.mark.parametrize("depth", [1, 2])
 @pytest.mark.parametrize("chunk", [1, 3])
-def test_gradients_of_fast_and_reference_agree(depth, chunk):
-    model, _, k, v, q, a, e, th = make(depth, n=2, seq=7)
+@pytest.mark.parametrize("norm", [False, True])
+def test_gradients_of_fast_and_reference_agree(depth, chunk, norm):
+    model, _, k, v, q, a, e, th = make(depth, n=2, seq=7, norm=norm)
     inputs = [x.clone().requires_grad_(True) for x in (k, v, q, a, e, th)]
     w0 = model.expand(2)
     state = MemoryState(weights=w0, momentum=tuple(torch.zeros_like(w) for w in w0), chunk_weights=w0)
     fast = _loss_and_grads(chunked_memory, model, state, inputs, chunk)
     slow = _loss_and_grads(reference_memory, model, state, inputs, chunk)
     for f, s in zip(fast, slow, strict=True):
-        torch.testing.assert_close(f, s, **TOL)
+        torch.testing.assert_close(f, s, **GRAD_TOL)
 
 
 def test_empty_sequence_is_a_no_op():

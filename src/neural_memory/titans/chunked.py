@@ -82,7 +82,7 @@ def _dual_read(
     for layer, (w, m, a, g) in enumerate(zip(weights, momentum, acts, grads, strict=True)):
         z = beta * (h @ w) + s * (h @ m) + ((h @ a.transpose(-1, -2)) * q) @ g
         h = model.act(z) if layer < len(weights) - 1 else z
-    return h
+    return model.readout(queries, h)
 
 
 def _chunk(model, weights, momentum, grad_weights, keys, values, queries, alpha, eta, theta, read):

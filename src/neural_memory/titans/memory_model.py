@@ -1,10 +1,26 @@
 r"""The memory network :math:`\mathcal{M}` of Titans: a linear map or an MLP whose weights are the state.
 
 Titans §3.1 lets the long-term memory be any network; the paper uses MLPs with :math:`L_M \ge 1` layers
-(``depth=1`` is the "Linear Memory" ablation of Table 5). Width, activation, residuals and normalisation
-are not stated in v1; our choices (see ``docs/errata.md``): hidden width ``expansion * dim``, SiLU between
-layers (the only non-linearity the paper names), no bias, no residual, no normalisation, and the initial
-weights :math:`\mathcal{M}_0` learned by the outer loop, drawn :math:`\mathcal{N}(0, 1/d_{in})`.
+(``depth=1`` is the "Linear Memory" ablation of Table 5). v1 states no width, activation, residual or
+normalisation; our choices (see ``docs/errata.md``): hidden width ``expansion * dim``, SiLU between layers
+(the only non-linearity v1 names), no bias, and the initial weights :math:`\mathcal{M}_0` learned by the
+outer loop, drawn :math:`\mathcal{N}(0, 1/d_{in})`.
+
+**The residual block with LayerNorm** (``residual_norm=True``, the default for ``depth >= 2``). The later
+(NeurIPS 2025) text of Titans and MIRAS write the deep memory as :math:`\mathcal{M}(x) = x +
+\mathrm{LN}(W_1\sigma(W_2 x))`. We take it, with the LayerNorm's gain and bias :math:`\gamma, \beta`
+learned by the outer loop (one pair per head) and not changed at test time:
+
+.. math::
+    \mathcal{M}(x) = x + \gamma \odot \frac{z - \mu(z)}{\sqrt{\mathrm{var}(z) + \epsilon}} + \beta,
+    \qquad z = \sigma(\cdots\sigma(x W_1)\cdots) W_{L}.
+
+It is what keeps the test-time inner loop stable (errata, "Titans §3.1"): without it the curvature of the
+inner loss grows with the square of the weights, so a fixed step :math:`\theta_t` that is safe at
+:math:`\mathcal{M}_0` diverges once the memory has grown to fit its values (seen as NaN in training); with
+it the read-out is bounded, :math:`\|\mathcal{M}(x) - x - \beta\| \le \|\gamma\|_\infty\sqrt{d}`, and the
+loss is invariant to the scale of :math:`W_L`, so a large step makes :math:`W_L` larger and the next step
+smaller instead of blowing up.
 
 Weights are plain tensors passed around functionally, one ``(N, d_in, d_out)`` tensor per layer, where ``N``
 is batch × heads: every sequence and head owns a private copy that the inner loop updates. Rows are tokens
@@ -12,8 +28,9 @@ is batch × heads: every sequence and head owns a private copy that the inner lo
 
 The per-token gradient of the inner loss with respect to layer ``l`` is an outer product
 :math:`a_{l}^\top g_{l}` of the layer's input :math:`a_l` and the loss gradient at its output
-:math:`g_l` (closed-form back-propagation, no autograd). The chunk-parallel memory never materialises these
-outer products; it only needs the factors :math:`(a_l, g_l)`.
+:math:`g_l` (closed-form back-propagation through the MLP and the LayerNorm, no autograd). The
+chunk-parallel memory never materialises these outer products; it only needs the factors
+:math:`(a_l, g_l)`.
 """
 
 from __future__ import annotations
@@ -41,6 +58,8 @@ def _gelu_grad(z: Tensor) -> Tensor:
     return cdf + z * pdf
 
 
+LAYER_NORM_EPS = 1e-5
+
 ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
     "silu": (nn.functional.silu, _silu_grad),
     "gelu": (nn.functional.gelu, _gelu_grad),
@@ -48,18 +67,28 @@ ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tens
 
 
 class MemoryMLP(nn.Module):
-    """The memory network :math:`\\mathcal{M}` (Titans §3.1): ``depth`` bias-free linear layers.
+    r"""The memory network :math:`\mathcal{M}` (Titans §3.1): ``depth`` bias-free linear layers.
 
     Args:
         dim: key/value width per head ``d``.
-        depth: number of layers :math:`L_M \\ge 1`; 1 is a matrix-valued (linear) memory.
+        depth: number of layers :math:`L_M \ge 1`; 1 is a matrix-valued (linear) memory.
         expansion: hidden width is ``expansion * dim`` (used when ``depth >= 2``).
         heads: independent memories, one per head; the initial weights are ``(heads, d_in, d_out)``.
         activation: ``"silu"`` (default) or ``"gelu"``, applied between layers.
+        residual_norm: read out :math:`x + \gamma \odot \mathrm{LN}(z) + \beta` instead of :math:`z`
+            (see the module docstring); ``None`` (default) means ``depth >= 2``, so ``depth=1`` stays the
+            matrix-valued memory of Eq. 17.
     """
 
     def __init__(
-        self, dim: int, *, depth: int = 2, expansion: int = 4, heads: int = 1, activation: str = "silu"
+        self,
+        dim: int,
+        *,
+        depth: int = 2,
+        expansion: int = 4,
+        heads: int = 1,
+        activation: str = "silu",
+        residual_norm: bool | None = None,
     ):
         super().__init__()
         if dim < 1:
@@ -72,7 +101,11 @@ class MemoryMLP(nn.Module):
             raise ValueError(f"heads must be >= 1, got {heads}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        self.dim, self.depth, self.heads = dim, depth, heads
+        if residual_norm is None:
+            residual_norm = depth >= 2
+        if not isinstance(residual_norm, bool):
+            raise TypeError(f"residual_norm must be a bool or None, got {type(residual_norm).__name__}")
+        self.dim, self.depth, self.heads, self.residual_norm = dim, depth, heads, residual_norm
         self.activation = activation
         self.act, self.act_grad = ACTIVATIONS[activation]
         hidden = expansion * dim
@@ -81,6 +114,9 @@ class MemoryMLP(nn.Module):
             nn.Parameter(torch.randn(heads, d_in, d_out) / math.sqrt(d_in))
             for d_in, d_out in itertools.pairwise(widths)
         )
+        if residual_norm:  # outer-loop parameters of the read-out, one (gain, bias) per head
+            self.norm_weight = nn.Parameter(torch.ones(heads, dim))
+            self.norm_bias = nn.Parameter(torch.zeros(heads, dim))
 
     def expand(self, batch_size: int) -> Weights:
         """:math:`\\mathcal{M}_0` for every (sequence, head): ``(batch_size * heads, d_in, d_out)`` per layer.
@@ -92,14 +128,55 @@ class MemoryMLP(nn.Module):
             for w in self.initial_weights
         )
 
-    def recall(self, weights: Weights, x: Tensor) -> Tensor:
-        """Forward pass :math:`\\mathcal{M}(x)` with the given weights: ``x (N, T, d) -> (N, T, d)``."""
+    def recall(self, weights: Weights, x: Tensor, norm: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Forward pass :math:`\\mathcal{M}(x)` with the given weights: ``x (N, T, d) -> (N, T, d)``.
+
+        ``norm`` overrides the read-out's ``(gain, bias)`` rows (see :meth:`norm_params`).
+        """
         h = x
         for layer, w in enumerate(weights):
             h = h @ w
             if layer < len(weights) - 1:
                 h = self.act(h)
-        return h
+        return self.readout(x, h, norm)
+
+    def norm_params(self, n: int) -> tuple[Tensor, Tensor]:
+        """The read-out's LayerNorm gain and bias for ``n = batch * heads`` rows, each ``(n, 1, d)``."""
+        if n % self.heads:
+            raise ValueError(f"rows must be a multiple of heads ({self.heads}), got {n}")
+        reps = n // self.heads
+        gain = self.norm_weight.repeat(reps, 1)[:, None, :]
+        return gain, self.norm_bias.repeat(reps, 1)[:, None, :]
+
+    def readout(self, x: Tensor, z: Tensor, norm: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        r"""The memory's output from its input ``x`` and its last layer's output ``z``, both ``(N, T, d)``.
+
+        :math:`z` itself, or with ``residual_norm`` :math:`x + \gamma\odot\hat z + \beta`,
+        :math:`\hat z = (z - \mu)/\sqrt{\mathrm{var}(z) + \epsilon}` over the channels (biased variance).
+        """
+        if not self.residual_norm:
+            return z
+        gain, bias = self.norm_params(z.shape[0]) if norm is None else norm
+        return x + gain * _normalize(z) + bias
+
+    def readout_backward(self, z: Tensor, grad_out: Tensor) -> Tensor:
+        r"""Gradient at ``z`` from the gradient ``grad_out`` at the read-out (closed-form LayerNorm backward).
+
+        .. math::
+            \frac{\partial\ell}{\partial z} = \frac{1}{\sigma}\Big(g - \overline{g}
+                - \hat z\,\overline{g \odot \hat z}\Big), \qquad g = \gamma \odot
+                \frac{\partial\ell}{\partial \mathcal{M}(x)},
+
+        bars being means over the channels. Shapes ``(N, T, d)``.
+        """
+        if not self.residual_norm:
+            return grad_out
+        gain, _ = self.norm_params(z.shape[0])
+        sigma = torch.sqrt(z.var(dim=-1, unbiased=False, keepdim=True) + LAYER_NORM_EPS)
+        z_hat = (z - z.mean(dim=-1, keepdim=True)) / sigma
+        g = gain * grad_out
+        centred = g - g.mean(dim=-1, keepdim=True)
+        return (centred - z_hat * (g * z_hat).mean(dim=-1, keepdim=True)) / sigma
 
     def gradient_factors(
         self,
@@ -111,7 +188,8 @@ class MemoryMLP(nn.Module):
         r"""Per-token inner-loss gradients as factors: :math:`\nabla_{W_l}\ell_t = a_{l,t}^\top g_{l,t}`.
 
         Closed-form back-propagation of Eq. 12 (or another attentional bias, via ``output_grad``) through
-        the MLP, for every token at once and at the same weights.
+        the read-out (:meth:`readout_backward`) and the MLP, for every token at once and at the same
+        weights.
 
         Args:
             weights: one ``(N, d_in, d_out)`` tensor per layer.
@@ -128,8 +206,14 @@ class MemoryMLP(nn.Module):
             z = h @ w
             pre.append(z)
             h = self.act(z) if layer < len(weights) - 1 else z
-        grads: list[Tensor] = [output_grad(h, values)]
+        grads: list[Tensor] = [self.readout_backward(h, output_grad(self.readout(keys, h), values))]
         for layer in range(len(weights) - 1, 0, -1):
             back = grads[0] @ weights[layer].transpose(-1, -2)
             grads.insert(0, back * self.act_grad(pre[layer - 1]))
         return acts, grads
+
+
+def _normalize(z: Tensor) -> Tensor:
+    """LayerNorm without affine over the last dimension (biased variance, as ``nn.LayerNorm``)."""
+    centred = z - z.mean(dim=-1, keepdim=True)
+    return centred / torch.sqrt(z.var(dim=-1, unbiased=False, keepdim=True) + LAYER_NORM_EPS)

@@ -32,11 +32,14 @@ def per_token_gradients(model: MemoryMLP, weights: tuple[Tensor, ...], key: Tens
         weights: one ``(N, d_in, d_out)`` tensor per layer; key, value: ``(N, d)``.
     """
 
-    def loss(ws, k, v):
-        pred = model.recall(tuple(w[None] for w in ws), k[None, None])[0, 0]
+    def loss(ws, k, v, norm):
+        # One (sequence, head) row at a time: the read-out's gain and bias of that row come along.
+        norm = None if norm is None else tuple(p[None] for p in norm)
+        pred = model.recall(tuple(w[None] for w in ws), k[None, None], norm)[0, 0]
         return associative_loss(pred, v)
 
-    return vmap(grad(loss))(weights, key, value)
+    norm = model.norm_params(key.shape[0]) if model.residual_norm else None
+    return vmap(grad(loss), in_dims=(0, 0, 0, None if norm is None else 0))(weights, key, value, norm)
 
 
 @implements("titans", 13, 14, 15)

@@ -1,0 +1,115 @@
+"""The memory network: the residual read-out with LayerNorm, and what it guarantees (errata "Titans §3.1")."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from neural_memory.titans.chunked import chunked_memory
+from neural_memory.titans.memory_model import LAYER_NORM_EPS, MemoryMLP
+from neural_memory.titans.state import MemoryState
+
+DT = torch.float64
+
+
+def test_residual_norm_is_the_default_for_deep_memories_only():
+    assert MemoryMLP(4, depth=2).residual_norm and MemoryMLP(4, depth=3).residual_norm
+    assert not MemoryMLP(4, depth=1).residual_norm  # the matrix memory of Eq. 17 stays linear
+    assert not MemoryMLP(4, depth=2, residual_norm=False).residual_norm
+    assert not hasattr(MemoryMLP(4, depth=2, residual_norm=False), "norm_weight")
+
+
+def test_residual_norm_readout_by_hand():
+    # M(x) = x + gamma * (z - mean z) / sqrt(var z + eps) + beta, z = silu(x W1) W2, written out with
+    # scalar loops over the channels (no torch reductions, no LayerNorm module).
+    torch.manual_seed(0)
+    model = MemoryMLP(3, depth=2, expansion=2, heads=2).to(DT)
+    with torch.no_grad():
+        model.norm_weight.copy_(torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]], dtype=DT))
+        model.norm_bias.copy_(torch.tensor([[0.1, 0.2, 0.3], [-0.3, 0.0, 0.7]], dtype=DT))
+    weights = tuple(w.detach() for w in model.expand(2))  # rows: (batch 0, head 0), (0, 1), (1, 0), (1, 1)
+    x = torch.randn(4, 2, 3, dtype=DT)
+    out = model.recall(weights, x)
+    for n in range(4):
+        head = n % 2
+        for t in range(2):
+            hidden = [
+                _silu(sum(x[n, t, i].item() * weights[0][n, i, j].item() for i in range(3))) for j in range(6)
+            ]
+            z = [sum(hidden[j] * weights[1][n, j, c].item() for j in range(6)) for c in range(3)]
+            mean = sum(z) / 3
+            var = sum((zc - mean) ** 2 for zc in z) / 3
+            for c in range(3):
+                gain = model.norm_weight[head, c].item()
+                bias = model.norm_bias[head, c].item()
+                expected = x[n, t, c].item() + gain * (z[c] - mean) / math.sqrt(var + LAYER_NORM_EPS) + bias
+                assert out[n, t, c].item() == pytest.approx(expected, abs=1e-12)
+
+
+def _silu(a: float) -> float:
+    return a / (1 + math.exp(-a))
+
+
+@given(
+    scale=st.floats(1e-3, 1e6),
+    x=arrays(np.float64, (2, 5, 4), elements=st.floats(-3, 3)),
+)
+def test_residual_readout_is_bounded_whatever_the_weights(scale, x):
+    # |M(x) - x - beta| = |gamma * z_hat| <= max|gamma| sqrt(d): no weight scale can make the read-out blow up,
+    # which is what keeps the inner loop finite (a plain MLP's read-out grows like scale ** depth).
+    torch.manual_seed(1)
+    model = MemoryMLP(4, depth=2, expansion=2).to(DT)
+    weights = tuple(scale * w.detach() for w in model.expand(2))
+    xt = torch.from_numpy(x)
+    out = model.recall(weights, xt)
+    bound = model.norm_weight.abs().max().item() * math.sqrt(4)
+    assert torch.isfinite(out).all()
+    assert ((out - xt - model.norm_bias[0]).norm(dim=-1) <= bound + 1e-9).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_deep_memory_stays_bounded_at_the_top_of_the_step_range(seed):
+    # The root cause of the NaN in training (issue 7): with a plain MLP memory the inner loss's curvature
+    # grows with the square of the weights, so a step that is safe at M_0 diverges once the memory has grown
+    # to fit values of RMS ~1.5 (keys like the model's: SiLU outputs, l2-normalised, hence correlated).
+    # At the top of the default theta range with long momentum the plain MLP reaches NaN within 512 tokens;
+    # the default memory (residual read-out with LayerNorm) must stay finite and bounded.
+    from neural_memory.titans.gates import MemoryGates
+
+    torch.manual_seed(seed)
+    n, steps, d = 4, 512, 64
+    model = MemoryMLP(d)
+    w0 = model.expand(n)
+    state = MemoryState(weights=w0, momentum=tuple(torch.zeros_like(w) for w in w0), chunk_weights=w0)
+    keys = torch.nn.functional.normalize(torch.nn.functional.silu(torch.randn(n, steps, d)), dim=-1)
+    values = 1.5 * torch.randn(n, steps, d)
+    theta_max = MemoryGates(d, 1).theta_max
+
+    def full(value):
+        return torch.full((n, steps), value)
+
+    with torch.no_grad():
+        _, end = chunked_memory(
+            model, state, keys, values, None, full(0.0), full(0.9), full(theta_max), chunk_size=16
+        )
+        y = model.recall(end.weights, keys[:, -8:])
+    assert all(torch.isfinite(w).all() for w in end.weights)
+    assert max(w.abs().max().item() for w in end.weights) < 1e3
+    assert torch.isfinite(y).all()
+
+
+def test_norm_params_follow_the_head_layout_and_validate_rows():
+    model = MemoryMLP(2, depth=2, heads=3)
+    with torch.no_grad():
+        model.norm_weight.copy_(torch.arange(6.0).reshape(3, 2))
+    gain, bias = model.norm_params(6)  # rows (batch, head) with the head fastest, as expand()
+    assert gain.shape == bias.shape == (6, 1, 2)
+    assert gain[:, 0, 0].tolist() == [0.0, 2.0, 4.0, 0.0, 2.0, 4.0]
+    with pytest.raises(ValueError, match="multiple of heads"):
+        model.norm_params(4)
+    with pytest.raises(TypeError, match="residual_norm"):
+        MemoryMLP(2, residual_norm="yes")
