@@ -103,6 +103,7 @@ def test_kind_defaults_apply_and_can_be_overridden(kinds):
 
 
 def test_builder_gets_the_layer_index(kinds):
+    torch.manual_seed(0)
     seen = []
 
     def builder(*, dim, layer_index):
@@ -115,6 +116,7 @@ def test_builder_gets_the_layer_index(kinds):
 
 
 def test_builder_with_var_keywords_accepts_any_key(kinds):
+    torch.manual_seed(0)
     register_kind("test-any", lambda *, dim, layer_index, **cfg: RunningMean(dim, cfg.get("scale", 1.0)))
     assert build_lm("test-any", vocab_size=5, dim=4, depth=1, scale=2.0).blocks[0].mixer.scale == 2.0
 
@@ -162,6 +164,7 @@ def test_provider_with_a_missing_dependency_raises(monkeypatch, tmp_path):
     ],
 )
 def test_bad_model_arguments(args, error, match):
+    torch.manual_seed(0)
     with pytest.raises(error, match=match):
         build_lm("transformer", **{"vocab_size": 10, "dim": 8, "depth": 1, **args})
 
@@ -202,6 +205,7 @@ def test_state_must_be_an_lm_state(kinds):
 
 
 def test_mixer_breaking_the_protocol_is_named(kinds):
+    torch.manual_seed(0)
     register_kind("test-no-state", lambda *, dim, layer_index: _NoState())
     register_kind("test-wrong-shape", lambda *, dim, layer_index: _Truncate())
     tokens = torch.ones(1, 3, dtype=torch.long)
@@ -238,6 +242,7 @@ def test_state_carries_the_stream(kinds):
 
 
 def test_block_is_pre_norm_residual_with_swiglu():
+    torch.manual_seed(0)
     # one block written out by hand: x + A(n1(x)), then + W_down(silu(W_gate h) * W_up h) with h = n2(x)
     model = build_lm("transformer", vocab_size=7, dim=4, depth=1, heads=1).double()
     tokens = torch.tensor([[1, 5, 2]])
@@ -256,6 +261,7 @@ def _rms(x, gain, eps=1e-6):
 
 
 def test_untied_head_has_its_own_weights():
+    torch.manual_seed(0)
     model = build_lm("transformer", vocab_size=7, dim=4, depth=1, heads=1, tie_embeddings=False)
     assert model.head.weight.shape == (7, 4)
     assert model.head.weight.data_ptr() != model.embedding.weight.data_ptr()
@@ -316,6 +322,7 @@ def test_lm_state_detach_cuts_the_graph(kinds):
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_parameter_count_of_the_transformer_by_hand(tie):
+    torch.manual_seed(0)
     v, d, depth, mult = 256, 32, 3, 4
     model = build_lm("transformer", vocab_size=v, dim=d, depth=depth, mlp_mult=mult, tie_embeddings=tie)
     mixer = 3 * d * d + d * d  # fused QKV + output projection, no biases
@@ -333,6 +340,7 @@ def test_parameter_count_of_the_transformer_by_hand(tie):
 
 
 def test_count_parameters_needs_a_language_model():
+    torch.manual_seed(0)
     with pytest.raises(TypeError, match="model must be a LanguageModel"):
         count_parameters(nn.Linear(2, 2))
 

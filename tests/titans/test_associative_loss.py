@@ -32,6 +32,7 @@ def test_loss_is_zero_iff_recalled(seed):
 
 @pytest.mark.equation("titans", 12)
 def test_linear_memory_gradient_matches_sympy():
+    torch.manual_seed(0)
     # One-layer (linear) memory, row convention M(k) = k W, d = 2: derive dl/dW symbolically.
     w = sp.Matrix(2, 2, sp.symbols("w0:4"))
     k = sp.Matrix([[sp.Rational(1, 2), -2]])

@@ -1,9 +1,12 @@
 """The chunk-parallel memory (Titans Eq. 16-18) equals the slow token loop: outputs, states, gradients."""
 
+import hand_memory as hand
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from neural_memory.titans.chunked import chunk_coefficients, chunked_memory
 from neural_memory.titans.memory_model import MemoryMLP
@@ -161,6 +164,7 @@ def test_eq17_matmul_form_of_the_chunk_gradient_for_linear_memory():
 
 @pytest.mark.equation("titans", 18)
 def test_coefficients_match_the_closed_forms():
+    torch.manual_seed(0)
     alpha, eta, theta = torch.rand(2, 5, dtype=DT), torch.rand(2, 5, dtype=DT), torch.rand(2, 5, dtype=DT)
     c = chunk_coefficients(alpha, eta, theta)
     for t in range(5):
@@ -184,6 +188,40 @@ def test_alpha_one_wipes_the_past():
         s3 = e[:, 3, None, None] * s2 - th[:, 3, None, None] * grads3[layer]
         m3 = (1 - a[:, 3, None, None]) * m2 + s3
         torch.testing.assert_close(s.weights[layer], m3, **TOL)
+
+
+def rows(n, d):
+    """``(n, d)`` float64 tensors with bounded elements."""
+    return arrays(np.float64, (n, d), elements=st.floats(-1, 1)).map(torch.from_numpy)
+
+
+# fixed, distinct gates of the 5 tokens (alpha, eta in [0, 1], theta >= 0)
+ALPHA, ETA, THETA = [0.1, 0.0, 0.25, 0.5, 0.05], [0.0, 0.9, 0.5, 0.3, 0.7], [0.4, 0.2, 0.3, 0.1, 0.5]
+
+
+@pytest.mark.equation("titans", 15)
+@pytest.mark.parametrize("memory", [reference_memory, chunked_memory])
+@pytest.mark.parametrize("read", ["token", "chunk"])
+@settings(max_examples=10)
+@given(w0=rows(3, 3), keys=rows(5, 3), values=rows(5, 3), queries=rows(5, 3))
+def test_read_rule_of_a_linear_memory_by_hand(memory, read, w0, keys, values, queries):
+    # One sequence, linear memory z = k W, chunk_size 2 (chunks {0, 1}, {2, 3}, {4}). By hand (Eq. 13-14,
+    # gradient 2 k^T (k W_{t'} - v) at the chunk start t'): M_t after every token and the chunk starts.
+    # read="token": y_t = q_t M_t (the memory after writing token t); read="chunk": y_t = q_t M_{t'}.
+    weights, chunk_start, momentum = hand.linear_memory_loop(
+        w0, torch.zeros_like(w0), keys, values, ALPHA, ETA, THETA, chunk_size=2
+    )
+    torch.manual_seed(0)  # the model's own M_0 is drawn, then replaced by w0 in the state
+    model = MemoryMLP(3, depth=1, heads=1).to(DT)
+    zero = torch.zeros(1, 3, 3, dtype=DT)
+    state = MemoryState(weights=(w0[None],), momentum=(zero,), chunk_weights=(w0[None],))
+    gates = (torch.tensor([g], dtype=DT) for g in (ALPHA, ETA, THETA))
+    y, end = memory(model, state, keys[None], values[None], queries[None], *gates, chunk_size=2, read=read)
+    read_weights = weights if read == "token" else chunk_start
+    expected = torch.stack([queries[t] @ read_weights[t] for t in range(5)])
+    torch.testing.assert_close(y[0], expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(end.weights[0][0], weights[-1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(end.momentum[0][0], momentum, rtol=0, atol=1e-12)
 
 
 def _loss_and_grads(fn, model, state, inputs, chunk):

@@ -1,5 +1,6 @@
 """Titans MAC (Eq. 21–25): masks, segment-wise attention, retrieval, causal write/read, by hand."""
 
+import hand_memory as hand
 import pytest
 import torch
 from hand_attention import hand_attention
@@ -19,7 +20,15 @@ def make_mac(seed=0, memory=None, **overrides):
     mac = MemoryAsContext(8, **{**config, **overrides}).to(DT)
     with torch.no_grad():
         mac.persistent.tokens.normal_()
+        if mac.memory is not None:  # the RMSNorm gain starts at ones; make it visible
+            mac.memory.out_norm.weight.uniform_(0.5, 1.5)
     return mac
+
+
+def visible(n, n_p):
+    """Segment query i of n sees every persistent row, h_{<=i} and S_{<=i}: ``(n, N_p + 2 n)`` bool."""
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    return torch.cat([torch.ones(n, n_p, dtype=torch.bool), causal, causal], 1)
 
 
 def spy(module, name):
@@ -56,17 +65,45 @@ def test_extended_mask_elementwise_small_case():
 
 @pytest.mark.equation("titans", 22)
 def test_extended_segment_is_persistent_then_history_then_segment_in_every_segment():
-    mac = make_mac()
+    # frozen memory: h of every segment is the hand read of M_0 with that segment's queries
+    mac = make_mac(memory=FROZEN)
     extended = spy(mac, "extended_segment")
-    history = spy(mac, "retrieve_history")
     x = torch.randn(1, 12, 8, dtype=DT)
     mac(x)
+    m0 = hand.initial_weights(mac.memory)
     assert len(extended) == 3
     for t, s_tilde in enumerate(extended):
         assert s_tilde.shape == (1, 2 + 4 + 4, 8)
         assert torch.equal(s_tilde[0, :2], mac.persistent.tokens.detach())  # same P in every segment
-        assert torch.equal(s_tilde[:, 2:6], history[t][0])
+        torch.testing.assert_close(
+            s_tilde[0, 2:6], hand.retrieve(mac.memory, m0, x[0, 4 * t : 4 * t + 4]), **TOL
+        )
         assert torch.equal(s_tilde[:, 6:], x[:, 4 * t : 4 * t + 4])
+
+
+@pytest.mark.equation("titans", 22)
+@pytest.mark.equation("titans", 23)
+@pytest.mark.parametrize("pieces", [(8,), (3, 2, 3), (1,) * 8])
+def test_segment_attention_with_memory_by_hand_over_persistent_history_and_segment(pieces):
+    # Frozen memory (alpha = theta = 0): M stays M_0, so h of every segment (Eq. 21) and the read-out of the
+    # gate (Eq. 25) are hand reads of M_0. Eq. 22-23 by hand: query i attends over [P | h | S] and sees all of
+    # P, h_{<=i} and S_{<=i}. The input arrives in `pieces` (streaming inside a segment).
+    mac = make_mac(memory=FROZEN)
+    x = torch.randn(2, 8, 8, dtype=DT)
+    outs, state, start = [], None, 0
+    for n in pieces:
+        out, state = mac(x[:, start : start + n], state)
+        outs.append(out)
+        start += n
+    out = torch.cat(outs, dim=1)
+    m0, p = hand.initial_weights(mac.memory), mac.persistent.tokens
+    for b in range(2):
+        for start in (0, 4):
+            segment = x[b, start : start + 4]
+            h = hand.retrieve(mac.memory, m0, segment)
+            y = hand_attention(mac.attention, segment, torch.cat([p, h, segment]), visible(4, 2))
+            expected = y * torch.sigmoid(hand.retrieve(mac.memory, m0, y))
+            torch.testing.assert_close(out[b, start : start + 4], expected, **TOL)
 
 
 @pytest.mark.equation("titans", 23)
@@ -116,49 +153,59 @@ def test_first_history_depends_only_on_m0_and_first_segment():
     h1, h1_changed = first[0][0], first[3][0]
     assert h1.shape == (1, 4, 8)  # one retrieved row per segment row (N_l = C)
     torch.testing.assert_close(h1, h1_changed, **TOL)
-    # and it is exactly the read of M_0 with the segment's queries
-    torch.testing.assert_close(h1, mac.memory.retrieve(x[:, :4])[0], **TOL)
+    # and it is exactly the read of M_0 with the segment's queries (by hand)
+    torch.testing.assert_close(
+        h1[0], hand.retrieve(mac.memory, hand.initial_weights(mac.memory), x[0, :4]), **TOL
+    )
     with torch.no_grad():  # it does depend on M_0
         mac.memory.memory.initial_weights[0].mul_(2.0)
-    assert not torch.allclose(mac.memory.retrieve(x[:, :4])[0], h1)
+    mac(x)
+    assert not torch.allclose(first[-3][0], h1)
 
 
 @pytest.mark.equation("titans", 21)
 @pytest.mark.equation("titans", 24)
 @pytest.mark.equation("titans", 25)
 def test_segments_by_hand_write_attention_output_read_updated_memory():
-    # conv_kernel=0 keeps the hand computation free of convolution caches
-    mac = make_mac(memory={"conv_kernel": 0, "gates": "fixed", "fixed_gates": (0.1, 0.6, 0.4)})
-    attention = spy(mac, "segment_attention")
+    # The whole MAC by hand with a learning linear memory (depth 1, chunk 2, fixed gates, two heads):
+    # Eq. 21: h = the segment's queries read M_{t-1}; Eq. 22-23: attention over [P | h | S];
+    # Eq. 24: the attention output y (not the segment) is written, token by token (Eq. 13-14);
+    # Eq. 25, causal reading: y_i's query reads the memory after y_{<=i}; o = y * sigmoid(read-out).
+    alpha, eta, theta = 0.1, 0.6, 0.4
+    mac = make_mac(memory={"depth": 1, "heads": 2, "gates": "fixed", "fixed_gates": (alpha, eta, theta)})
     x = torch.randn(2, 8, 8, dtype=DT)
     out, state = mac(x)
-    y1, y2 = attention
-    memory = mac.memory
-    m0 = memory.init_state(2)
-    m1 = memory.update(y1, m0)  # Eq. 24: write the attention output (not the raw segment)
-    # Eq. 25 (causal reading): write y_i, then read with y_i's query; gate y with sigmoid of the read-out
-    read1, _ = memory(y1, m0)
-    read2, m2 = memory(y2, m1)
-    torch.testing.assert_close(out[:, :4], y1 * torch.sigmoid(read1), **TOL)
-    torch.testing.assert_close(out[:, 4:], y2 * torch.sigmoid(read2), **TOL)
-    for got, want in zip(state.memory.weights, m2.weights, strict=True):
-        torch.testing.assert_close(got, want, **TOL)
-    # Eq. 21 for segment 2 reads M_1 (the memory after segment 1), not M_0
-    h = spy(mac, "retrieve_history")
-    mac(x)
-    torch.testing.assert_close(h[1][0], memory.retrieve(x[:, 4:], m1)[0], **TOL)
-    assert not torch.allclose(h[1][0], memory.retrieve(x[:, 4:], m0)[0])
-    # the read-out uses the updated weights: reading M_{t-1} instead would differ
-    assert not torch.allclose(read2, memory.retrieve(y2, m1)[0])
+    memory, p = mac.memory, mac.persistent.tokens
+    for b in range(2):
+        w = [layers[0] for layers in hand.initial_weights(memory)]  # per head, M_0 (4, 4)
+        s = [torch.zeros_like(wh) for wh in w]
+        for start in (0, 4):
+            segment = x[b, start : start + 4]
+            h = hand.retrieve(memory, [[wh] for wh in w], segment)
+            y = hand_attention(mac.attention, segment, torch.cat([p, h, segment]), visible(4, 2))
+            keys, values, queries = (hand.project(memory, name, y) for name in "kvq")
+            reads = []
+            for head in range(2):
+                gates = ([alpha] * 4, [eta] * 4, [theta] * 4)
+                after, _, s[head] = hand.linear_memory_loop(
+                    w[head], s[head], keys[head], values[head], *gates, chunk_size=2
+                )
+                reads.append(torch.stack([queries[head][i] @ after[i] for i in range(4)]))
+                assert not torch.allclose(after[-1], w[head], atol=1e-3)  # the memory learns
+                w[head] = after[-1]
+            expected = y * torch.sigmoid(hand.output(memory, reads, y))
+            torch.testing.assert_close(out[b, start : start + 4], expected, **TOL)
+        for head in range(2):
+            torch.testing.assert_close(state.memory.weights[0][b * 2 + head], w[head], **TOL)
+            torch.testing.assert_close(state.memory.momentum[0][b * 2 + head], s[head], **TOL)
 
 
 @pytest.mark.equation("titans", 24)
 def test_frozen_memory_does_not_change_across_segments():
     mac = make_mac(memory=FROZEN)
     _, state = mac(torch.randn(1, 12, 8, dtype=DT))
-    m0 = mac.memory.init_state(1)
-    for got, want in zip(state.memory.weights, m0.weights, strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for got, want in zip(state.memory.weights, mac.memory.memory.initial_weights, strict=True):
+        torch.testing.assert_close(got, want.detach(), rtol=0, atol=0)
 
 
 @pytest.mark.equation("titans", 25)
@@ -191,6 +238,7 @@ def test_state_between_segments_holds_no_tokens():
     ],
 )
 def test_bad_configuration_raises(kwargs, error, match):
+    torch.manual_seed(0)
     with pytest.raises(error, match=match):
         MemoryAsContext(8, **{"segment_len": 4, "n_persistent": 2, "heads": 2, **kwargs})
 

@@ -183,6 +183,7 @@ def test_prefix_is_written_into_memory_once_per_stream():
     ],
 )
 def test_bad_configuration_raises(kwargs, error, match):
+    torch.manual_seed(0)
     config = {"window": 3, "n_persistent": 2, "heads": 2, **kwargs}
     with pytest.raises(error, match=match):
         MemoryAsGate(8, **config)

@@ -113,6 +113,7 @@ def test_zero_persistent_tokens_start_from_the_initial_memory():
     ],
 )
 def test_bad_configuration_raises(kwargs, error, match):
+    torch.manual_seed(0)
     with pytest.raises(error, match=match):
         MemoryAsLayer(8, **{"window": 3, "n_persistent": 2, "heads": 2, **kwargs})
 

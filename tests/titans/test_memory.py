@@ -1,11 +1,13 @@
 """NeuralMemory, the public module: fast == reference end to end, streaming, gradients, limits, robustness."""
 
+import hand_memory as hand
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neural_memory.titans import NeuralMemory
+from neural_memory.titans.gates import MemoryGates
 from neural_memory.titans.reference import per_token_gradients
 from neural_memory.titans.update import surprise_update
 
@@ -20,6 +22,37 @@ def pair(seed=0, **config):
     slow = NeuralMemory(8, **{"heads": 2, "depth": 2, "chunk_size": 4, **config, "impl": "reference"}).to(DT)
     slow.load_state_dict(fast.state_dict())
     return fast, slow
+
+
+def every_option_on(seed=0, **config):
+    """Conv, SiLU, l2-normalised q/k, RMSNorm and the output gate all on; two heads; random norm gain."""
+    torch.manual_seed(seed)
+    module = NeuralMemory(
+        8,
+        **{
+            "heads": 2,
+            "depth": 2,
+            "chunk_size": 2,
+            "conv_kernel": 3,
+            "qk_norm": True,
+            "output_norm": True,
+            "output_gate": True,
+            **config,
+        },
+    ).to(DT)
+    with torch.no_grad():  # the RMSNorm gain starts at ones; make it visible
+        module.out_norm.weight.uniform_(0.5, 1.5)
+    return module
+
+
+def rows(t, heads, b, h):
+    """Row of sequence ``b``, head ``h`` in a ``(B * heads, ...)`` tensor: heads vary fastest."""
+    return t[b * heads + h]
+
+
+def head_weights(weights, heads, b, h):
+    """Per-layer weights of sequence ``b``, head ``h`` from a state's ``(B * heads, d_in, d_out)`` tensors."""
+    return [w[b * heads + h] for w in weights]
 
 
 def states_close(a, b):
@@ -112,10 +145,10 @@ def test_retrieve_does_not_change_the_memory_and_reads_current_weights():
     y, after = module.retrieve(x[:, :3], state)
     for a, b in zip(after.weights + after.momentum, state.weights + state.momentum, strict=True):
         assert torch.equal(a, b)
-    # y = W_o M*(q) with q = SiLU(x W_Q), read with the current weights
-    q = module._split_heads(torch.nn.functional.silu(module.to_q(x[:, :3])))
-    expected = module.to_out(module._merge_heads(module.memory.recall(state.weights, q), 2))
-    torch.testing.assert_close(y, expected, **TOL)
+    # y = W_o M*(q) with q = SiLU(x W_Q), read with the current weights (hand MLP per head)
+    for b in range(2):
+        weights = [head_weights(state.weights, 2, b, h) for h in range(2)]
+        torch.testing.assert_close(y[b], hand.retrieve(module, weights, x[b, :3]), **TOL)
     y2, _ = module.retrieve(x[:, :3], state)
     assert torch.equal(y, y2)
 
@@ -134,8 +167,11 @@ def test_keys_values_are_the_projections_and_outer_gradients_reach_them():
     x = torch.randn(2, 5, 8, dtype=DT)
     k, v, _ = module.keys_values(x, module.init_state(2, dtype=DT))
     silu = torch.nn.functional.silu
-    torch.testing.assert_close(k, module._split_heads(silu(x @ module.to_k.weight.T)), **TOL)
-    torch.testing.assert_close(v, module._split_heads(silu(x @ module.to_v.weight.T)), **TOL)
+    for b in range(2):
+        for h in range(2):
+            features = slice(4 * h, 4 * h + 4)
+            torch.testing.assert_close(rows(k, 2, b, h), silu(x[b] @ module.to_k.weight[features].T), **TOL)
+            torch.testing.assert_close(rows(v, 2, b, h), silu(x[b] @ module.to_v.weight[features].T), **TOL)
     before = {n: p.detach().clone() for n, p in module.named_parameters()}
     y, _ = module(x)
     for n, p in module.named_parameters():  # the inner loop never touches outer-loop parameters
@@ -144,6 +180,56 @@ def test_keys_values_are_the_projections_and_outer_gradients_reach_them():
     for p in (module.to_k.weight, module.to_v.weight, module.to_q.weight, *module.memory.initial_weights):
         assert p.grad is not None and p.grad.abs().sum() > 0
     assert module.gates.proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.equation("titans", 11)
+def test_keys_values_by_hand_projection_conv_silu_then_l2_norm_of_keys():
+    module = every_option_on()
+    x = torch.randn(2, 6, 8, dtype=DT)
+    k, v, _ = module.keys_values(x, module.init_state(2, dtype=DT))
+    for b in range(2):
+        keys, values = hand.project(module, "k", x[b]), hand.project(module, "v", x[b])
+        for h in range(2):
+            torch.testing.assert_close(rows(k, 2, b, h), keys[h], rtol=0, atol=1e-12)
+            torch.testing.assert_close(rows(v, 2, b, h), values[h], rtol=0, atol=1e-12)
+    # the options are not no-ops: unit-norm keys, values of other norms
+    torch.testing.assert_close(k.norm(dim=-1), torch.ones(4, 6, dtype=DT), rtol=0, atol=1e-12)
+    assert (v.norm(dim=-1) - 1).abs().min() > 1e-3
+
+
+@pytest.mark.equation("titans", 15)
+def test_queries_by_hand_projection_conv_silu_then_l2_norm():
+    module = every_option_on()
+    x = torch.randn(2, 6, 8, dtype=DT)
+    q, _ = module.queries(x, module.init_state(2, dtype=DT))
+    for b in range(2):
+        queries = hand.project(module, "q", x[b])
+        for h in range(2):
+            torch.testing.assert_close(rows(q, 2, b, h), queries[h], rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("titans", 15)
+def test_retrieve_by_hand_output_rmsnorm_times_silu_gate_then_output_projection():
+    module = every_option_on()
+    x = torch.randn(2, 6, 8, dtype=DT)
+    y, _ = module.retrieve(x)
+    for b in range(2):
+        torch.testing.assert_close(
+            y[b], hand.retrieve(module, hand.initial_weights(module), x[b]), rtol=0, atol=1e-12
+        )
+
+
+@pytest.mark.equation("titans", 11)
+def test_streamed_keys_values_continue_the_convolution_cache():
+    # the hand convolution runs over the whole sequence; the module gets it in two calls
+    module = every_option_on()
+    x = torch.randn(1, 7, 8, dtype=DT)
+    k1, v1, state = module.keys_values(x[:, :3], module.init_state(1, dtype=DT))
+    k2, v2, _ = module.keys_values(x[:, 3:], state)
+    keys, values = hand.project(module, "k", x[0]), hand.project(module, "v", x[0])
+    for h in range(2):
+        torch.testing.assert_close(torch.cat([k1[h], k2[h]]), keys[h], rtol=0, atol=1e-12)
+        torch.testing.assert_close(torch.cat([v1[h], v2[h]]), values[h], rtol=0, atol=1e-12)
 
 
 @pytest.mark.equation("titans", 8)
@@ -236,11 +322,13 @@ def test_same_seed_is_bit_identical():
     ],
 )
 def test_bad_arguments_raise(kwargs, match):
+    torch.manual_seed(0)
     with pytest.raises(ValueError, match=match):
         NeuralMemory(8, **kwargs)
 
 
 def test_bad_inputs_raise():
+    torch.manual_seed(0)
     module = NeuralMemory(8)
     with pytest.raises(ValueError, match="x must have shape"):
         module(torch.randn(5, 8))
@@ -283,3 +371,123 @@ def test_default_memory_memorizes_written_pairs(seed):
         before = (module.memory.recall(state.weights, keys) - values).pow(2).sum(-1).mean()
         after = (module.memory.recall(written.weights, keys) - values).pow(2).sum(-1).mean()
     assert after < 0.5 * before, (after / before).item()
+
+
+# -- learned gates (gates.py): order (alpha, eta, theta), head layout, the ablation flags --------------------
+
+
+def gates_by_hand(gates, x, b, h, t):
+    """``(alpha, eta, theta)`` of sequence b, head h, token t by hand; gate g is output ``g * heads + h``."""
+    outputs = [g * gates.heads + h for g in range(3)]
+    logits = [x[b, t] @ gates.proj.weight[j] + gates.proj.bias[j] for j in outputs]
+    alpha, eta, theta = (1 / (1 + torch.exp(-z)) for z in logits)
+    return alpha, eta, gates.theta_max * theta
+
+
+def gates_with_biases(logits, *, dim=4, **flags):
+    """MemoryGates with a zero weight and the bias set to ``logits[g][h]`` (gate g, head h), float64."""
+    torch.manual_seed(0)
+    gates = MemoryGates(dim, len(logits[0]), theta_max=0.5, **flags).to(DT)
+    with torch.no_grad():
+        gates.proj.weight.zero_()
+        gates.proj.bias.copy_(torch.tensor(logits, dtype=DT).reshape(-1))  # index g * heads + h
+    return gates
+
+
+def test_gates_are_returned_as_alpha_eta_theta():
+    # zero weight: every token's gates are the sigmoids of the biases, three distinct logits
+    gates = gates_with_biases([[-3.0], [0.5], [2.0]])
+    alpha, eta, theta = gates(torch.randn(2, 5, 4, dtype=DT, generator=torch.Generator().manual_seed(1)))
+    exact = {"rtol": 0.0, "atol": 0.0}
+    torch.testing.assert_close(alpha, torch.sigmoid(torch.full((2, 5), -3.0, dtype=DT)), **exact)
+    torch.testing.assert_close(eta, torch.sigmoid(torch.full((2, 5), 0.5, dtype=DT)), **exact)
+    torch.testing.assert_close(theta, 0.5 * torch.sigmoid(torch.full((2, 5), 2.0, dtype=DT)), **exact)
+
+
+def test_gates_rows_are_sequence_major_head_minor():
+    # two heads, six distinct logits: row b * heads + h holds head h of sequence b
+    logits = [[-3.0, -1.0], [0.5, 1.5], [2.0, -2.0]]
+    gates = gates_with_biases(logits)
+    alpha, eta, theta = gates(torch.zeros(3, 4, 4, dtype=DT))
+    for b in range(3):
+        for h in range(2):
+            for gate, got in enumerate((alpha, eta, theta)):
+                scale = 0.5 if gate == 2 else 1.0
+                want = scale / (1 + torch.exp(torch.tensor(-logits[gate][h], dtype=DT)))
+                torch.testing.assert_close(got[b * 2 + h], want.expand(4), rtol=0, atol=1e-15)
+
+
+def test_gates_by_hand_from_the_linear_map_of_each_token():
+    torch.manual_seed(0)
+    gates = MemoryGates(4, 2, theta_max=0.5).to(DT)
+    x = torch.randn(2, 3, 4, dtype=DT)
+    alpha, eta, theta = gates(x)
+    for b in range(2):
+        for h in range(2):
+            for t in range(3):
+                want = gates_by_hand(gates, x, b, h, t)
+                got = (alpha[b * 2 + h, t], eta[b * 2 + h, t], theta[b * 2 + h, t])
+                for g, w in zip(got, want, strict=True):
+                    torch.testing.assert_close(g, w, rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("titans", 9)
+def test_weight_decay_false_gives_alpha_exactly_zero_and_keeps_eta_theta():
+    torch.manual_seed(0)
+    gates = MemoryGates(4, 2, theta_max=0.5, weight_decay=False).to(DT)
+    x = torch.randn(2, 3, 4, dtype=DT)
+    alpha, eta, theta = gates(x)
+    assert torch.equal(alpha, torch.zeros(4, 3, dtype=DT))
+    for b, h, t in ((0, 0, 0), (0, 1, 2), (1, 0, 1), (1, 1, 2)):
+        _, want_eta, want_theta = gates_by_hand(gates, x, b, h, t)
+        torch.testing.assert_close(eta[b * 2 + h, t], want_eta, rtol=0, atol=1e-15)
+        torch.testing.assert_close(theta[b * 2 + h, t], want_theta, rtol=0, atol=1e-15)
+
+
+def test_momentum_false_gives_eta_exactly_zero_and_keeps_alpha_theta():
+    torch.manual_seed(0)
+    gates = MemoryGates(4, 2, theta_max=0.5, momentum=False).to(DT)
+    x = torch.randn(2, 3, 4, dtype=DT)
+    alpha, eta, theta = gates(x)
+    assert torch.equal(eta, torch.zeros(4, 3, dtype=DT))
+    for b, h, t in ((0, 0, 0), (0, 1, 2), (1, 0, 1), (1, 1, 2)):
+        want_alpha, _, want_theta = gates_by_hand(gates, x, b, h, t)
+        torch.testing.assert_close(alpha[b * 2 + h, t], want_alpha, rtol=0, atol=1e-15)
+        torch.testing.assert_close(theta[b * 2 + h, t], want_theta, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("gates", ["learned", "fixed"])
+def test_neural_memory_flags_reach_the_gates(gates):
+    torch.manual_seed(0)
+    config = {"gates": gates, "fixed_gates": (0.3, 0.6, 0.1)} if gates == "fixed" else {}
+    x = torch.randn(2, 3, 8, dtype=DT)
+    no_decay = NeuralMemory(8, heads=2, weight_decay=False, **config).to(DT)
+    no_momentum = NeuralMemory(8, heads=2, momentum=False, **config).to(DT)
+    assert torch.equal(no_decay.gates(x)[0], torch.zeros(4, 3, dtype=DT))
+    assert torch.equal(no_momentum.gates(x)[1], torch.zeros(4, 3, dtype=DT))
+    assert (no_decay.gates(x)[1] > 0).all() and (no_momentum.gates(x)[0] > 0).all()
+
+
+@pytest.mark.equation("titans", 9)
+@pytest.mark.equation("titans", 10)
+def test_without_weight_decay_the_memory_follows_eq9_by_hand():
+    # linear memory, chunk size 1, learned gates, weight_decay=False: M_t = M_{t-1} + S_t (Eq. 9) with
+    # S_t = eta_t S_{t-1} - theta_t 2 k_t^T (k_t M_{t-1} - v_t) (Eq. 10), keys, values and gates by hand
+    torch.manual_seed(0)
+    module = NeuralMemory(8, depth=1, heads=2, chunk_size=1, weight_decay=False).to(DT)
+    with torch.no_grad():  # steps large enough to move the memory visibly
+        module.gates.proj.bias[4:].fill_(2.0)
+    x = torch.randn(2, 5, 8, dtype=DT)
+    _, state = module(x)
+    for b in range(2):
+        keys, values = hand.project(module, "k", x[b]), hand.project(module, "v", x[b])
+        for h in range(2):
+            gates = [gates_by_hand(module.gates, x, b, h, t) for t in range(5)]
+            eta, theta = [g[1] for g in gates], [g[2] for g in gates]
+            w0 = module.memory.initial_weights[0][h]
+            weights, _, momentum = hand.linear_memory_loop(
+                w0, torch.zeros_like(w0), keys[h], values[h], [0.0] * 5, eta, theta, chunk_size=1
+            )
+            torch.testing.assert_close(state.weights[0][b * 2 + h], weights[-1], rtol=0, atol=1e-12)
+            torch.testing.assert_close(state.momentum[0][b * 2 + h], momentum, rtol=0, atol=1e-12)
+            assert not torch.allclose(weights[-1], w0, atol=1e-3)

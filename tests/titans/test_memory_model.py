@@ -59,8 +59,8 @@ def _silu(a: float) -> float:
     x=arrays(np.float64, (2, 5, 4), elements=st.floats(-3, 3)),
 )
 def test_residual_readout_is_bounded_whatever_the_weights(scale, x):
-    # |M(x) - x - beta| = |gamma * z_hat| <= max|gamma| sqrt(d): no weight scale can make the read-out blow up,
-    # which is what keeps the inner loop finite (a plain MLP's read-out grows like scale ** depth).
+    # |M(x) - x - beta| = |gamma * z_hat| <= max|gamma| sqrt(d): no weight scale can make the read-out blow
+    # up, which is what keeps the inner loop finite (a plain MLP's read-out grows like scale ** depth).
     torch.manual_seed(1)
     model = MemoryMLP(4, depth=2, expansion=2).to(DT)
     weights = tuple(scale * w.detach() for w in model.expand(2))

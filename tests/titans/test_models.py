@@ -147,6 +147,7 @@ def memory_numel():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_parameter_counts_by_hand(kind):
+    torch.manual_seed(0)
     d, n_p = DIM, 2
     attention = 4 * d * d  # W_Q, W_K, W_V, W_O, bias-free
     mixer = {
@@ -170,6 +171,7 @@ def test_memory_config_keys_clash_raises():
 
 
 def test_memory_dict_reaches_the_memory():
+    torch.manual_seed(0)
     lm = build_lm("titans-lmm", vocab_size=VOCAB, dim=DIM, depth=1, memory={"conv_kernel": 0})
     assert len(lm.blocks[0].mixer.memory.convs) == 0
 
