@@ -194,11 +194,12 @@ def test_pyproject_torch_range_admits_the_pinned_cpu_build_and_excludes_2_14(dev
 # ------------------------------------------------------------------------------------------------------
 
 
-def test_ci_run_is_strict_bash_that_runs_the_dev_py_test_job() -> None:
+def test_ci_run_is_strict_bash_that_runs_the_test_job_then_the_main_job() -> None:
     script = read(".ci/run")
     assert script.startswith("#!/usr/bin/env bash")
     assert "set -euo pipefail" in script
-    assert re.search(r"^exec python3 dev\.py test$", script, flags=re.MULTILINE)
+    commands = re.findall(r"^python3 dev\.py (\w+)$", script, flags=re.MULTILINE)
+    assert commands == ["test", "run"]  # the README's two commands, tests first
     if os.name != "nt":
         assert os.access(ROOT / ".ci" / "run", os.X_OK), ".ci/run is not executable"
 

@@ -54,6 +54,9 @@ class NeuralMemory(nn.Module):
         heads: number of memory heads.
         expansion: hidden width of the memory MLP is ``expansion * dim // heads``.
         activation: non-linearity of the memory MLP, ``"silu"`` or ``"gelu"``.
+        residual_norm: read the memory out as :math:`x + \\gamma\\odot\\mathrm{LN}(z) + \\beta` (the later
+            version's residual block, which keeps the inner loop stable; ``docs/errata.md``); ``None``
+            (default) means ``depth >= 2``.
         momentum: keep the past surprise (Eq. 14); False sets :math:`\\eta \\equiv 0`.
         weight_decay: forget (Eq. 13); False sets :math:`\\alpha \\equiv 0`.
         qk_norm: l2-normalise queries and keys (§4.4).
@@ -78,6 +81,7 @@ class NeuralMemory(nn.Module):
         heads: int = 1,
         expansion: int = 4,
         activation: str = "silu",
+        residual_norm: bool | None = None,
         momentum: bool = True,
         weight_decay: bool = True,
         qk_norm: bool = True,
@@ -105,7 +109,12 @@ class NeuralMemory(nn.Module):
         if conv_kernel > 0:
             self.convs.update({name: CausalDepthwiseSeparableConv(dim, conv_kernel) for name in "qkv"})
         self.memory = MemoryMLP(
-            self.head_dim, depth=depth, expansion=expansion, heads=heads, activation=activation
+            self.head_dim,
+            depth=depth,
+            expansion=expansion,
+            heads=heads,
+            activation=activation,
+            residual_norm=residual_norm,
         )
         if gates == "learned":
             self.gates = MemoryGates(
