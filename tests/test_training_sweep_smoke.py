@@ -1,0 +1,44 @@
+"""Smoke test of benchmarks/training_sweep.py: one tiny run per mode end to end, and its tables."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "training_sweep.py"
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    spec = importlib.util.spec_from_file_location("training_sweep_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_stability_run_records_a_finite_curve(sweep, tmp_path, capsys):
+    out = tmp_path / "stability.json"
+    assert (
+        sweep.main(["stability", "--quick", "--kinds", "titans-lmm", "--seeds", "0", "--out", str(out)]) == 0
+    )
+    (record,) = json.loads(out.read_text())["records"]
+    assert record["finite"] is True and record["task"] == "recall" and record["steps"] == 3
+    assert record["curve"][-1]["step"] == 3 and "val_accuracy" in record["curve"][-1]
+    assert "| titans-lmm | recall | 0 | 1 | yes |" in capsys.readouterr().out
+
+
+def test_tables_from_made_up_records(sweep):
+    records = [
+        {"kind": "k", "task": "recall", "seed": s, "lr_mult": 3.0, "finite": f, "seconds": 1.0, "curve": c}
+        for s, f, c in [
+            (0, True, [{"step": 10, "val_accuracy": 0.2, "val_loss": 2.0, "train_loss": 2.1}]),
+            (1, False, [{"step": 10, "val_accuracy": 0.4, "val_loss": 1.0}]),
+        ]
+    ]
+    stability = sweep.table(records)
+    assert "| k | recall | 0 | 3 | yes | 2.100 | 2.000 | 0.200 | 1 |" in stability
+    assert "| k | recall | 1 | 3 | **NaN** | – | 1.000 | 0.400 | 1 |" in stability
+    assert "| k | 0.300 (0.20–0.40) |" in sweep.accuracy_table(records)
