@@ -1,6 +1,10 @@
 """Nested Learning (arXiv 2512.24695v1).
 
-Nothing here yet: the Nested Learning issue adds the M3 optimizer, Delta Gradient Descent, the Continuum
-Memory System and Hope. ``neural-memory equations --paper nl`` lists every NL equation as ``missing`` until
-then.
+* :mod:`neural_memory.nl.associative_memory` — Definition 1 / NSAM: inner objectives over (keys, values),
+  one GD step or the exact proximal step on them, and their minimisers (Eq. 6, 19–20, 98–99).
+* :mod:`neural_memory.nl.optimizers` — optimizers as instances: momentum, preconditioned momentum, Muon and
+  Newton–Schulz, Appendix B's element-wise and matrix momentum (GD with momentum, Adam, AdaGrad), M3
+  (Algorithm 1) and Delta Gradient Descent with Appendix C's derivation.
+
+The Continuum Memory System and Hope are not here yet.
 """
