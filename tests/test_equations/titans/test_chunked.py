@@ -1,6 +1,5 @@
 """The chunk-parallel memory (Titans Eq. 16-18) equals the slow token loop: outputs, states, gradients."""
 
-import hand_memory as hand
 import numpy as np
 import pytest
 import torch
@@ -12,6 +11,8 @@ from neural_memory.titans.chunked import chunk_coefficients, chunked_memory
 from neural_memory.titans.memory_model import MemoryMLP
 from neural_memory.titans.reference import per_token_gradients, reference_memory
 from neural_memory.titans.state import MemoryState
+
+from . import hand_memory as hand
 
 DT = torch.float64
 TOL = {"rtol": 0.0, "atol": 1e-10}
