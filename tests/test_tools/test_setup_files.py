@@ -189,6 +189,22 @@ def test_pyproject_torch_range_admits_the_pinned_cpu_build_and_excludes_2_14(dev
         assert not admits(requirement, too_new), f"{requirement} admits torch {too_new}"
 
 
+def runtime_dependencies() -> list[str]:
+    block = read("pyproject.toml").split("\ndependencies = [", 1)[1].split("\n]", 1)[0]
+    return re.findall(r'^\s*"([^"]+)"', block, flags=re.MULTILINE)
+
+
+def test_numpy_is_a_runtime_dependency() -> None:
+    # torch warns "Failed to initialize NumPy" on every import without it (a clean install, issue 8)
+    assert [d for d in runtime_dependencies() if re.match(r"numpy\b", d)] == ["numpy>=1.26"]
+
+
+def test_the_status_file_ships_as_package_data_and_is_not_committed() -> None:
+    assert 'neural_memory = ["registry/data/*.json"]' in read("pyproject.toml")
+    for ignore in (".gitignore", ".dockerignore"):
+        assert "src/neural_memory/registry/data/status.json" in read(ignore).splitlines(), ignore
+
+
 # ------------------------------------------------------------------------------------------------------
 # CI entry points, Docker, compose
 # ------------------------------------------------------------------------------------------------------
