@@ -396,6 +396,9 @@ def test_a_status_file_older_than_the_code_is_a_problem(tmp_path):
     )
     assert code == 1
     assert "STALE: the package or the tests changed since, run the whole test suite again" in out.getvalue()
+    assert "problem: stale status file: the package or the tests changed since the test run of d" in (
+        out.getvalue()
+    )
     assert "check failed: 1 problem(s)" in out.getvalue()
 
 

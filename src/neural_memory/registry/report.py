@@ -556,8 +556,9 @@ def run(
     problems = (
         [] if shipped else find_problems(registry, implementations, test_map.tests, test_map.errors, status)
     )
-    if source.get("stale"):
-        problems.insert(0, Problem(None, source["note"]))
+    if source["stale"]:
+        message = f"stale status file: the package or the tests changed since the {status.describe()}"
+        problems.insert(0, Problem(None, f"{message}; run the whole test suite again"))
     problems = [p for p in problems if paper is None or p.paper in (None, paper) or p.paper not in PAPERS]
 
     if output == "json":
