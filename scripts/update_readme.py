@@ -7,7 +7,9 @@ Replaces everything between ``<!-- equations:start -->`` and ``<!-- equations:en
     python scripts/update_readme.py --check    # exit 1, printing a diff, if README.md is stale (CI)
 
 A README without the two markers is an error (put them where the tables belong); a missing README is
-created with just the markers and the tables.
+created with just the markers and the tables. The statuses come from the status file of the last whole
+test run (src/neural_memory/registry/data/status.json): run the tests first; the script names the run
+it read, and warns when that run is older than the code.
 """
 
 from __future__ import annotations

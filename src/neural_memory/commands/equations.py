@@ -12,9 +12,12 @@ from neural_memory.registry import PAPERS
 
 DESCRIPTION = """\
 Print every numbered equation of the pinned paper versions with the objects that implement it
-(@implements claims) and the tests that verify it (@pytest.mark.equation markers, read by pytest
-collection; no test is run). Status: verified (implemented and tested), implemented (no test),
-tested (no implementing object), missing, n/a (the project decided not to implement it)."""
+(@implements claims) and the tests marked with it (@pytest.mark.equation, read by pytest collection; no
+test is run here). Status: verified (in the last whole test run, recorded in the package's
+registry/data/status.json, a passing test marked with the equation executed every object claiming it),
+implemented (claimed, not verified), tested (marked tests, nothing claims it), missing, n/a (the project
+decided not to implement it; the reason is shown). An installed package (no tests/ next to it) shows the
+statuses recorded by the test run it was built from."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,14 +34,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="exit 1 on unknown citations, implement-kind equations without tests, or n/a equations "
-        "that are implemented",
+        help="exit 1 on claims the last whole test run did not verify, a stale or missing status file, "
+        "unknown citations, or n/a equations that are implemented (needs the repository's tests)",
     )
     parser.add_argument(
         "--tests",
         type=Path,
         metavar="PATH",
-        help="tests folder to collect markers from (default: the repository's tests/, else ./tests)",
+        help="tests folder to collect markers from (default: the tests/ of the source checkout)",
     )
     parser.set_defaults(run=run)
 

@@ -8,7 +8,9 @@ Two halves:
 * the *claims*: code declares which equations it computes with the :func:`implements` decorator, tests
   declare which equations they verify with ``@pytest.mark.equation(paper, number)``.
 
-``neural-memory equations`` joins the two (see :mod:`neural_memory.registry.report`).
+``neural-memory equations`` joins the two (see :mod:`neural_memory.registry.report`) with the statuses the
+last whole test run recorded (:mod:`neural_memory.registry.status`, written by
+:mod:`neural_memory.registry.pytest_plugin`).
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ def load_registry() -> dict[tuple[str, EquationId], Equation]:
 # ---------------------------------------------------------------------------------------------------
 
 _IMPLEMENTATIONS: dict[tuple[str, EquationId], list[str]] = {}
+_CLAIMED_OBJECTS: dict[str, object] = {}  # "module:qualname" -> the decorated function or class
 
 T = TypeVar("T", bound=Callable)
 
@@ -122,6 +125,7 @@ def implements(paper: str, *numbers: EquationId) -> Callable[[T], T]:
 
     def decorate(obj: T) -> T:
         where = f"{obj.__module__}:{obj.__qualname__}"
+        _CLAIMED_OBJECTS[where] = obj
         for key in keys:
             claimed = _IMPLEMENTATIONS.setdefault(key, [])
             if where not in claimed:
@@ -133,11 +137,20 @@ def implements(paper: str, *numbers: EquationId) -> Callable[[T], T]:
 
 
 def discover_implementations() -> dict[tuple[str, EquationId], list[str]]:
-    """Import every module of the package and return all :func:`implements` claims."""
+    """Import every module of the package and return all :func:`implements` claims.
+
+    The registry package itself claims nothing and is skipped (its pytest plugin needs pytest, a dev
+    dependency).
+    """
     import neural_memory
 
     for info in pkgutil.walk_packages(neural_memory.__path__, prefix="neural_memory."):
-        if info.name.split(".")[-1] in {"__main__"}:
+        if info.name.split(".")[-1] == "__main__" or info.name.startswith(f"{__name__}."):
             continue
         importlib.import_module(info.name)
     return {key: list(where) for key, where in _IMPLEMENTATIONS.items()}
+
+
+def claimed_object(where: str) -> object | None:
+    """The function or class an :func:`implements` claim ``"module:qualname"`` decorated, if imported."""
+    return _CLAIMED_OBJECTS.get(where)

@@ -10,7 +10,11 @@ The file holds::
      "errors": [{"nodeid": "tests/broken.py", "message": "..."}]}
 
 Equation numbers are written as given (int, or str for named displays); the caller validates them.
-Parametrised tests collapse to one node id (the parameters do not change which equation is tested).
+Markers are read per test item, so a parametrised case counts only for the equations it names; the cases
+of one test function are then listed under its node id without the parameters.
+
+The plugin also loads :mod:`neural_memory.registry.pytest_plugin`, which turns an equation marker on a
+module or class into a collection error (listed here under ``errors``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported by discover_implementations(); pytest is only a dev dependency
     import pytest
+
+pytest_plugins = ["neural_memory.registry.pytest_plugin"]
 
 _ITEMS: list[dict] = []
 _ERRORS: list[dict] = []

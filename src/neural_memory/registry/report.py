@@ -1,22 +1,30 @@
-"""``neural-memory equations``: join the registry, the code's claims and the tests' markers.
+"""``neural-memory equations``: join the registry, the code's claims, the tests' markers and the last run.
 
-Three inputs, each a plain mapping so the logic below is testable on synthetic data:
+Four inputs, each a plain mapping so the logic below is testable on synthetic data:
 
 * the registry, ``{(paper, number): Equation}`` (:func:`neural_memory.registry.load_registry`);
 * implementations, ``{(paper, number): ["module:qualname", ...]}``
   (:func:`neural_memory.registry.discover_implementations`);
 * tests, ``{(paper, number): ["tests/x.py::test_y", ...]}`` read from ``@pytest.mark.equation`` markers by
-  a pytest collection in a subprocess (:func:`collect_test_map`; collection never runs a test).
+  a pytest collection in a subprocess (:func:`collect_test_map`; collection never runs a test);
+* the status file of the last whole test run (:mod:`neural_memory.registry.status`): for each equation,
+  which claiming objects a passing test marked with it executed.
 
 Status of an equation:
 
-========== ====================================================================================
-verified   implemented by at least one object and covered by at least one marked test
-implemented implemented, no test (a ``--check`` failure for ``implement``-kind equations)
-tested     a test but no implementing object (expected for derivations)
-missing    neither
-n/a        the registry records a reason not to implement it (``na``)
-========== ====================================================================================
+=========== ===================================================================================
+verified    every object claiming it was executed by a passing test marked with it, in the recorded
+            whole test run (skipped, xfail, failed tests and tests that never call the code do not count)
+implemented claimed by code, not (fully) verified by the recorded run
+tested      marked tests but no claiming object (expected for derivations)
+missing     neither
+n/a         the registry records a reason not to implement it (``na``), shown with the status
+=========== ===================================================================================
+
+Without a status file nothing is verified. ``--check`` fails on every claim (of any kind) that the
+recorded run did not verify, on a status file older than the package's or the tests' code, and on
+claims, markers and registry that disagree. Outside a source checkout (an installed package, no tests)
+the report shows the statuses shipped with the package and says so; ``--check`` needs the repository.
 
 This module does not import torch; :func:`run` imports the package only to discover the claims.
 """
@@ -31,9 +39,11 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 from neural_memory.registry import PAPER_TITLES, PAPERS, Equation, EquationId, paper_meta
+from neural_memory.registry import status as status_file
+from neural_memory.registry.status import RunStatus
 
 Key = tuple[str, EquationId]
 STATUSES: tuple[str, ...] = ("verified", "implemented", "tested", "missing", "n/a")
@@ -53,6 +63,7 @@ class Row:
     implemented_by: tuple[str, ...]
     tested_by: tuple[str, ...]
     na: str | None
+    verified_by: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (claim, passing tests that executed it)
 
 
 @dataclass(frozen=True)
@@ -79,11 +90,13 @@ class TestMap:
 # ---------------------------------------------------------------------------------------------------
 
 
-def status_of(eq: Equation, implemented_by: Sequence[str], tested_by: Sequence[str]) -> str:
-    """The status of one equation (see the module docstring)."""
+def status_of(
+    eq: Equation, implemented_by: Sequence[str], tested_by: Sequence[str], verified: Iterable[str] = ()
+) -> str:
+    """The status of one equation (see the module docstring); ``verified``: the claims the run verified."""
     if eq.na is not None:
         return "n/a"
-    if implemented_by and tested_by:
+    if implemented_by and set(implemented_by) <= set(verified):
         return "verified"
     if implemented_by:
         return "implemented"
@@ -97,6 +110,7 @@ def build_rows(
     implementations: Mapping[Key, Sequence[str]],
     tests: Mapping[Key, Sequence[str]],
     paper: str | None = None,
+    status: RunStatus | None = None,
 ) -> list[Row]:
     """One row per registry equation (of ``paper``, or of all papers), in registry order."""
     rows = []
@@ -105,8 +119,23 @@ def build_rows(
             continue
         impl = tuple(sorted(set(implementations.get(key, ()))))
         tested = tuple(sorted(set(tests.get(key, ()))))
-        status = status_of(eq, impl, tested)
-        rows.append(Row(eq.paper, eq.number, eq.name, eq.section, eq.kind, status, impl, tested, eq.na))
+        verified = status.verified_claims(key) if status is not None else {}
+        verified_by = tuple((w, tuple(verified[w])) for w in impl if verified.get(w))
+        status_text = status_of(eq, impl, tested, [w for w, _ in verified_by])
+        rows.append(
+            Row(
+                eq.paper,
+                eq.number,
+                eq.name,
+                eq.section,
+                eq.kind,
+                status_text,
+                impl,
+                tested,
+                eq.na,
+                verified_by,
+            )
+        )
     return rows
 
 
@@ -125,8 +154,13 @@ def find_problems(
     implementations: Mapping[Key, Sequence[str]],
     tests: Mapping[Key, Sequence[str]],
     collection_errors: Sequence[str] = (),
+    status: RunStatus | None = None,
 ) -> list[Problem]:
-    """Everything ``--check`` fails on, in a stable order."""
+    """Everything ``--check`` fails on, in a stable order.
+
+    ``status`` None means no test run was recorded: one problem says so (if anything is claimed) instead of
+    one per unverified claim.
+    """
     problems = [Problem(None, f"test collection: {error}") for error in collection_errors]
     for source, claims in (("implemented by", implementations), ("cited by test", tests)):
         for key in sorted(set(claims) - set(registry), key=lambda k: (k[0], str(k[1]))):
@@ -135,13 +169,21 @@ def find_problems(
             problems.append(
                 Problem(paper, f"{_label(paper, number)} is not in the registry ({source} {where})")
             )
+    if status is None and any(key in registry for key in implementations):
+        problems.append(
+            Problem(
+                None,
+                f"no recorded test run ({status_file.default_path()} does not exist): "
+                "run the whole test suite (python3 dev.py test)",
+            )
+        )
     for key, eq in registry.items():
         impl, tested = implementations.get(key, ()), tests.get(key, ())
         if eq.na is not None and impl:
             problems.append(
                 Problem(eq.paper, f"{eq.label} is marked n/a ({eq.na}) but implemented by {', '.join(impl)}")
             )
-        elif eq.kind == "implement" and impl and not tested:
+        elif impl and not tested:
             problems.append(
                 Problem(
                     eq.paper,
@@ -149,7 +191,27 @@ def find_problems(
                     f"@pytest.mark.equation({eq.paper!r}, {eq.number!r})",
                 )
             )
+        elif impl and status is not None:
+            problems += _unverified_claims(eq, impl, status)
     return problems
+
+
+def _unverified_claims(eq: Equation, implemented_by: Sequence[str], status: RunStatus) -> list[Problem]:
+    """One problem per claim of ``eq`` that no passing, marked test executed in the recorded run."""
+    verified, ran = status.verified_claims(eq.key), status.tests.get(eq.key, {})
+    marked = [f"{nodeid} ({outcome})" for nodeid, outcome in ran.items()]
+    if len(marked) > 4:
+        marked = [*marked[:3], f"{len(marked) - 3} more"]
+    seen = f"marked tests in the run: {', '.join(marked)}" if marked else "no marked test ran"
+    return [
+        Problem(
+            eq.paper,
+            f"{eq.label}: no passing test marked equation({eq.paper!r}, {eq.number!r}) executed {where} "
+            f"in the recorded run ({seen})",
+        )
+        for where in sorted(implemented_by)
+        if not verified.get(where)
+    ]
 
 
 def _label(paper: str, number: EquationId) -> str:
@@ -163,13 +225,11 @@ def _label(paper: str, number: EquationId) -> str:
 
 
 def default_tests_dir() -> Path | None:
-    """The repository's ``tests/`` next to ``src/`` (source checkout), else ``./tests``, else None."""
+    """The ``tests/`` of the source checkout the package is imported from, or None (an installed package)."""
     import neural_memory
 
-    for candidate in (Path(neural_memory.__file__).resolve().parents[2] / "tests", Path.cwd() / "tests"):
-        if candidate.is_dir():
-            return candidate
-    return None
+    candidate = Path(neural_memory.__file__).resolve().parents[2] / "tests"
+    return candidate if candidate.is_dir() else None
 
 
 class TestCollection:
@@ -395,8 +455,9 @@ def to_json(
     summary: Mapping[str, Mapping[str, int]],
     problems: Sequence[Problem],
     tests_dir: Path | None,
+    source: Mapping | None = None,
 ) -> dict:
-    """The ``--json`` document."""
+    """The ``--json`` document; ``source`` describes where the statuses come from (:func:`status_source`)."""
     papers = {}
     for paper, counts in summary.items():
         meta = paper_meta(paper)
@@ -417,6 +478,7 @@ def to_json(
             "status": r.status,
             "implemented_by": list(r.implemented_by),
             "tested_by": list(r.tested_by),
+            "verified_by": {where: list(tests) for where, tests in r.verified_by},
             "na": r.na,
         }
         for r in rows
@@ -426,6 +488,7 @@ def to_json(
         "equations": equations,
         "problems": [p.message for p in problems],
         "tests_dir": str(tests_dir) if tests_dir else None,
+        "status_source": source,
     }
 
 
@@ -443,12 +506,15 @@ def run(
     err: TextIO | None = None,
     implementations: Mapping[Key, Sequence[str]] | None = None,
     test_map: TestMap | None = None,
+    status: RunStatus | Literal["file"] | None = "file",
 ) -> int:
     """Print the report; with ``check``, return 1 if :func:`find_problems` finds anything.
 
     ``output`` is ``"table"`` (rich in a terminal, plain otherwise), ``"json"`` or ``"markdown"``.
-    ``tests_dir=None`` uses :func:`default_tests_dir`. ``implementations`` overrides discovery and
-    ``test_map`` overrides collection (both for tests of this module).
+    ``tests_dir=None`` uses :func:`default_tests_dir`; when there is none (an installed package), the
+    report shows the statuses shipped in the status file, and ``check`` returns 2 (it needs the tests).
+    ``implementations`` overrides discovery, ``test_map`` collection and ``status`` the status file
+    (``"file"`` reads :func:`neural_memory.registry.status.default_path`; None: no recorded run).
     """
     from neural_memory.registry import discover_implementations, load_registry
 
@@ -456,11 +522,21 @@ def run(
     err = err or sys.stderr
     if paper is not None and paper not in PAPERS:
         raise ValueError(f"paper must be one of {PAPERS}, got {paper!r}")
+    if status == "file":
+        status = status_file.load_status()
     if test_map is None:
         tests_dir = tests_dir if tests_dir is not None else default_tests_dir()
         collection = TestCollection(tests_dir) if tests_dir is not None else None
     else:
         tests_dir, collection = test_map.tests_dir, None
+    shipped = tests_dir is None and test_map is None
+    if shipped and check:
+        print(
+            "neural-memory equations --check needs the repository: it re-reads the tests' markers and "
+            "compares them with the code (run it in a source checkout, or pass --tests PATH)",
+            file=err,
+        )
+        return 2
     if implementations is None:
         try:
             implementations = discover_implementations()
@@ -471,23 +547,22 @@ def run(
     if collection is not None:
         test_map = collection.wait()
     elif test_map is None:
-        test_map = TestMap()
-    if tests_dir is None:
-        print(
-            "note: no tests directory found (pass --tests PATH); every equation counts as untested", file=err
-        )
+        test_map = TestMap(tests=_tests_of(status))
 
     registry = load_registry()
-    rows = build_rows(registry, implementations, test_map.tests, paper)
+    rows = build_rows(registry, implementations, test_map.tests, paper, status)
     summary = summarise(rows)
-    problems = [
-        p
-        for p in find_problems(registry, implementations, test_map.tests, test_map.errors)
-        if paper is None or p.paper in (None, paper) or p.paper not in PAPERS
-    ]
+    source = status_source(status, tests_dir, shipped)
+    problems = (
+        [] if shipped else find_problems(registry, implementations, test_map.tests, test_map.errors, status)
+    )
+    if source["stale"]:
+        message = f"stale status file: the package or the tests changed since the {status.describe()}"
+        problems.insert(0, Problem(None, f"{message}; run the whole test suite again"))
+    problems = [p for p in problems if paper is None or p.paper in (None, paper) or p.paper not in PAPERS]
 
     if output == "json":
-        json.dump(to_json(rows, summary, problems, tests_dir), out, indent=2)
+        json.dump(to_json(rows, summary, problems, tests_dir, source), out, indent=2)
         out.write("\n")
     elif output == "markdown":
         out.write(render_markdown(rows, summary))
@@ -495,6 +570,7 @@ def run(
         render_rich(rows, summary, out)
     else:
         out.write(render_plain(rows, summary))
+    print(f"statuses: {source['note']}", file=out if output == "table" else err)
 
     if not check:
         if problems:
@@ -506,6 +582,35 @@ def run(
     verdict = f"check failed: {len(problems)} problem(s)" if problems else "check passed: no problems"
     print(verdict, file=stream)
     return 1 if problems else 0
+
+
+def status_source(status: RunStatus | None, tests_dir: Path | None, shipped: bool) -> dict:
+    """Where the statuses come from: the status file's path and run, whether it is stale, a note to print."""
+    if status is None:
+        where = status_file.default_path()
+        note = f"no recorded test run ({where} does not exist): nothing counts as verified"
+        if not shipped:
+            note += "; run the whole test suite (python3 dev.py test) to record one"
+        return {"path": None, "run": None, "shipped": shipped, "stale": False, "note": note}
+    note = status.describe() + (f" ({status.path})" if status.path else "")
+    stale = False
+    if shipped:
+        note = f"recorded by the {note}, shipped with this package; no tests here to re-read"
+    else:
+        digest = status_file.source_digest(status_file.package_dir(), tests_dir)
+        stale = "digest" in status.run and digest != status.run["digest"]
+        note = f"recorded by the {note}"
+        if stale:
+            note += "; STALE: the package or the tests changed since, run the whole test suite again"
+    path = str(status.path) if status.path else None
+    return {"path": path, "run": status.run, "shipped": shipped, "stale": stale, "note": note}
+
+
+def _tests_of(status: RunStatus | None) -> dict[Key, list[str]]:
+    """The marked tests a status file names, one entry per test function (parameters dropped)."""
+    if status is None:
+        return {}
+    return {key: sorted({nodeid.split("[")[0] for nodeid in ran}) for key, ran in status.tests.items()}
 
 
 def _is_terminal(stream: TextIO) -> bool:

@@ -14,9 +14,9 @@ learning rate, where the paper only asks :math:`\theta_t \ge 0`. The bound is wh
 finite: a chunk of ``b`` tokens takes ``b`` gradient steps at the same frozen weights (Eq. 16), and SiLU keys
 are far from isotropic, so the summed step grows like ``b``; with :math:`\theta_{\max} = 1` a 64K-token
 stream diverges at chunk size 1, 16 and 64, with 0.02 it stays finite at all three
-(``tests/titans/test_memory.py::test_65k_tokens_float32_stay_finite_and_bounded``). The biases start the
-memory slow to forget (:math:`\alpha \approx 0.0025`), with long momentum (:math:`\eta \approx 0.88`) and a
-moderate step (:math:`\theta \approx 0.12\,\theta_{\max}`).
+(``tests/test_equations/titans/test_memory.py::test_65k_tokens_float32_stay_finite_and_bounded``).
+The biases start the memory slow to forget (:math:`\alpha \approx 0.0025`), with long momentum
+(:math:`\eta \approx 0.88`) and a moderate step (:math:`\theta \approx 0.12\,\theta_{\max}`).
 """
 
 from __future__ import annotations

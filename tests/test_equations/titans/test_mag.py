@@ -4,11 +4,12 @@ import itertools
 
 import pytest
 import torch
-from hand_attention import hand_attention
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neural_memory.titans.mag import MemoryAsGate, SlidingWindowAttention
+
+from .hand_attention import hand_attention
 
 DT = torch.float64
 TOL = {"rtol": 0.0, "atol": 1e-10}

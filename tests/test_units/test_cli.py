@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 import neural_memory
 from neural_memory.cli import build_parser, command_modules, main
+from neural_memory.registry.status import write_status
 
 SRC = Path(neural_memory.__file__).resolve().parents[1]
 
@@ -101,6 +103,47 @@ def test_equations_check_with_a_fabricated_unknown_marker(tmp_path, capsys):
         "Titans Eq. 99 is not in the registry (cited by test test_ghost.py::test_ghost)"
         in capsys.readouterr().out
     )
+
+
+def _installed_copy(tmp_path: Path) -> Path:
+    """The package alone in site-packages-like folder (no tests/ beside it), with a status file from a run."""
+    site = tmp_path / "site-packages"
+    shutil.copytree(
+        SRC / "neural_memory", site / "neural_memory", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (site / "neural_memory" / "registry" / "data" / "status.json").unlink(missing_ok=True)
+    records = {
+        "tests/test_equations/titans/test_update.py::test_x": {
+            "equations": [["titans", 8]],
+            "outcome": "passed",
+            "ran": [["titans", 8, "neural_memory.titans.update:surprise_update"]],
+        }
+    }
+    run = {"date": "2026-11-28T12:00:00Z", "commit": "0123456789abcdef", "tests": 600, "digest": "0" * 64}
+    write_status(site / "neural_memory" / "registry" / "data" / "status.json", run, records)
+    return site
+
+
+def _run_installed(site: Path, *args: str) -> subprocess.CompletedProcess:
+    # Not measured by coverage: the copy's files would count as a second, untested neural_memory.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_CORE_", "COVERAGE_"))}
+    env["PYTHONPATH"] = str(site)
+    command = [sys.executable, "-m", "neural_memory", "equations", "--paper", "titans", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=site, timeout=120)
+
+
+def test_an_installed_package_reports_the_statuses_it_ships(tmp_path):
+    site = _installed_copy(tmp_path)
+    result = _run_installed(site)
+    assert result.returncode == 0, result.stderr
+    assert "Titans (arXiv:2501.00663v1): 35 equations: 1 verified, 34 implemented" in result.stdout
+    assert "statuses: recorded by the test run of 2026-11-28T12:00:00Z, commit 0123456789ab" in result.stdout
+    assert "shipped with this package" in result.stdout
+    assert "tests/test_equations/titans/test_update.py::test_x" in result.stdout  # tested by, from the run
+    assert "problem" not in result.stdout + result.stderr and "NumPy" not in result.stderr
+    result = _run_installed(site, "--check")
+    assert result.returncode == 2
+    assert "--check needs the repository" in result.stderr
 
 
 def test_help_lists_the_equations_command():

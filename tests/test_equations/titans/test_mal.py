@@ -2,12 +2,13 @@
 
 import pytest
 import torch
-from hand_attention import hand_attention
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neural_memory.titans.mag import SlidingWindowAttention
 from neural_memory.titans.mal import LongTermMemoryLayer, MemoryAsLayer
+
+from .hand_attention import hand_attention
 
 DT = torch.float64
 TOL = {"rtol": 0.0, "atol": 1e-10}

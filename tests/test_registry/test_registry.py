@@ -175,7 +175,9 @@ def test_implements_rejects_an_unknown_paper():
 
 def test_implements_records_module_and_qualname(monkeypatch):
     claims: dict = {}
+    objects: dict = {}
     monkeypatch.setattr(registry_module, "_IMPLEMENTATIONS", claims)
+    monkeypatch.setattr(registry_module, "_CLAIMED_OBJECTS", objects)
 
     class Memory:
         @implements("titans", 13, "14")
@@ -186,12 +188,15 @@ def test_implements_records_module_and_qualname(monkeypatch):
     where = f"{__name__}:test_implements_records_module_and_qualname.<locals>.Memory.update"
     assert claims == {("titans", 13): [where], ("titans", 14): [where]}
     assert Memory.update.__equations__ == (("titans", 13), ("titans", 14))
+    assert registry_module.claimed_object(where) is Memory.update  # the plugin watches its code
+    assert objects == {where: Memory.update}
 
 
 def test_discovery_finds_no_claim_outside_the_registry_papers():
     claims = registry_module.discover_implementations()
     assert all(paper in PAPERS for paper, _ in claims)
     assert all(":" in where for wheres in claims.values() for where in wheres)
+    assert all(registry_module.claimed_object(w) is not None for wheres in claims.values() for w in wheres)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 """The chunk-parallel memory (Titans Eq. 16-18) equals the slow token loop: outputs, states, gradients."""
 
-import hand_memory as hand
 import numpy as np
 import pytest
 import torch
@@ -12,6 +11,8 @@ from neural_memory.titans.chunked import chunk_coefficients, chunked_memory
 from neural_memory.titans.memory_model import MemoryMLP
 from neural_memory.titans.reference import per_token_gradients, reference_memory
 from neural_memory.titans.state import MemoryState
+
+from . import hand_memory as hand
 
 DT = torch.float64
 TOL = {"rtol": 0.0, "atol": 1e-10}
@@ -160,6 +161,27 @@ def test_eq17_matmul_form_of_the_chunk_gradient_for_linear_memory():
     # ...and it is what the chunk update adds to the weights (Q's last row holds -c when eta = 0)
     coeffs = chunk_coefficients(alpha[None], torch.zeros(1, b, dtype=DT), theta[None])
     torch.testing.assert_close(-coeffs["Q"][0, -1], c, **TOL)
+
+
+@pytest.mark.equation("titans", 17)
+def test_eq17_chunk_update_of_a_linear_memory_adds_the_matmul_form():
+    # One chunk of b tokens, linear memory z = k W, no momentum (eta = 0): chunked_memory must end at
+    # M_b = beta_b W_0 - 2 K^T diag(c) (K W_0 - V), c_i = theta_i beta_b / beta_i (corrected Eq. 17).
+    torch.manual_seed(4)
+    b, d = 5, 3
+    w0 = torch.randn(d, d, dtype=DT)
+    keys, values, queries = torch.randn(3, b, d, dtype=DT).unbind(0)
+    alpha, theta = 0.3 * torch.rand(b, dtype=DT), torch.rand(b, dtype=DT)
+    beta = torch.cumprod(1 - alpha, 0)
+    c = theta * beta[-1] / beta
+    expected = beta[-1] * w0 - 2 * keys.T @ torch.diag(c) @ (keys @ w0 - values)
+    model = MemoryMLP(d, depth=1, heads=1).to(DT)
+    state = MemoryState(
+        weights=(w0[None],), momentum=(torch.zeros(1, d, d, dtype=DT),), chunk_weights=(w0[None],)
+    )
+    gates = (alpha[None], torch.zeros(1, b, dtype=DT), theta[None])
+    _, end = chunked_memory(model, state, keys[None], values[None], queries[None], *gates, chunk_size=b)
+    torch.testing.assert_close(end.weights[0][0], expected, **TOL)
 
 
 @pytest.mark.equation("titans", 18)

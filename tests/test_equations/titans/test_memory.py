@@ -1,6 +1,5 @@
 """NeuralMemory, the public module: fast == reference end to end, streaming, gradients, limits, robustness."""
 
-import hand_memory as hand
 import pytest
 import torch
 from hypothesis import given, settings
@@ -10,6 +9,8 @@ from neural_memory.titans import NeuralMemory
 from neural_memory.titans.gates import MemoryGates
 from neural_memory.titans.reference import per_token_gradients
 from neural_memory.titans.update import surprise_update
+
+from . import hand_memory as hand
 
 DT = torch.float64
 TOL = {"rtol": 0.0, "atol": 1e-10}

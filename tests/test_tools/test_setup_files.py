@@ -17,7 +17,7 @@ from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def read(relative: str) -> str:
@@ -187,6 +187,22 @@ def test_pyproject_torch_range_admits_the_pinned_cpu_build_and_excludes_2_14(dev
     assert admits(requirement, "2.13.0") and admits(requirement, "2.13.0+cpu")
     for too_new in ("2.14.0", "2.14.1", "3.0.0"):
         assert not admits(requirement, too_new), f"{requirement} admits torch {too_new}"
+
+
+def runtime_dependencies() -> list[str]:
+    block = read("pyproject.toml").split("\ndependencies = [", 1)[1].split("\n]", 1)[0]
+    return re.findall(r'^\s*"([^"]+)"', block, flags=re.MULTILINE)
+
+
+def test_numpy_is_a_runtime_dependency() -> None:
+    # torch warns "Failed to initialize NumPy" on every import without it (a clean install, issue 8)
+    assert [d for d in runtime_dependencies() if re.match(r"numpy\b", d)] == ["numpy>=1.26"]
+
+
+def test_the_status_file_ships_as_package_data_and_is_not_committed() -> None:
+    assert 'neural_memory = ["registry/data/*.json"]' in read("pyproject.toml")
+    for ignore in (".gitignore", ".dockerignore"):
+        assert "src/neural_memory/registry/data/status.json" in read(ignore).splitlines(), ignore
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 """Titans MAC (Eq. 21–25): masks, segment-wise attention, retrieval, causal write/read, by hand."""
 
-import hand_memory as hand
 import pytest
 import torch
-from hand_attention import hand_attention
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neural_memory.titans.mac import MemoryAsContext
+
+from . import hand_memory as hand
+from .hand_attention import hand_attention
 
 DT = torch.float64
 TOL = {"rtol": 0.0, "atol": 1e-10}
