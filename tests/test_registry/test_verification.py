@@ -75,6 +75,10 @@ CLAIMS = """\
     @implements("titans", 16)
     def failing_claim(x):
         return x
+
+
+    def helper(x):  # claims nothing: a test of it verifies no equation
+        return x + 1
 """
 
 TESTS = """\
@@ -132,6 +136,11 @@ TESTS = """\
         assert synth.failing_claim(1) == 0
 
 
+    @pytest.mark.equation("titans", 8)
+    def test_marked_helper():
+        assert synth.helper(1) == 2  # Eq. 8 is verified by another test, but not by this one
+
+
     def test_unmarked():
         assert synth.surprise(0) == 1
 """
@@ -175,14 +184,17 @@ def _outcomes(status: RunStatus, number: int) -> dict[str, str]:
 def test_the_synthetic_run_fails_on_the_failing_and_the_strict_xpass_test(synthetic):
     _, result, status = synthetic
     assert result.returncode == 1, result.stdout
-    assert "2 failed, 6 passed, 1 skipped, 1 xfailed" in result.stdout
+    assert "2 failed, 7 passed, 1 skipped, 1 xfailed" in result.stdout
     assert f"equation status: wrote {status.path}" in result.stdout
 
 
 def test_a_passing_marked_test_that_runs_the_claim_verifies(synthetic):
     _, _, status = synthetic
     assert _verified(status, 8) == {"synth:surprise": ["test_synth.py::test_passes_and_runs_the_claim"]}
-    assert _outcomes(status, 8) == {"test_synth.py::test_passes_and_runs_the_claim": "passed"}
+    assert _outcomes(status, 8) == {
+        "test_synth.py::test_marked_helper": "passed",
+        "test_synth.py::test_passes_and_runs_the_claim": "passed",
+    }
 
 
 def test_a_skipped_marked_test_does_not_verify(synthetic):
@@ -234,7 +246,7 @@ def test_the_run_block_names_date_commit_and_versions(synthetic):
     run = status.run
     assert set(run) >= {"date", "commit", "dirty", "python", "torch", "pytest"}
     assert set(run) >= {"tests", "exit_status", "digest"}
-    assert run["tests"] == 10 and run["exit_status"] == 1
+    assert run["tests"] == 11 and run["exit_status"] == 1
     assert run["date"].endswith("Z") and len(run["digest"]) == 64
     assert "test run of " + run["date"] in status.describe()
 
@@ -259,12 +271,33 @@ def test_the_report_shows_verified_only_where_the_run_verified(synthetic):
         16: "implemented",
     }
     problems = [p.message for p in find_problems(registry, claims, tests, status=status)]
-    assert len(problems) == 6
+    assert len(problems) == 9  # 6 unverified claims, 3 passing marked tests that ran no claim
     assert any(
         "Titans Eq. 11: no passing test marked equation('titans', 11) executed synth:never_called" in m
         for m in problems
     )
     assert any("test_synth.py::test_skipped (skipped)" in m for m in problems)
+
+
+def test_check_reports_every_passing_marked_test_that_executed_none_of_its_claims(synthetic):
+    _, _, status = synthetic
+    assert status.passed_without_claims(("titans", 8)) == ["test_synth.py::test_marked_helper"]
+    assert status.passed_without_claims(("titans", 11)) == ["test_synth.py::test_8"]
+    assert status.passed_without_claims(("titans", 14)) == ["test_synth.py::test_cases[b]"]
+    for number in (9, 10, 12, 13, 15, 16):  # skipped, xfail, failed, or ran its claim
+        assert status.passed_without_claims(("titans", number)) == []
+    registry = {key: eq for key, eq in load_registry().items() if key[0] == "titans" and key[1] in (8, 14)}
+    claims = {("titans", 8): ["synth:surprise", "synth:other"], ("titans", 14): ["synth:case_b"]}
+    tests = {key: list(status.tests[key]) for key in claims}
+    problems = [p.message for p in find_problems(registry, claims, tests, status=status)]
+    # Eq. 8's claim surprise is verified by another test: the marker on the helper's test is still wrong
+    assert (
+        "test_synth.py::test_marked_helper is marked Titans Eq. 8 but executed none of its claims "
+        "(synth:other, synth:surprise): mark a test that runs the code, or add @implements to the code it "
+        "tests"
+    ) in problems
+    assert not any("test_passes_and_runs_the_claim is marked" in m for m in problems)
+    assert any(m.startswith("test_synth.py::test_cases[b] is marked Titans Eq. 14 but") for m in problems)
 
 
 def test_xdist_workers_report_the_same_statuses(synthetic, tmp_path):

@@ -69,11 +69,16 @@ def delta_rule_step(
     return S - theta_t[..., None, None] * error[..., :, None] * k[..., None, :]
 
 
+@implements("titans", 35)
 def longhorn_delta(k: torch.Tensor, theta: float | torch.Tensor) -> torch.Tensor:
-    r"""Longhorn's effective step :math:`\delta_t = \theta_t / (1 + \theta_t \mathbf{k}_t^\top\mathbf{k}_t)`.
+    r"""Longhorn's effective step, the :math:`\delta_t` of Titans v1, Eq. 35.
 
-    The paper prints ``k_t k_t^⊤`` (a matrix) in the denominator; a scalar step needs the squared norm
-    ``k_t^⊤ k_t``, which is what we use (docs/errata.md, Titans Eq. 35).
+    .. math::
+        \delta_t = \frac{\theta_t}{1 + \theta_t\mathbf{k}_t\mathbf{k}_t^{\top}} \qquad (35)
+
+    Shrink the step ``θ`` by the key's squared norm, so that the implicit step never overshoots;
+    :func:`longhorn_step` uses it. The paper prints ``k_t k_t^⊤`` (a matrix) in the denominator; a scalar
+    step needs the squared norm ``k_t^⊤ k_t``, which is what we use (docs/errata.md, Titans Eq. 35).
 
     Args:
         k: ``(..., d_k)``.

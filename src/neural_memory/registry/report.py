@@ -22,8 +22,9 @@ n/a         the registry records a reason not to implement it (``na``), shown wi
 =========== ===================================================================================
 
 Without a status file nothing is verified. ``--check`` fails on every claim (of any kind) that the
-recorded run did not verify, on a status file older than the package's or the tests' code, and on
-claims, markers and registry that disagree. Outside a source checkout (an installed package, no tests)
+recorded run did not verify, on every marked test that passed without executing any claim of its
+equation, on a status file older than the package's or the tests' code, and on claims, markers and
+registry that disagree. Outside a source checkout (an installed package, no tests)
 the report shows the statuses shipped with the package and says so; ``--check`` needs the repository.
 
 This module does not import torch; :func:`run` imports the package only to discover the claims.
@@ -193,6 +194,7 @@ def find_problems(
             )
         elif impl and status is not None:
             problems += _unverified_claims(eq, impl, status)
+            problems += _tests_without_claims(eq, impl, status)
     return problems
 
 
@@ -211,6 +213,23 @@ def _unverified_claims(eq: Equation, implemented_by: Sequence[str], status: RunS
         )
         for where in sorted(implemented_by)
         if not verified.get(where)
+    ]
+
+
+def _tests_without_claims(eq: Equation, implemented_by: Sequence[str], status: RunStatus) -> list[Problem]:
+    """One problem per passing test marked with ``eq`` that executed none of its claims.
+
+    Such a marker sits on a helper or a generic test: it would stay green if the equation's code were
+    wrong, so it must move to a test that runs that code (or the code it tests must claim the equation).
+    """
+    claims = ", ".join(sorted(implemented_by))
+    return [
+        Problem(
+            eq.paper,
+            f"{nodeid} is marked {eq.label} but executed none of its claims ({claims}): mark a test that "
+            "runs the code, or add @implements to the code it tests",
+        )
+        for nodeid in status.passed_without_claims(eq.key)
     ]
 
 

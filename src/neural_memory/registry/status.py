@@ -18,7 +18,9 @@ Format (``"format": 1``)::
          "tests": {"tests/...::test_x": "passed", "tests/...::test_y": "skipped"}}]}
 
 ``tests`` lists every test marked with the equation and its outcome (passed, failed, error, skipped,
-xfailed, xpassed); ``verified_by`` lists, per claiming object, the passed tests that executed it.
+xfailed, xpassed); ``verified_by`` lists, per claiming object, the passed tests that executed it. A passed
+test listed under no claim executed none of them (:meth:`RunStatus.passed_without_claims`), which
+``--check`` reports.
 """
 
 from __future__ import annotations
@@ -61,6 +63,16 @@ class RunStatus:
 
     def verified_claims(self, key: Key) -> dict[str, list[str]]:
         return self.verified_by.get(key, {})
+
+    def passed_without_claims(self, key: Key) -> list[str]:
+        """The passing tests marked with ``key`` that executed none of its claims (helper or generic tests).
+
+        A passed test that executed a claim is listed under that claim in ``verified_by``; one that is
+        listed nowhere ran and passed without entering the code of any object claiming the equation.
+        """
+        executed = {nodeid for ids in self.verified_claims(key).values() for nodeid in ids}
+        tests = self.tests.get(key, {})
+        return [nodeid for nodeid, outcome in tests.items() if outcome == "passed" and nodeid not in executed]
 
     def describe(self) -> str:
         """One line: when, at which commit and with what the run was made."""

@@ -1,5 +1,9 @@
 """Boolean attention masks (True = may attend) for Titans' attention branches (Eq. 2, 23, 27, 31).
 
+The masks are helpers, not claims: the equation markers sit on the tests of the code that claims each
+equation (``causal_softmax_attention``, ``MemoryAsContext``, ``SlidingWindowAttention``, ``MemoryAsLayer``),
+which fail when that code attends to the wrong positions.
+
 Expected masks are written out by hand as literal tensors; hypothesis checks the structural properties
 (window >= n is causal, the prefix is always visible, nothing from the future is visible).
 """
@@ -27,7 +31,6 @@ def _bool(rows: list[list[int]]) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.equation("titans", 2)
 def test_causal_mask_by_hand():
     expected = _bool([[1, 0, 0], [1, 1, 0], [1, 1, 1]])
     got = causal_mask(3)
@@ -56,7 +59,6 @@ def test_masks_honour_device():
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.equation("titans", 31)
 def test_sliding_window_mask_without_prefix_by_hand():
     expected = _bool(
         [
@@ -69,7 +71,6 @@ def test_sliding_window_mask_without_prefix_by_hand():
     assert torch.equal(sliding_window_mask(4, 2), expected)
 
 
-@pytest.mark.equation("titans", 27)
 def test_sliding_window_mask_with_prefix_by_hand():
     # 2 persistent positions (causal among themselves, blind to the sequence), then 3 tokens, window 2.
     expected = _bool(
@@ -84,7 +85,6 @@ def test_sliding_window_mask_with_prefix_by_hand():
     assert torch.equal(sliding_window_mask(3, 2, prefix=2), expected)
 
 
-@pytest.mark.equation("titans", 27)
 def test_sliding_window_of_one_sees_only_itself_and_prefix():
     expected = _bool(
         [
@@ -106,13 +106,11 @@ def test_sliding_window_mask_rejects_bad_arguments():
         sliding_window_mask(0, 2)
 
 
-@pytest.mark.equation("titans", 27)
 @given(n=st.integers(1, 12), extra=st.integers(0, 5), prefix=st.integers(0, 4))
 def test_window_at_least_n_is_causal(n, extra, prefix):
     assert torch.equal(sliding_window_mask(n, n + extra, prefix=prefix), causal_mask(prefix + n))
 
 
-@pytest.mark.equation("titans", 27)
 @given(n=st.integers(1, 12), window=st.integers(1, 14), prefix=st.integers(0, 4))
 def test_sliding_window_structure(n, window, prefix):
     mask = sliding_window_mask(n, window, prefix=prefix)
@@ -135,7 +133,6 @@ def test_sliding_window_structure(n, window, prefix):
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.equation("titans", 27)
 def test_window_mask_from_positions_by_hand():
     mask = window_mask_from_positions(torch.tensor([5, 6]), torch.tensor([3, 4, 5, 6]), 2, prefix_keys=1)
     expected = _bool(
@@ -147,7 +144,6 @@ def test_window_mask_from_positions_by_hand():
     assert torch.equal(mask, expected)
 
 
-@pytest.mark.equation("titans", 27)
 @given(n=st.integers(1, 12), window=st.integers(1, 14), prefix=st.integers(0, 3))
 def test_positions_mask_equals_full_sequence_mask(n, window, prefix):
     pos = torch.arange(n)
@@ -155,7 +151,6 @@ def test_positions_mask_equals_full_sequence_mask(n, window, prefix):
     assert torch.equal(from_positions, sliding_window_mask(n, window, prefix=prefix)[prefix:])
 
 
-@pytest.mark.equation("titans", 27)
 @given(
     n=st.integers(2, 16),
     window=st.integers(1, 6),
@@ -198,7 +193,6 @@ def test_window_mask_from_positions_rejects_bad_arguments():
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.equation("titans", 23)
 def test_block_causal_mask_by_hand():
     expected = _bool(
         [
@@ -212,7 +206,6 @@ def test_block_causal_mask_by_hand():
     assert torch.equal(block_causal_mask(5, 2), expected)
 
 
-@pytest.mark.equation("titans", 23)
 @given(n_blocks=st.integers(1, 4), block=st.integers(1, 5))
 def test_block_causal_mask_is_causal_inside_blocks_and_blind_across(n_blocks, block):
     n = n_blocks * block
@@ -229,7 +222,6 @@ def test_block_causal_mask_rejects_bad_block():
         block_causal_mask(4, 0)
 
 
-@pytest.mark.equation("titans", 23)
 def test_mac_mask_by_hand():
     # [p | h1 h2 | s1 s2]: full causal attention over the extended window, as in Fig. 3a.
     expected = _bool(
@@ -244,7 +236,6 @@ def test_mac_mask_by_hand():
     assert torch.equal(mac_mask(1, 2, 2), expected)
 
 
-@pytest.mark.equation("titans", 23)
 def test_mac_mask_with_causal_memory_by_hand():
     # h_j is retrieved with segment token j's query, so segment query i may only see h_{<=i}.
     expected = _bool(
@@ -259,7 +250,6 @@ def test_mac_mask_with_causal_memory_by_hand():
     assert torch.equal(mac_mask(1, 2, 2, causal_memory=True), expected)
 
 
-@pytest.mark.equation("titans", 23)
 @given(n_p=st.integers(0, 4), n_l=st.integers(0, 4), c=st.integers(1, 6))
 def test_mac_mask_properties(n_p, n_l, c):
     mask = mac_mask(n_p, n_l, c)
@@ -270,7 +260,6 @@ def test_mac_mask_properties(n_p, n_l, c):
     assert torch.equal(segment_rows[:, n_p + n_l :], causal_mask(c))
 
 
-@pytest.mark.equation("titans", 23)
 @given(n_p=st.integers(0, 4), c=st.integers(1, 6))
 def test_mac_mask_causal_memory_properties(n_p, c):
     mask = mac_mask(n_p, c, c, causal_memory=True)

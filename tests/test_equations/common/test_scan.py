@@ -42,7 +42,6 @@ def test_scan_equals_loop(length, seed, special):
     torch.testing.assert_close(linear_recurrence(a, b, h0), loop_recurrence(a, b, h0), rtol=0, atol=1e-12)
 
 
-@pytest.mark.equation("titans", 18)
 @given(seed=st.integers(0, 10_000))
 def test_combine_is_associative(seed):
     g = torch.Generator().manual_seed(seed)

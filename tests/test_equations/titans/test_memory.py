@@ -111,8 +111,6 @@ def test_checkpointing_gives_the_same_outputs_and_gradients_and_saves_less():
         torch.testing.assert_close(a, b, **TOL)
 
 
-@pytest.mark.equation("titans", 13)
-@pytest.mark.equation("titans", 14)
 @settings(max_examples=12)
 @given(cut=st.integers(0, 13), chunk_size=st.integers(1, 5))
 def test_streaming_any_split_equals_one_call(cut, chunk_size):
@@ -154,7 +152,6 @@ def test_retrieve_does_not_change_the_memory_and_reads_current_weights():
     assert torch.equal(y, y2)
 
 
-@pytest.mark.equation("titans", 15)
 def test_linear_memory_retrieval_is_q_times_w():
     module, _ = pair(depth=1, conv_kernel=0, output_norm=False, output_gate=False, qk_norm=False, heads=1)
     state = module.init_state(1, dtype=DT)
@@ -198,7 +195,6 @@ def test_keys_values_by_hand_projection_conv_silu_then_l2_norm_of_keys():
     assert (v.norm(dim=-1) - 1).abs().min() > 1e-3
 
 
-@pytest.mark.equation("titans", 15)
 def test_queries_by_hand_projection_conv_silu_then_l2_norm():
     module = every_option_on()
     x = torch.randn(2, 6, 8, dtype=DT)
@@ -249,7 +245,6 @@ def test_alpha_zero_eta_zero_is_plain_gradient_descent():
         torch.testing.assert_close(a, b, **TOL)
 
 
-@pytest.mark.equation("titans", 13)
 def test_no_momentum_flag_is_eta_zero():
     a, _ = pair(gates="fixed", fixed_gates=(0.1, 0.0, 0.2))
     b, _ = pair(gates="fixed", fixed_gates=(0.1, 0.9, 0.2), momentum=False)
@@ -356,7 +351,6 @@ def test_65k_tokens_float32_stay_finite_and_bounded():
     assert peak < 100.0, peak
 
 
-@pytest.mark.equation("titans", 15)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_default_memory_memorizes_written_pairs(seed):
     # Issue 7's probe: write N = 16 random (unit key, value) pairs into a default NeuralMemory (dim 64) with
@@ -432,7 +426,6 @@ def test_gates_by_hand_from_the_linear_map_of_each_token():
                     torch.testing.assert_close(g, w, rtol=0, atol=1e-15)
 
 
-@pytest.mark.equation("titans", 9)
 def test_weight_decay_false_gives_alpha_exactly_zero_and_keeps_eta_theta():
     torch.manual_seed(0)
     gates = MemoryGates(4, 2, theta_max=0.5, weight_decay=False).to(DT)
@@ -469,8 +462,6 @@ def test_neural_memory_flags_reach_the_gates(gates):
     assert (no_decay.gates(x)[1] > 0).all() and (no_momentum.gates(x)[0] > 0).all()
 
 
-@pytest.mark.equation("titans", 9)
-@pytest.mark.equation("titans", 10)
 def test_without_weight_decay_the_memory_follows_eq9_by_hand():
     # linear memory, chunk size 1, learned gates, weight_decay=False: M_t = M_{t-1} + S_t (Eq. 9) with
     # S_t = eta_t S_{t-1} - theta_t 2 k_t^T (k_t M_{t-1} - v_t) (Eq. 10), keys, values and gates by hand
