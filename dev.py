@@ -7,6 +7,7 @@
     python3 dev.py lint      # ruff + Dockerfile / compose / workflow checks
     python3 dev.py format    # ruff --fix and ruff format, in place
     python3 dev.py install   # (re)install the virtualenv unconditionally
+    python3 dev.py mutate [MODULE ...]  # mutation testing (mutmut) of common/ and titans/, or of MODULEs
 
 Every command first makes sure ``.venv`` exists and is installed: ``pip install torch==2.13.0`` first
 (with ``--index-url $TORCH_INDEX_URL`` when that variable is set: that is how CI and Docker get the CPU
@@ -92,13 +93,22 @@ FORMAT_STEPS: tuple[Step, ...] = (
     Step("ruff format", ("ruff", "format", ".")),
 )
 
+# Slow (minutes per module), so not part of the test job or .ci/run. Arguments: modules to mutate.
+MUTATE_STEPS: tuple[Step, ...] = (
+    Step("mutation testing and report", ("python", "scripts/mutation_report.py")),
+)
+
 JOBS: dict[str, tuple[Step, ...]] = {
     "run": RUN_STEPS,
     "test": TEST_STEPS,
     "lint": LINT_STEPS,
     "format": FORMAT_STEPS,
     "install": (),
+    "mutate": MUTATE_STEPS,
 }
+
+# Jobs whose single step takes the command line's extra arguments (``dev.py mutate src/.../scan.py``).
+JOBS_WITH_ARGUMENTS = frozenset({"mutate"})
 
 # pytest's "no tests were collected": a test job that ran nothing must not pass.
 PYTEST_NO_TESTS = 5
@@ -247,6 +257,11 @@ def run_job(job: str, extra: Sequence[str] = ()) -> None:
         print("dev.py: extra arguments given: pytest only, without the coverage floor", flush=True)
         floorless = tuple(a for a in PYTEST.argv if not a.startswith("--cov-fail-under"))
         run_step(Step(PYTEST.name, floorless), extra)
+        return
+    if job in JOBS_WITH_ARGUMENTS:
+        (step,) = steps
+        if check_available(step, set()):
+            run_step(step, extra)
         return
     if extra:
         raise JobFailed(f"`dev.py {job}` takes no extra arguments (got {shlex.join(extra)})", code=2)

@@ -135,6 +135,33 @@ def test_pytest_collecting_no_tests_fails_the_job(dev: ModuleType, monkeypatch: 
         dev.run_step(dev.PYTEST)
 
 
+def test_mutate_job_runs_the_mutation_report_script_with_the_given_modules(
+    dev: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(dev, "echo_and_run", lambda argv, env=None: calls.append(list(argv)) or 0)
+    assert [step.argv for step in dev.JOBS["mutate"]] == [("python", "scripts/mutation_report.py")]
+    assert (ROOT / "scripts" / "mutation_report.py").is_file()
+    dev.run_job("mutate", ["src/neural_memory/common/scan.py"])
+    assert calls == [
+        [str(dev.venv_python()), "scripts/mutation_report.py", "src/neural_memory/common/scan.py"]
+    ]
+
+
+def test_only_the_mutate_job_takes_module_arguments(dev: ModuleType) -> None:
+    assert set(dev.JOBS_WITH_ARGUMENTS) == {"mutate"}
+    with pytest.raises(dev.JobFailed, match="takes no extra arguments"):
+        dev.run_job("lint", ["src/neural_memory/common/scan.py"])
+
+
+def test_mutation_run_stays_out_of_ci_and_is_documented() -> None:
+    assert "mutate" not in read(".ci/run")
+    for doc in ("README.md", "CLAUDE.md"):
+        assert "python3 dev.py mutate" in read(doc), doc
+    pyproject = read("pyproject.toml")
+    assert '"mutmut==3.8.1"' in pyproject and "[tool.mutmut]" in pyproject
+
+
 def test_install_stamp_changes_when_pyproject_changes(
     dev: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
