@@ -6,14 +6,15 @@
 mutmut's settings are in pyproject.toml (``[tool.mutmut]``): it copies ``src`` to ``mutants/``, mutates
 the modules of ``common/`` and ``titans/`` and runs, for each mutant, the equation tests under
 ``tests/test_equations/{common,titans}`` that executed the mutated function. This script runs
-``mutmut run`` once per requested module (so each gets its own runtime), reads ``mutmut results --all
-true`` and merges the counts into ``benchmarks/results/mutation.json``, then writes ``docs/mutation.md``
-from that file. Modules not requested keep their previous entry. Each entry records the sha256 of the
-module's source, so a later check can tell that the report is older than the code.
+``mutmut run`` once per requested module (so each gets its own runtime; ``--fresh`` first deletes
+mutmut's cache ``mutants/``), reads ``mutmut results --all true`` and merges the counts into
+``benchmarks/results/mutation.json``, then writes ``docs/mutation.md`` from that file. Modules not
+requested keep their previous entry. Each entry records the sha256 of the module's source, so a later
+check can tell that the report is older than the code.
 
 Score = (killed + timeout) / (total - skipped), as mutmut's own badge counts it. A survivor's note comes
 from ``scripts/mutation_notes.json`` (mutant name -> "killed by new test X" / "equivalent: reason"),
-else "not yet analysed".
+else "not yet analysed"; a noted mutant that no longer survives is still listed with its note.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -118,7 +120,8 @@ def write_markdown(report: dict[str, object], notes: dict[str, str]) -> None:
         "runs the equation tests (`tests/test_equations/common`, `tests/test_equations/titans`) that",
         "executed the mutated function. A mutant is killed when a test fails. Score = (killed + timeout) /",
         "(total - skipped). Target (issue 8): at least 90 % per module, every survivor killed by a new test",
-        "or listed as equivalent with a reason.",
+        "or listed as equivalent with a reason. Runtime: wall time of the module's `mutmut run` on 2 CPU",
+        "cores; mutants already checked in the `mutants/` cache are not rerun (`--fresh` clears it).",
         "",
         "| module | killed | survived | other | total | score | runtime | date | commit | source sha256 |",
         "|---|---:|---:|---|---:|---:|---:|---|---|---|",
@@ -134,9 +137,12 @@ def write_markdown(report: dict[str, object], notes: dict[str, str]) -> None:
     lines += ["", "Modules not in the table have not been run yet.", "", "## Surviving mutants", ""]
     for path, m in sorted(modules.items()):
         survivors: list[str] = m["survivors"]  # type: ignore[assignment]
-        lines.append(f"### `{path}` ({len(survivors)})")
+        # Mutants that survived an earlier run and that a new test now kills keep their note here.
+        fixed = sorted(n for n in notes if n.startswith(dotted(path) + ".") and n not in survivors)
+        lines.append(f"### `{path}` ({len(survivors)} surviving)")
         lines.append("")
         lines += [f"- `{n}`: {notes.get(n, 'not yet analysed')}" for n in survivors] or ["None."]
+        lines += [f"- `{n}` (survived an earlier run): {notes[n]}" for n in fixed]
         lines.append("")
     lines += [
         "Show one with `mutmut show NAME` after a run (the `mutants/` directory is not committed).",
@@ -155,7 +161,10 @@ def write_markdown(report: dict[str, object], notes: dict[str, str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("modules", nargs="*", help="module paths or dotted names (default: all)")
+    parser.add_argument("--fresh", action="store_true", help="delete mutmut's cache (mutants/) first")
     args = parser.parse_args(argv)
+    if args.fresh:
+        shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     paths = [module_path(m) for m in args.modules] or default_modules()
     runtimes = {path: run_module(path) for path in paths}
     statuses = results()

@@ -1,5 +1,7 @@
 """The parallel associative scan of a first-order linear recurrence (Titans Eq. 18, T-U5)."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -90,3 +92,28 @@ def test_bad_shapes_raise():
         linear_scan(torch.rand(2, 3), torch.rand(2, 4, 1))
     with pytest.raises(ValueError, match="initial"):
         linear_recurrence(torch.rand(2, 3), torch.rand(2, 3, 1), torch.rand(2, 5))
+
+
+@pytest.mark.parametrize(
+    ("a_shape", "b_shape"),
+    [
+        ((), (1,)),  # a without a time axis
+        ((2, 3), (2, 3)),  # b without a feature axis
+        ((2, 3), (2, 3, 4, 1)),  # b with one axis too many
+        ((2, 3), (2, 4, 1)),  # time axes differ
+    ],
+)
+def test_each_bad_scan_shape_raises_with_both_shapes_named(a_shape, b_shape):
+    a, b = torch.zeros(a_shape, dtype=DT), torch.zeros(b_shape, dtype=DT)
+    message = (
+        r"^b must have shape \(\*a\.shape, F\) for a of shape \(\.\.\., T\); "
+        rf"got a {re.escape(str(a_shape))}, b {re.escape(str(b_shape))}$"
+    )
+    with pytest.raises(ValueError, match=message):
+        linear_scan(a, b)
+
+
+def test_bad_initial_state_shape_names_the_expected_shape():
+    a, b = torch.zeros(2, 3, dtype=DT), torch.zeros(2, 3, 4, dtype=DT)
+    with pytest.raises(ValueError, match=r"^initial must have shape \(2, 4\), got \(2, 3\)$"):
+        linear_recurrence(a, b, torch.zeros(2, 3, dtype=DT))
