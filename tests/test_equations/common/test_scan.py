@@ -117,3 +117,17 @@ def test_bad_initial_state_shape_names_the_expected_shape():
     a, b = torch.zeros(2, 3, dtype=DT), torch.zeros(2, 3, 4, dtype=DT)
     with pytest.raises(ValueError, match=r"^initial must have shape \(2, 4\), got \(2, 3\)$"):
         linear_recurrence(a, b, torch.zeros(2, 3, dtype=DT))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_decay_matrix_keeps_the_dtype_of_the_gates(dtype):
+    # Powers of two: exact in every dtype, so only the identity's dtype can make the result differ.
+    a = torch.tensor([0.5, 0.25, 2.0], dtype=dtype)
+    expected = torch.tensor([[1.0, 0.0, 0.0], [0.25, 1.0, 0.0], [0.5, 2.0, 1.0]], dtype=dtype)
+    torch.testing.assert_close(decay_matrix(a), expected, rtol=0, atol=0)
+
+
+def test_decay_matrix_stays_on_the_device_of_the_gates():
+    # The meta device stands in for an accelerator: an identity built on the CPU would not combine with it.
+    out = decay_matrix(torch.ones(2, 3, device="meta"))
+    assert out.device.type == "meta" and out.shape == (2, 3, 3)
