@@ -166,12 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.fresh:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     paths = [module_path(m) for m in args.modules] or default_modules()
+    commit = git_commit()  # the code that is mutated, before anything else is committed
     runtimes = {path: run_module(path) for path in paths}
     statuses = results()
     report = json.loads(JSON_PATH.read_text()) if JSON_PATH.exists() else {"modules": {}}
     version = mutmut("--version").stdout.strip().rsplit(" ", 1)[-1]
     report["mutmut"] = version or "unknown"
-    date, commit = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), git_commit()
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     for path in paths:
         report["modules"][path] = {
             "date": date,
