@@ -1,5 +1,7 @@
 """Titans Eq. 8-10, 13-14: surprise, momentum and forgetting, one step at a time, checked by hand."""
 
+import re
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -160,3 +162,27 @@ def test_gates_out_of_range_raise():
         check_gates(ok * float("nan"), ok, ok)
     with pytest.raises(ValueError, match="same shape"):
         check_gates(ok, ok[:, :2], ok)
+
+
+def test_check_gates_accepts_the_closed_ends_of_the_ranges():
+    one, zero = t(1.0, 1.0), t(0.0, 0.0)
+    check_gates(one, one, zero)  # alpha = 1 forgets everything, eta = 1 keeps all momentum, theta = 0
+    check_gates(zero, zero, t(1e6, 1e6))  # theta has no upper bound
+
+
+@pytest.mark.parametrize(
+    ("alpha", "eta", "theta", "message"),
+    [
+        ((1.5,), (0.5,), (0.5,), "alpha must be in [0, 1] (forget gate)"),
+        ((0.5,), (1.5,), (0.5,), "eta must be in [0, 1] (surprise decay)"),
+        ((0.5,), (-0.5,), (0.5,), "eta must be in [0, 1] (surprise decay)"),
+        ((0.5,), (0.5,), (-0.5,), "theta must be >= 0 (surprise step size)"),
+        ((float("nan"),), (0.5,), (0.5,), "alpha contains NaN or Inf"),
+        ((0.5,), (float("inf"),), (0.5,), "eta contains NaN or Inf"),
+        ((0.5,), (0.5,), (float("-inf"),), "theta contains NaN or Inf"),
+        ((0.5,), (0.5, 0.5), (0.5,), "alpha, eta and theta must have the same shape, got (1,), (2,), (1,)"),
+    ],
+)
+def test_check_gates_names_the_offending_gate_and_its_range(alpha, eta, theta, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        check_gates(t(*alpha), t(*eta), t(*theta))
