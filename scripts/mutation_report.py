@@ -88,6 +88,12 @@ def results() -> dict[str, str]:
     return {m.group(1): m.group(2).strip() for m in map(RESULT_LINE.match, out.stdout.splitlines()) if m}
 
 
+def natural(name: str) -> tuple[str, int]:
+    """Sort ``f__mutmut_2`` before ``f__mutmut_12``."""
+    stem, _, number = name.rpartition("_")
+    return (stem, int(number)) if number.isdigit() else (name, 0)
+
+
 def summarise(path: str, statuses: dict[str, str], runtime: float) -> dict[str, object]:
     prefix = dotted(path) + "."
     mine = {name: s for name, s in statuses.items() if name.startswith(prefix)}
@@ -104,7 +110,7 @@ def summarise(path: str, statuses: dict[str, str], runtime: float) -> dict[str, 
         "other": {s: n for s, n in sorted(counts.items()) if s not in (*KILLED, "survived")},
         "score": round(killed / tested, 4) if tested else None,
         "runtime_seconds": round(runtime, 1),
-        "survivors": sorted(n for n, s in mine.items() if s == "survived"),
+        "survivors": sorted((n for n, s in mine.items() if s == "survived"), key=natural),
     }
 
 
@@ -121,7 +127,8 @@ def write_markdown(report: dict[str, object], notes: dict[str, str]) -> None:
         "executed the mutated function. A mutant is killed when a test fails. Score = (killed + timeout) /",
         "(total - skipped). Target (issue 8): at least 90 % per module, every survivor killed by a new test",
         "or listed as equivalent with a reason. Runtime: wall time of the module's `mutmut run` on 2 CPU",
-        "cores; mutants already checked in the `mutants/` cache are not rerun (`--fresh` clears it).",
+        "cores; mutants already checked in the `mutants/` cache are not rerun (`--fresh` clears it), and the",
+        "first module of a run also pays for mutmut's one pass over the tests to see which test runs what.",
         "",
         "| module | killed | survived | other | total | score | runtime | date | commit | source sha256 |",
         "|---|---:|---:|---|---:|---:|---:|---|---|---|",
@@ -138,7 +145,8 @@ def write_markdown(report: dict[str, object], notes: dict[str, str]) -> None:
     for path, m in sorted(modules.items()):
         survivors: list[str] = m["survivors"]  # type: ignore[assignment]
         # Mutants that survived an earlier run and that a new test now kills keep their note here.
-        fixed = sorted(n for n in notes if n.startswith(dotted(path) + ".") and n not in survivors)
+        mine = (n for n in notes if n.startswith(dotted(path) + ".") and n not in survivors)
+        fixed = sorted(mine, key=natural)
         lines.append(f"### `{path}` ({len(survivors)} surviving)")
         lines.append("")
         lines += [f"- `{n}`: {notes.get(n, 'not yet analysed')}" for n in survivors] or ["None."]
