@@ -2,6 +2,8 @@
 
     python scripts/mutation_report.py                                  # every module of common/ and titans/
     python scripts/mutation_report.py src/neural_memory/common/scan.py # some modules (paths or dotted names)
+    python scripts/mutation_report.py --fresh ...    # clear mutmut's cache mutants/ first
+    python scripts/mutation_report.py --markdown-only # rewrite docs/mutation.md from the JSON (new notes)
 
 mutmut's settings are in pyproject.toml (``[tool.mutmut]``): it copies ``src`` to ``mutants/``, mutates
 the modules of ``common/`` and ``titans/`` and runs, for each mutant, the equation tests under
@@ -150,7 +152,9 @@ def write_markdown(report: dict[str, object], notes: dict[str, str]) -> None:
         lines.append(f"### `{path}` ({len(survivors)} surviving)")
         lines.append("")
         lines += [f"- `{n}`: {notes.get(n, 'not yet analysed')}" for n in survivors] or ["None."]
-        lines += [f"- `{n}` (survived an earlier run): {notes[n]}" for n in fixed]
+        if fixed:
+            lines += ["", "Survived an earlier run:", ""]
+            lines += [f"- `{n}`: {notes[n]}" for n in fixed]
         lines.append("")
     lines += [
         "Show one with `mutmut show NAME` after a run (the `mutants/` directory is not committed).",
@@ -170,11 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("modules", nargs="*", help="module paths or dotted names (default: all)")
     parser.add_argument("--fresh", action="store_true", help="delete mutmut's cache (mutants/) first")
+    parser.add_argument("--markdown-only", action="store_true", help="rewrite docs/mutation.md, run nothing")
     args = parser.parse_args(argv)
     if args.fresh:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     paths = [module_path(m) for m in args.modules] or default_modules()
     commit = git_commit()  # the code that is mutated, before anything else is committed
+    notes = json.loads(NOTES_PATH.read_text()) if NOTES_PATH.exists() else {}
+    if args.markdown_only:
+        write_markdown(json.loads(JSON_PATH.read_text()), notes)
+        print(f"wrote {MD_PATH.relative_to(ROOT)} from {JSON_PATH.relative_to(ROOT)}")
+        return 0
     runtimes = {path: run_module(path) for path in paths}
     statuses = results()
     report = json.loads(JSON_PATH.read_text()) if JSON_PATH.exists() else {"modules": {}}
@@ -189,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
         }
     JSON_PATH.parent.mkdir(parents=True, exist_ok=True)
     JSON_PATH.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    notes = json.loads(NOTES_PATH.read_text()) if NOTES_PATH.exists() else {}
     write_markdown(report, notes)
     for path in paths:
         m = report["modules"][path]
