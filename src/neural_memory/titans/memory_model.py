@@ -157,7 +157,7 @@ class MemoryMLP(nn.Module):
         if not self.residual_norm:
             return z
         gain, bias = self.norm_params(z.shape[0]) if norm is None else norm
-        return x + gain * _normalize(z) + bias
+        return x + gain * _standardize(z)[0] + bias
 
     def readout_backward(self, z: Tensor, grad_out: Tensor) -> Tensor:
         r"""Gradient at ``z`` from the gradient ``grad_out`` at the read-out (closed-form LayerNorm backward).
@@ -172,8 +172,7 @@ class MemoryMLP(nn.Module):
         if not self.residual_norm:
             return grad_out
         gain, _ = self.norm_params(z.shape[0])
-        sigma = torch.sqrt(z.var(dim=-1, unbiased=False, keepdim=True) + LAYER_NORM_EPS)
-        z_hat = (z - z.mean(dim=-1, keepdim=True)) / sigma
+        z_hat, sigma = _standardize(z)
         g = gain * grad_out
         centred = g - g.mean(dim=-1, keepdim=True)
         return (centred - z_hat * (g * z_hat).mean(dim=-1, keepdim=True)) / sigma
@@ -213,7 +212,11 @@ class MemoryMLP(nn.Module):
         return acts, grads
 
 
-def _normalize(z: Tensor) -> Tensor:
-    """LayerNorm without affine over the last dimension (biased variance, as ``nn.LayerNorm``)."""
-    centred = z - z.mean(dim=-1, keepdim=True)
-    return centred / torch.sqrt(z.var(dim=-1, unbiased=False, keepdim=True) + LAYER_NORM_EPS)
+def _standardize(z: Tensor) -> tuple[Tensor, Tensor]:
+    """LayerNorm without affine over the last dimension (biased variance, as ``nn.LayerNorm``).
+
+    Returns ``(z_hat, sigma)``: the normalised ``z`` and ``sqrt(var + eps)``, ``(..., 1)``, which the
+    closed-form backward needs too.
+    """
+    sigma = torch.sqrt(z.var(dim=-1, unbiased=False, keepdim=True) + LAYER_NORM_EPS)
+    return (z - z.mean(dim=-1, keepdim=True)) / sigma, sigma

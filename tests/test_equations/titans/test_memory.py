@@ -426,28 +426,18 @@ def test_gates_by_hand_from_the_linear_map_of_each_token():
                     torch.testing.assert_close(g, w, rtol=0, atol=1e-15)
 
 
-def test_weight_decay_false_gives_alpha_exactly_zero_and_keeps_eta_theta():
+@pytest.mark.parametrize("off", [0, 1], ids=["weight_decay_false_alpha", "momentum_false_eta"])
+def test_a_disabled_gate_is_exactly_zero_and_the_others_keep_their_values(off):
     torch.manual_seed(0)
-    gates = MemoryGates(4, 2, theta_max=0.5, weight_decay=False).to(DT)
+    flags = {"weight_decay": off != 0, "momentum": off != 1}
+    gates = MemoryGates(4, 2, theta_max=0.5, **flags).to(DT)
     x = torch.randn(2, 3, 4, dtype=DT)
-    alpha, eta, theta = gates(x)
-    assert torch.equal(alpha, torch.zeros(4, 3, dtype=DT))
+    got = gates(x)  # (alpha, eta, theta)
+    assert torch.equal(got[off], torch.zeros(4, 3, dtype=DT))
     for b, h, t in ((0, 0, 0), (0, 1, 2), (1, 0, 1), (1, 1, 2)):
-        _, want_eta, want_theta = gates_by_hand(gates, x, b, h, t)
-        torch.testing.assert_close(eta[b * 2 + h, t], want_eta, rtol=0, atol=1e-15)
-        torch.testing.assert_close(theta[b * 2 + h, t], want_theta, rtol=0, atol=1e-15)
-
-
-def test_momentum_false_gives_eta_exactly_zero_and_keeps_alpha_theta():
-    torch.manual_seed(0)
-    gates = MemoryGates(4, 2, theta_max=0.5, momentum=False).to(DT)
-    x = torch.randn(2, 3, 4, dtype=DT)
-    alpha, eta, theta = gates(x)
-    assert torch.equal(eta, torch.zeros(4, 3, dtype=DT))
-    for b, h, t in ((0, 0, 0), (0, 1, 2), (1, 0, 1), (1, 1, 2)):
-        want_alpha, _, want_theta = gates_by_hand(gates, x, b, h, t)
-        torch.testing.assert_close(alpha[b * 2 + h, t], want_alpha, rtol=0, atol=1e-15)
-        torch.testing.assert_close(theta[b * 2 + h, t], want_theta, rtol=0, atol=1e-15)
+        want = gates_by_hand(gates, x, b, h, t)
+        for kept in {0, 1, 2} - {off}:
+            torch.testing.assert_close(got[kept][b * 2 + h, t], want[kept], rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize("gates", ["learned", "fixed"])
