@@ -31,7 +31,9 @@ sequence, since each chunk's gradients need the previous chunk's final weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -39,6 +41,7 @@ from torch.utils.checkpoint import checkpoint
 
 from neural_memory.common.scan import linear_scan
 from neural_memory.registry import implements
+from neural_memory.titans.associative_loss import associative_loss_output_grad
 from neural_memory.titans.memory_model import MemoryMLP, Weights
 from neural_memory.titans.state import MemoryState
 
@@ -85,9 +88,10 @@ def _dual_read(
     return model.readout(queries, h)
 
 
-def _chunk(model, weights, momentum, grad_weights, keys, values, queries, alpha, eta, theta, read):
+def _chunk(model, weights, momentum, grad_weights, piece, read, output_grad):
     """One chunk (or the piece of one): returns ``(y or None, weights at its end, momentum at its end)``."""
-    acts, grads = model.gradient_factors(grad_weights, keys, values)
+    keys, values, queries, alpha, eta, theta, params = piece
+    acts, grads = model.gradient_factors(grad_weights, keys, values, partial(output_grad, **params))
     c = chunk_coefficients(alpha, eta, theta)
     y = None
     if queries is not None:
@@ -107,6 +111,14 @@ def _chunk(model, weights, momentum, grad_weights, keys, values, queries, alpha,
     return y, tuple(new_w), tuple(new_s)
 
 
+def split_params(params: dict[str, Tensor] | None, sizes: list[int]) -> list[dict[str, Tensor]]:
+    """Per-token loss parameters ``(N, T, ...)`` cut into the pieces' lengths along the token axis."""
+    if not params:
+        return [{} for _ in sizes]
+    cut = {name: value.split(sizes, dim=1) for name, value in params.items()}
+    return [{name: parts[i] for name, parts in cut.items()} for i in range(len(sizes))]
+
+
 def _piece_sizes(offset: int, total: int, chunk_size: int) -> list[int]:
     """Lengths of the chunk-aligned pieces of ``total`` tokens; the first may finish a started chunk."""
     sizes, pos = [], 0
@@ -117,19 +129,17 @@ def _piece_sizes(offset: int, total: int, chunk_size: int) -> list[int]:
     return sizes
 
 
-def _run(model, weights, momentum, chunk_weights, offset, pieces, chunk_size, read):
-    """Run consecutive pieces ``(keys, values, queries, alpha, eta, theta)``.
+def _run(model, weights, momentum, chunk_weights, offset, pieces, chunk_size, read, output_grad):
+    """Run consecutive pieces ``(keys, values, queries, alpha, eta, theta, bias_params)``.
 
     Returns ``(outputs, weights, momentum, chunk_weights)``.
     """
     outputs = []
-    for keys, values, queries, alpha, eta, theta in pieces:
+    for piece in pieces:
         grad_weights = chunk_weights if offset else weights
-        y, weights, momentum = _chunk(
-            model, weights, momentum, grad_weights, keys, values, queries, alpha, eta, theta, read
-        )
+        y, weights, momentum = _chunk(model, weights, momentum, grad_weights, piece, read, output_grad)
         outputs.append(y)
-        offset = (offset + keys.shape[1]) % chunk_size
+        offset = (offset + piece[0].shape[1]) % chunk_size
         chunk_weights = grad_weights if offset else weights
     return outputs, weights, momentum, chunk_weights
 
@@ -148,6 +158,8 @@ def chunked_memory(
     chunk_size: int,
     read: str = "token",
     checkpoint_chunks: int = 0,
+    output_grad: Callable[..., Tensor] = associative_loss_output_grad,
+    bias_params: dict[str, Tensor] | None = None,
 ) -> tuple[Tensor | None, MemoryState]:
     r"""Chunk-parallel long-term memory (Titans v1, Eq. 16-18), equal to :func:`reference_memory`.
 
@@ -172,6 +184,10 @@ def chunked_memory(
     Args:
         keys, values: ``(N, T, d)``; queries: ``(N, T, d)`` or ``None`` (write only).
         alpha, eta, theta: gates ``(N, T)``.
+        output_grad: gradient of the inner loss with respect to the memory's output,
+            ``(pred, target, **bias_params) -> (N, t, d)``; Eq. 12's by default, a MIRAS attentional bias's
+            ``output_grad`` otherwise.
+        bias_params: per-token parameters of that loss (e.g. Yaad's :math:`\delta_t`), each ``(N, T, ...)``.
 
     Returns:
         ``(y (N, T, d) or None, new state)``.
@@ -180,6 +196,7 @@ def chunked_memory(
     sizes = _piece_sizes(state.offset, keys.shape[1], chunk_size)
     split = [x.split(sizes, dim=1) if x is not None else [None] * len(sizes) for x in (keys, values, queries)]
     split += [g.split(sizes, dim=1) for g in (alpha, eta, theta)]
+    split.append(split_params(bias_params, sizes))
     pieces = list(zip(*split, strict=True))
     weights, momentum, chunk_weights, offset = (
         state.weights,
@@ -191,7 +208,7 @@ def chunked_memory(
     outputs = []
     for first in range(0, len(pieces), group):
         block = pieces[first : first + group]
-        args = (model, weights, momentum, chunk_weights, offset, block, chunk_size, read)
+        args = (model, weights, momentum, chunk_weights, offset, block, chunk_size, read, output_grad)
         if group < len(pieces):
             ys, weights, momentum, chunk_weights = checkpoint(_run, *args, use_reentrant=False)
         else:

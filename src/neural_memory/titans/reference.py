@@ -12,6 +12,7 @@ of at :math:`\mathcal{M}_{t-1}`. ``chunk_size=1`` is the exact recurrence of Eq.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -20,26 +21,54 @@ from torch.func import grad, vmap
 
 from neural_memory.registry import implements
 from neural_memory.titans.associative_loss import associative_loss
-from neural_memory.titans.memory_model import MemoryMLP
+from neural_memory.titans.memory_model import MemoryMLP, Weights
 from neural_memory.titans.state import MemoryState
 from neural_memory.titans.update import forgetting_update, surprise_momentum
 
 
-def per_token_gradients(model: MemoryMLP, weights: tuple[Tensor, ...], key: Tensor, value: Tensor):
+def per_token_gradients(
+    model: MemoryMLP,
+    weights: tuple[Tensor, ...],
+    key: Tensor,
+    value: Tensor,
+    loss: Callable[..., Tensor] = associative_loss,
+    params: dict[str, Tensor] | None = None,
+):
     """:math:`\\nabla\\ell(\\mathcal{M}; x_t)` for one token of every sequence, by autograd (``torch.func``).
 
     Args:
         weights: one ``(N, d_in, d_out)`` tensor per layer; key, value: ``(N, d)``.
+        loss: the inner loss ``(pred (d,), target (d,), **params) -> ()``; Eq. 12 by default.
+        params: the loss's per-token parameters for this token, each ``(N, ...)``.
     """
 
-    def loss(ws, k, v, norm):
+    def token_loss(ws, k, v, norm, token_params):
         # One (sequence, head) row at a time: the read-out's gain and bias of that row come along.
         norm = None if norm is None else tuple(p[None] for p in norm)
         pred = model.recall(tuple(w[None] for w in ws), k[None, None], norm)[0, 0]
-        return associative_loss(pred, v)
+        return loss(pred, v, **token_params)
 
     norm = model.norm_params(key.shape[0]) if model.residual_norm else None
-    return vmap(grad(loss), in_dims=(0, 0, 0, None if norm is None else 0))(weights, key, value, norm)
+    in_dims = (0, 0, 0, None if norm is None else 0, 0)
+    return vmap(grad(token_loss), in_dims=in_dims)(weights, key, value, norm, params or {})
+
+
+Project = Callable[[Tensor], Tensor]
+
+
+def project_weights(project: Project | None, acc: Weights) -> Weights:
+    """:math:`\\mathcal{M} = \\phi(C)` layer by layer; ``None`` is the identity (no copy)."""
+    return acc if project is None else tuple(project(a) for a in acc)
+
+
+def anchors_gradient(offset: int, lag_token: bool) -> bool:
+    """Whether the token at ``offset`` in its chunk takes its gradient at the current weights.
+
+    The chunk's first token always does (the chunk's start :math:`\\mathcal{M}_{t'}`); with MIRAS' lag token
+    (Memora, Eq. 30) the second one does too — at the weights after the chunk's first token — and the rest of
+    the chunk reuses that anchor.
+    """
+    return offset == 0 or (lag_token and offset == 1)
 
 
 @implements("titans", 13, 14, 15)
@@ -55,6 +84,10 @@ def reference_memory(
     *,
     chunk_size: int = 1,
     read: str = "token",
+    loss: Callable[..., Tensor] = associative_loss,
+    bias_params: dict[str, Tensor] | None = None,
+    project: Project | None = None,
+    lag_token: bool = False,
 ) -> tuple[Tensor | None, MemoryState]:
     r"""Token-by-token long-term memory (Titans v1, Eq. 13-15; with ``chunk_size > 1``, Eq. 16's chunks).
 
@@ -67,26 +100,41 @@ def reference_memory(
     before the chunk of ``t`` otherwise. ``read="token"`` answers query ``t`` with :math:`\mathcal{M}_t`
     (after writing token ``t``); ``read="chunk"`` with :math:`\mathcal{M}_{t'}` (see ``docs/errata.md``).
 
+    **The MIRAS generalisation** (MIRAS §5.3, catalog Algorithm A). The same loop runs every MIRAS memory:
+    ``loss`` is the attentional bias, and a retention that is not linear in the gradients keeps a linear
+    accumulator :math:`C_t` (in ``state.accumulator``) and reads the memory through a map of it,
+
+    .. math::
+        C_t = (1-\alpha_t)\,C_{t-1} + S_t, \qquad \mathcal{M}_t = \phi(C_t)
+
+    (Moneta: :math:`\phi(A) = A/\|A\|_q^{q-2}`, Eq. 24; Memora: :math:`C` the log-weights and
+    :math:`\phi` a softmax, Eq. 27; Titans and Yaad: :math:`\phi = \mathrm{id}`, no accumulator). With
+    ``lag_token`` (Memora, Eq. 30) the chunk's first token is applied with the gradient at the chunk's start
+    and the rest of the chunk takes its gradients at the weights after it.
+
     Args:
         keys, values: ``(N, T, d)``; queries: ``(N, T, d)`` or ``None`` (write only).
-        alpha, eta, theta: gates ``(N, T)``.
+        alpha, eta, theta: gates ``(N, T)``: forget rate, momentum decay, step.
+        loss: the inner loss ``(pred (d,), target (d,), **params) -> ()``; Eq. 12 by default.
+        bias_params: the loss's per-token parameters, each ``(N, T, ...)``.
+        project: :math:`\phi`, applied to each layer's ``(N, d_in, d_out)`` accumulator; ``None`` = identity.
+        lag_token: MIRAS' lag token (Eq. 30).
 
     Returns:
         ``(y (N, T, d) or None, new state)``.
     """
-    weights, momentum, chunk_weights, offset = (
-        state.weights,
-        state.momentum,
-        state.chunk_weights,
-        state.offset,
-    )
+    weights, acc, momentum = state.weights, state.carried, state.momentum
+    chunk_weights, offset = state.chunk_weights, state.offset
+    params = bias_params or {}
     outputs = []
     for t in range(keys.shape[1]):
-        if offset == 0:
+        if anchors_gradient(offset, lag_token):
             chunk_weights = weights
-        grads = per_token_gradients(model, chunk_weights, keys[:, t], values[:, t])
+        token_params = {name: value[:, t] for name, value in params.items()}
+        grads = per_token_gradients(model, chunk_weights, keys[:, t], values[:, t], loss, token_params)
         momentum = surprise_momentum(momentum, grads, eta[:, t], theta[:, t])
-        weights = forgetting_update(weights, momentum, alpha[:, t])
+        acc = forgetting_update(acc, momentum, alpha[:, t])
+        weights = project_weights(project, acc)
         if queries is not None:
             read_weights = weights if read == "token" else chunk_weights
             outputs.append(model.recall(read_weights, queries[:, t : t + 1]))
@@ -101,5 +149,6 @@ def reference_memory(
         chunk_weights=chunk_weights,
         offset=offset,
         tokens_seen=state.tokens_seen + keys.shape[1],
+        accumulator=None if project is None else acc,
     )
     return y, new_state

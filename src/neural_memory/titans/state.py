@@ -26,6 +26,9 @@ class MemoryState:
         offset: tokens of the current chunk already processed, ``0 <= offset < chunk_size``.
         tokens_seen: tokens written since the start of the stream.
         conv: convolution caches of the projections (``"q"``, ``"k"``, ``"v"``), ``(batch, kernel-1, dim)``.
+        accumulator: for a MIRAS retention that is not linear in the gradients (Moneta's normalisation,
+            Memora's softmax), the linear accumulator :math:`C_t` beside the weights
+            :math:`\\mathcal{M}_t = \\phi(C_t)`; ``None`` when the weights are their own accumulator (Titans).
     """
 
     weights: Weights
@@ -34,6 +37,12 @@ class MemoryState:
     offset: int = 0
     tokens_seen: int = 0
     conv: dict[str, Tensor] = field(default_factory=dict)
+    accumulator: Weights | None = None
+
+    @property
+    def carried(self) -> Weights:
+        """What the linear recurrence updates: the accumulator if there is one, else the weights."""
+        return self.weights if self.accumulator is None else self.accumulator
 
     def detach(self) -> MemoryState:
         """The same state cut from the autograd graph (truncated back-propagation between calls)."""
@@ -43,9 +52,11 @@ class MemoryState:
             momentum=tuple(s.detach() for s in self.momentum),
             chunk_weights=tuple(w.detach() for w in self.chunk_weights),
             conv={name: c.detach() for name, c in self.conv.items()},
+            accumulator=None if self.accumulator is None else tuple(a.detach() for a in self.accumulator),
         )
 
     def numel(self) -> int:
         """Number of scalars held; constant along a stream (tests check it does not grow)."""
         tensors = [*self.weights, *self.momentum, *self.chunk_weights, *self.conv.values()]
+        tensors += list(self.accumulator or ())
         return sum(t.numel() for t in tensors)

@@ -1,0 +1,299 @@
+"""The chunk-parallel MIRAS memory (Eq. 28-32) equals the token loop: outputs, states and gradients.
+
+Two kinds of expectation: the slow token loop (:func:`neural_memory.titans.reference.reference_memory`,
+autograd gradients, one token at a time) for every retention and bias, and the paper's chunk formulas
+written out here by hand for a linear memory in the paper's column convention (Eq. 29, 30, 32).
+"""
+
+import pytest
+import torch
+
+from neural_memory.miras.chunked import miras_chunked_memory, piece_sizes
+from neural_memory.titans.associative_loss import associative_loss, associative_loss_output_grad
+from neural_memory.titans.chunked import chunked_memory
+from neural_memory.titans.memory_model import MemoryMLP
+from neural_memory.titans.reference import reference_memory
+from neural_memory.titans.state import MemoryState
+
+DT = torch.float64
+TOL = {"rtol": 1e-12, "atol": 1e-11}
+# The cubic l_p bias drives Memora's log-weights to ~100 in a few tokens (seed 0: max |L| = 126); the
+# softmax and the second layer amplify float64 rounding of those logits (~1e-14 each) to a few 1e-11 in the
+# outputs. A wrong chunk formula moves them by 1e-3 or more.
+LP_SOFTMAX_TOL = {"rtol": 1e-10, "atol": 1e-10}
+
+
+# -- losses and retentions written here, independently of neural_memory.miras ---------------------------
+
+
+def lp_loss(pred, target, p=3.0):
+    return (pred - target).abs().pow(p).sum(-1)
+
+
+def lp_grad(pred, target, p=3.0):
+    r = pred - target
+    return p * torch.sign(r) * r.abs().pow(p - 1)
+
+
+def scaled_l2_loss(pred, target, delta):  # a per-token parameter, to exercise bias_params
+    return delta[..., 0] * (pred - target).pow(2).sum(-1)
+
+
+def scaled_l2_grad(pred, target, delta):
+    return 2 * delta * (pred - target)
+
+
+def softmax_rows(c):  # Memora's phi: each output unit's incoming weights on the simplex
+    return torch.softmax(c, dim=-2)
+
+
+def lq_normalise(c, q=4.0):  # Moneta's phi, Eq. 24 as printed
+    norm = c.abs().pow(q).sum(dim=(-2, -1), keepdim=True).pow(1 / q)
+    return c / norm.pow(q - 2)
+
+
+RETENTIONS = {
+    "identity": (None, False),
+    "lq": (lq_normalise, False),
+    "softmax": (softmax_rows, False),
+    "softmax-lag": (softmax_rows, True),
+}
+BIASES = {
+    "l2": (associative_loss, associative_loss_output_grad, False),
+    "lp": (lp_loss, lp_grad, False),
+    "scaled": (scaled_l2_loss, scaled_l2_grad, True),
+}
+
+
+def make(depth=2, n=3, seq=11, dim=4, seed=0, retention="identity", norm=None, momentum=True):
+    torch.manual_seed(seed)
+    project, _ = RETENTIONS[retention]
+    model = MemoryMLP(dim, depth=depth, expansion=2, residual_norm=norm).to(DT)
+    if model.residual_norm:
+        with torch.no_grad():
+            model.norm_weight.add_(0.3 * torch.randn_like(model.norm_weight))
+            model.norm_bias.add_(0.3 * torch.randn_like(model.norm_bias))
+    acc = tuple(w + 0.05 * torch.randn_like(w) for w in model.expand(n))
+    weights = acc if project is None else tuple(project(a) for a in acc)
+    state = MemoryState(
+        weights=weights,
+        momentum=tuple(0.1 * torch.randn_like(w) for w in acc),
+        chunk_weights=weights,
+        accumulator=None if project is None else acc,
+    )
+    keys = torch.nn.functional.normalize(torch.randn(n, seq, dim, dtype=DT), dim=-1)
+    values, queries = torch.randn(n, seq, dim, dtype=DT), torch.randn(n, seq, dim, dtype=DT)
+    gates = (
+        0.2 * torch.rand(n, seq, dtype=DT),
+        torch.rand(n, seq, dtype=DT) if momentum else torch.zeros(n, seq, dtype=DT),
+        0.1 * torch.rand(n, seq, dtype=DT),  # small enough that the cubic l_p inner loop stays finite
+    )
+    params = {"delta": 0.5 + torch.rand(n, seq, 1, dtype=DT)}
+    return model, state, keys, values, queries, gates, params
+
+
+def run(fn, model, state, k, v, q, gates, params, *, retention, bias, chunk, **kw):
+    project, lag = RETENTIONS[retention]
+    loss, grad, uses_params = BIASES[bias]
+    common = {"bias_params": params if uses_params else None, "project": project, "lag_token": lag}
+    if fn == "reference":
+        return reference_memory(model, state, k, v, q, *gates, chunk_size=chunk, loss=loss, **common)
+    return miras_chunked_memory(
+        model, state, k, v, q, *gates, chunk_size=chunk, output_grad=grad, **common, **kw
+    )
+
+
+def assert_states_close(a: MemoryState, b: MemoryState, tol=TOL):
+    pairs = zip(
+        a.weights + a.momentum + a.chunk_weights, b.weights + b.momentum + b.chunk_weights, strict=True
+    )
+    for x, y in pairs:
+        torch.testing.assert_close(x, y, **tol)
+    assert (a.accumulator is None) == (b.accumulator is None)
+    for x, y in zip(a.accumulator or (), b.accumulator or (), strict=True):
+        torch.testing.assert_close(x, y, **tol)
+    assert (a.offset, a.tokens_seen) == (b.offset, b.tokens_seen)
+
+
+# -- chunked == token loop ---------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("miras", 28)
+@pytest.mark.parametrize("retention", list(RETENTIONS))
+@pytest.mark.parametrize("bias", list(BIASES))
+@pytest.mark.parametrize("norm", [False, True])
+def test_chunk_size_one_is_the_exact_recurrence(retention, bias, norm):
+    model, state, k, v, q, gates, params = make(retention=retention, norm=norm)
+    ref = run("reference", model, state, k, v, q, gates, params, retention=retention, bias=bias, chunk=1)
+    got = run("chunked", model, state, k, v, q, gates, params, retention=retention, bias=bias, chunk=1)
+    torch.testing.assert_close(got[0], ref[0], **TOL)
+    assert_states_close(got[1], ref[1])
+
+
+@pytest.mark.equation("miras", 28)
+@pytest.mark.equation("miras", 30)
+@pytest.mark.parametrize("retention", list(RETENTIONS))
+@pytest.mark.parametrize("bias", ["l2", "lp", "scaled"])
+@pytest.mark.parametrize("chunk", [2, 4, 16])
+@pytest.mark.parametrize("depth", [1, 2])
+def test_chunked_equals_reference_with_chunk_semantics(retention, bias, chunk, depth):
+    model, state, k, v, q, gates, params = make(depth=depth, seq=13, retention=retention)
+    ref = run("reference", model, state, k, v, q, gates, params, retention=retention, bias=bias, chunk=chunk)
+    got = run("chunked", model, state, k, v, q, gates, params, retention=retention, bias=bias, chunk=chunk)
+    tol = LP_SOFTMAX_TOL if (bias, retention[:7]) == ("lp", "softmax") else TOL
+    torch.testing.assert_close(got[0], ref[0], **tol)
+    assert_states_close(got[1], ref[1], tol)
+
+
+@pytest.mark.equation("miras", 28)
+@pytest.mark.parametrize("retention", ["lq", "softmax-lag"])
+def test_chunked_gradients_equal_reference_gradients(retention):
+    model, state, k, v, q, gates, params = make(retention=retention, seq=9, norm=True)
+    leaves = [k, v, q, *gates, *state.accumulator, *state.momentum]
+    for leaf in leaves:
+        leaf.requires_grad_(True)
+    project = RETENTIONS[retention][0]
+
+    def grads(fn):
+        weights = tuple(project(a) for a in state.accumulator)
+        start = MemoryState(weights, state.momentum, weights, accumulator=state.accumulator)
+        y, s = run(fn, model, start, k, v, q, gates, params, retention=retention, bias="lp", chunk=4)
+        total = (y * torch.cos(torch.arange(y.numel(), dtype=DT)).reshape(y.shape)).sum()
+        total = total + sum((w * w).sum() for w in s.weights)
+        return torch.autograd.grad(total, leaves + list(model.parameters()))
+
+    for got, want in zip(grads("chunked"), grads("reference"), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.equation("miras", 28)
+def test_materialised_form_equals_the_titans_dual_form():
+    # phi = id: the materialised per-token states and the dual form are two computations of one thing.
+    model, state, k, v, q, gates, _ = make(norm=True, seq=19)
+    want = chunked_memory(model, state, k, v, q, *gates, chunk_size=4)
+    got = miras_chunked_memory(
+        model, state, k, v, q, *gates, chunk_size=4, output_grad=associative_loss_output_grad, dual_form=False
+    )
+    torch.testing.assert_close(got[0], want[0], **TOL)
+    assert_states_close(got[1], want[1])
+
+
+@pytest.mark.equation("miras", 28)
+@pytest.mark.parametrize("retention", ["lq", "softmax-lag"])
+@pytest.mark.parametrize("split", [1, 3, 4, 5, 10])
+def test_state_continues_the_stream_at_any_split(retention, split):
+    model, state, k, v, q, gates, params = make(retention=retention, seq=11)
+
+    def call(st, sl):
+        g = tuple(x[:, sl] for x in gates)
+        return run("chunked", model, st, k[:, sl], v[:, sl], q[:, sl], g, params, retention=retention,
+                   bias="lp", chunk=4)  # fmt: skip
+
+    y_all, s_all = call(state, slice(None))
+    y1, s1 = call(state, slice(0, split))
+    y2, s2 = call(s1, slice(split, None))
+    torch.testing.assert_close(torch.cat([y1, y2], dim=1), y_all, **TOL)
+    assert_states_close(s2, s_all)
+
+
+@pytest.mark.equation("miras", 28)
+def test_a_sequence_shorter_than_a_chunk_still_updates_the_memory():
+    model, state, k, v, q, gates, params = make(retention="lq", seq=3)
+    _, new = run("chunked", model, state, k, v, q, gates, params, retention="lq", bias="lp", chunk=16)
+    assert new.offset == 3
+    assert all((a - b).abs().max() > 1e-3 for a, b in zip(new.weights, state.weights, strict=True))
+
+
+def test_dual_form_refuses_a_non_linear_retention():
+    model, state, k, v, q, gates, params = make(retention="lq")
+    with pytest.raises(ValueError, match="dual_form"):
+        run(
+            "chunked",
+            model,
+            state,
+            k,
+            v,
+            q,
+            gates,
+            params,
+            retention="lq",
+            bias="l2",
+            chunk=4,
+            dual_form=True,
+        )
+
+
+def test_pieces_split_at_chunk_ends_and_after_the_lag_token():
+    assert piece_sizes(0, 10, 4, lag_token=False) == [4, 4, 2]
+    assert piece_sizes(0, 10, 4, lag_token=True) == [1, 3, 1, 3, 1, 1]
+    assert piece_sizes(1, 6, 4, lag_token=True) == [3, 1, 2]
+    assert piece_sizes(2, 3, 4, lag_token=False) == [2, 1]
+    assert piece_sizes(0, 3, 1, lag_token=True) == [1, 1, 1]
+
+
+# -- the paper's chunk formulas, by hand, for a linear memory (column convention W (d_v, d_k)) ----------
+
+
+def linear_case(n=2, b=5, d=3, seed=1):
+    torch.manual_seed(seed)
+    model = MemoryMLP(d, depth=1).to(DT)  # a matrix memory: M(k) = k W_row = W k with W = W_row^T
+    w_row = torch.randn(n, d, d, dtype=DT)
+    keys, values = torch.randn(n, b, d, dtype=DT), torch.randn(n, b, d, dtype=DT)
+    keep = 0.5 + 0.5 * torch.rand(n, b, dtype=DT)  # MIRAS' alpha_t: the kept fraction
+    step = 0.2 * torch.rand(n, b, dtype=DT)  # MIRAS' eta_t
+    return model, w_row, keys, values, keep, step
+
+
+@pytest.mark.equation("miras", 29)
+@pytest.mark.parametrize("p", [2.0, 3.0])
+def test_chunk_end_state_is_eq_29_matmul_form(p):
+    model, w_row, keys, values, keep, step = linear_case()
+    state = MemoryState(weights=(w_row,), momentum=(torch.zeros_like(w_row),), chunk_weights=(w_row,))
+    _, s = miras_chunked_memory(
+        model, state, keys, values, None, 1 - keep, torch.zeros_like(keep), step,
+        chunk_size=keys.shape[1], output_grad=lambda pr, t: lp_grad(pr, t, p),
+    )  # fmt: skip
+    for i in range(keys.shape[0]):
+        w0, big_k, big_v = w_row[i].T, keys[i].T, values[i].T  # W_0 (d_v, d_k); K, V (d, b)
+        beta = torch.cumprod(keep[i], 0)
+        e_b, b_b = step[i], beta[-1] / beta  # E_b = [eta_1..eta_b], B_b = [beta_b / beta_i]
+        r = w0 @ big_k - big_v
+        summed = p * ((e_b * b_b)[None, :] * torch.sign(r) * r.abs() ** (p - 1)) @ big_k.T  # Eq. 29
+        want = beta[-1] * w0 - summed  # Eq. 28 at t = b
+        torch.testing.assert_close(s.weights[0][i].T, want, rtol=0, atol=1e-12)
+
+
+def half_l2_grad(pred, target):  # Eq. 31's convention: l = 1/2 ||W k - v||^2
+    return pred - target
+
+
+@pytest.mark.equation("miras", 30)
+@pytest.mark.equation("miras", 32)
+def test_memora_chunk_is_the_lag_token_then_eq_32_in_log_space():
+    model, w_row, keys, values, keep, step = linear_case(b=5)
+    log_w = w_row  # the carried log-weights L_0; M_0 = softmax(L_0)
+    m0 = torch.softmax(log_w, dim=-2)
+    state = MemoryState(
+        weights=(m0,), momentum=(torch.zeros_like(m0),), chunk_weights=(m0,), accumulator=(log_w,)
+    )
+    _, s = miras_chunked_memory(
+        model, state, keys, values, None, 1 - keep, torch.zeros_like(keep), step,
+        output_grad=half_l2_grad, project=lambda c: torch.softmax(c, dim=-2), lag_token=True, chunk_size=5,
+    )  # fmt: skip
+    for i in range(keys.shape[0]):
+        # column convention: the simplex of an output unit's weights is a row of W (d_v, d_k)
+        big_m0, big_l0 = m0[i].T, log_w[i].T
+        k, v = keys[i].T, values[i].T
+        # Eq. 30: the lag token, with the gradient (Eq. 31) at M_0
+        g1 = torch.outer(big_m0 @ k[:, 0] - v[:, 0], k[:, 0])
+        big_m1 = torch.softmax(keep[i, 0] * torch.log(big_m0) - step[i, 0] * g1, dim=-1)
+        l1 = keep[i, 0] * big_l0 - step[i, 0] * g1  # the same step in log space
+        torch.testing.assert_close(torch.softmax(l1, dim=-1), big_m1, rtol=0, atol=1e-14)
+        # Eq. 32 for tokens 2..b, gradients at M_1, accumulated in log space
+        beta = torch.cumprod(keep[i], 0)
+        weights = step[i, 1:] * beta[-1] / beta[1:]
+        summed = (weights[None, :] * (big_m1 @ k[:, 1:] - v[:, 1:])) @ k[:, 1:].T
+        want_l = beta[-1] / beta[0] * l1 - summed
+        torch.testing.assert_close(s.accumulator[0][i].T, want_l, rtol=0, atol=1e-12)
+        torch.testing.assert_close(s.weights[0][i].T, torch.softmax(want_l, dim=-1), rtol=0, atol=1e-12)
+        torch.testing.assert_close(s.weights[0][i].sum(dim=0), torch.ones(3, dtype=DT), rtol=0, atol=1e-12)
