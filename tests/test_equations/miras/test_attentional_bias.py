@@ -845,3 +845,17 @@ def test_linear_bias_step_rejects_bad_arguments():
         linear_bias_step(w, k, v, 0.1, lambda p, t: p - t)
     with pytest.raises(TypeError, match="missing token parameter 'delta'"):
         linear_bias_step(w, k, v, 0.1, YaadBias())
+
+
+@pytest.mark.equation("miras", 14)
+@pytest.mark.equation("miras", 16)
+def test_thresholds_stay_differentiable_for_the_outer_loop():
+    # δ_t is learned (§5.4): d/dδ of the clipped gradient δ Sign(r) is Sign(r) where r is clipped, else 0
+    pred, target = _t(3.0, -0.2, -5.0), _t(0.0, 0.0, 0.0)
+    for bias in (HuberBias(), YaadBias()):
+        delta = torch.tensor([1.0], dtype=F64, requires_grad=True)
+        (d_delta,) = torch.autograd.grad(
+            (bias.output_grad(pred, target, delta=delta) * _t(1.0, 2.0, 3.0)).sum(), delta
+        )
+        # Huber clips coordinates 0 and 2 (1·1 + 3·(-1)); Yaad's ‖r‖ > δ clips all three (1 - 2 - 3)
+        assert d_delta.item() == (-2.0 if isinstance(bias, HuberBias) else -4.0)
