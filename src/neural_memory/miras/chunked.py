@@ -118,6 +118,8 @@ def miras_chunked_memory(
     lag_token: bool = False,
     chunk_size: int,
     dual_form: bool | None = None,
+    read: str = "token",
+    checkpoint_chunks: int = 0,
 ) -> tuple[Tensor | None, MemoryState]:
     r"""Chunk-parallel MIRAS memory (MIRAS v1, Eq. 28-32), equal to the token loop with the same chunks.
 
@@ -148,6 +150,8 @@ def miras_chunked_memory(
         chunk_size: ``b``.
         dual_form: read through the dual form without materialising states (only for ``project=None``
             without lag token); ``None`` chooses it whenever it applies.
+        read, checkpoint_chunks: as in :func:`~neural_memory.titans.chunked.chunked_memory`; the
+            materialised form supports only ``read="token"`` without checkpointing.
 
     Returns:
         ``(y (N, T, d) or None, new state)``.
@@ -159,9 +163,11 @@ def miras_chunked_memory(
         raise ValueError("dual_form=True needs project=None and lag_token=False (a linear retention)")
     if dual_form:
         return chunked_memory(
-            model, state, keys, values, queries, alpha, eta, theta,
-            chunk_size=chunk_size, output_grad=output_grad, bias_params=bias_params,
+            model, state, keys, values, queries, alpha, eta, theta, chunk_size=chunk_size, read=read,
+            checkpoint_chunks=checkpoint_chunks, output_grad=output_grad, bias_params=bias_params,
         )  # fmt: skip
+    if read != "token" or checkpoint_chunks:
+        raise ValueError("the materialised form needs read='token' and checkpoint_chunks=0")
     sizes = piece_sizes(state.offset, keys.shape[1], chunk_size, lag_token)
     split = [x.split(sizes, dim=1) if x is not None else [None] * len(sizes) for x in (keys, values, queries)]
     split += [g.split(sizes, dim=1) for g in (alpha, eta, theta)]

@@ -26,6 +26,7 @@ MixerBuilder = Callable[..., nn.Module]
 PROVIDER_MODULES: list[str] = [
     "neural_memory.models.transformer",
     "neural_memory.titans.models",
+    "neural_memory.miras.models",
 ]
 
 # Keys build_lm consumes itself; everything else in ``config`` goes to the mixer builder.

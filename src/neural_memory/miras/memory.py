@@ -1,0 +1,208 @@
+r"""The MIRAS memory: architecture × attentional bias × retention gate × learning algorithm (MIRAS §3, §5.3).
+
+:class:`MirasMemory` is the Titans long-term memory (:class:`~neural_memory.titans.memory.NeuralMemory`:
+projections, short convolutions, l2-normalised queries and keys, output normalisation and gate, the state
+that continues a stream at any split point) with its four choices open:
+
+* **architecture** — the memory network :class:`~neural_memory.titans.memory_model.MemoryMLP` (``depth=1``:
+  a matrix; ``depth=2`` with ``residual_norm``: MIRAS' :math:`x + \mathrm{LN}(W_1\sigma(W_2 x))`, M-U25);
+* **attentional bias** — the inner loss, an :class:`~neural_memory.miras.attentional_bias.AttentionalBias`;
+* **retention** — a :class:`~neural_memory.miras.retention.Retention`: how the state is kept (a linear
+  accumulator :math:`C` decayed by :math:`1-\alpha_t`, read through :math:`\mathcal{M} = \phi(C)`);
+* **algorithm** — gradient descent, with Titans' momentum (``momentum=True``) or without.
+
+With (MLP, :math:`\ell_2`, weight decay, GD + momentum) it *is* the Titans memory, bit for bit
+(``tests/test_integration/test_miras_titans.py``). The presets are the paper's three models:
+:func:`moneta` (Eq. 24-25), :func:`yaad` (Eq. 26), :func:`memora` (Eq. 27).
+
+**Gates** (M-U32 says channel-wise, through a rank-32/64 bottleneck, with no activations or ranges). Ours are
+Titans' (:mod:`neural_memory.titans.gates`): one scalar per token and head, from a linear map of
+:math:`x_t` and a sigmoid — the forget rate :math:`1-\alpha_t` (MIRAS writes the kept fraction
+:math:`\alpha_t`), the step :math:`\eta_t = \theta_{\max}\sigma(\cdot)` (Titans' :math:`\theta_t`), and for the
+Huber-type biases :math:`\delta_t = \mathrm{softplus}(\cdot)`, one per token and head (catalog A8: the switch
+compares a norm against it). See ``docs/errata.md``, "MIRAS §5.4 gates".
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from neural_memory.miras.attentional_bias import AttentionalBias, L2Bias, LpBias, YaadBias
+from neural_memory.miras.chunked import miras_chunked_memory
+from neural_memory.miras.retention import KLSoftmax, LqNormalization, Retention, WeightDecay
+from neural_memory.registry import implements
+from neural_memory.titans.memory import NeuralMemory
+from neural_memory.titans.reference import reference_memory
+from neural_memory.titans.state import MemoryState
+from neural_memory.titans.update import check_gates
+
+
+class DeltaGate(nn.Module):
+    r"""The threshold :math:`\delta_t = \mathrm{softplus}(x_t w_\delta + b_\delta) > 0`, one per token and head.
+
+    Args:
+        dim: input width; heads: one threshold per head.
+        init: :math:`\delta` at zero input (default: set by the caller, e.g. :math:`\sqrt{d_{head}}`, the
+            size of a residual between unrelated unit-scale vectors).
+    """
+
+    def __init__(self, dim: int, heads: int, init: float):
+        super().__init__()
+        if not init > 0:
+            raise ValueError(f"init (the initial delta) must be > 0, got {init}")
+        self.heads = heads
+        self.proj = nn.Linear(dim, heads)
+        nn.init.normal_(self.proj.weight, std=0.02)
+        with torch.no_grad():  # softplus^{-1}(init)
+            self.proj.bias.fill_(init + math.log(-math.expm1(-init)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x (B, T, dim)`` → ``delta (B * heads, T, 1)``."""
+        b, t, _ = x.shape
+        delta = nn.functional.softplus(self.proj(x))
+        return delta.reshape(b, t, self.heads).permute(0, 2, 1).reshape(b * self.heads, t, 1)
+
+
+class MirasMemory(NeuralMemory):
+    """A MIRAS memory layer: ``forward(x (B, T, dim), state) -> (y (B, T, dim), state)``.
+
+    Args:
+        dim: model width, split into ``heads`` memories.
+        bias: the attentional bias (default :math:`\\ell_2`, Titans Eq. 12).
+        retention: the retention gate (default weight decay, Titans Eq. 13).
+        momentum: GD with Titans' momentum (Eq. 14) instead of plain GD.
+        delta_init: initial Huber/Yaad threshold; ``None`` = :math:`\\sqrt{d_{head}}`.
+        **kwargs: everything else :class:`~neural_memory.titans.memory.NeuralMemory` takes (``depth``,
+            ``chunk_size``, ``heads``, ``expansion``, ``activation``, ``residual_norm``, ``weight_decay``,
+            ``theta_max``, ``gates``, ``fixed_gates``, ``impl``, ...). ``read`` must stay ``"token"`` and
+            ``checkpoint_chunks`` 0 for a non-linear retention.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        bias: AttentionalBias | None = None,
+        retention: Retention | None = None,
+        momentum: bool = True,
+        delta_init: float | None = None,
+        **kwargs,
+    ):
+        super().__init__(dim, momentum=momentum, **kwargs)
+        bias = L2Bias() if bias is None else bias
+        retention = WeightDecay() if retention is None else retention
+        if not isinstance(bias, AttentionalBias):
+            raise TypeError(f"bias must be an AttentionalBias, got {type(bias).__name__}")
+        if not isinstance(retention, Retention):
+            raise TypeError(f"retention must be a Retention, got {type(retention).__name__}")
+        self.bias, self.retention = bias, retention
+        self.linear_retention = isinstance(retention, WeightDecay)
+        if not self.linear_retention and (self.read != "token" or self.checkpoint_chunks):
+            raise ValueError("a non-linear retention needs read='token' and checkpoint_chunks=0")
+        unknown = set(bias.token_params) - {"delta"}
+        if unknown:
+            raise ValueError(f"no gate produces the bias parameters {sorted(unknown)}")
+        self.delta_gate = None
+        if "delta" in bias.token_params:
+            init = math.sqrt(self.head_dim) if delta_init is None else delta_init
+            self.delta_gate = DeltaGate(dim, self.heads, init)
+
+    def _project(self):
+        return None if self.linear_retention else self.retention.project
+
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> MemoryState:
+        """:math:`C_0` (learned: the memory network's initial weights), :math:`\\mathcal{M}_0 = \\phi(C_0)`."""
+        state = super().init_state(batch_size, device=device, dtype=dtype)
+        if self.linear_retention:
+            return state
+        acc = state.weights
+        weights = tuple(self.retention.project(a) for a in acc)
+        return MemoryState(
+            weights=weights, momentum=state.momentum, chunk_weights=weights, conv=state.conv, accumulator=acc
+        )
+
+    def _write(self, x, keys, values, queries, state):
+        alpha, eta, theta = self.gates(x)
+        if not torch.compiler.is_compiling():
+            check_gates(alpha.detach(), eta.detach(), theta.detach())
+        params = {} if self.delta_gate is None else {"delta": self.delta_gate(x)}
+        args = (self.memory, state, keys, values, queries, alpha, eta, theta)
+        common = {"bias_params": params, "project": self._project(), "lag_token": self.retention.lag_token}
+        if self.impl == "reference":
+            return reference_memory(
+                *args, chunk_size=self.chunk_size, read=self.read, loss=self.bias.loss, **common
+            )
+        return miras_chunked_memory(
+            *args, chunk_size=self.chunk_size, read=self.read, checkpoint_chunks=self.checkpoint_chunks,
+            output_grad=self.bias.output_grad, **common,
+        )  # fmt: skip
+
+
+# -- the paper's three models (§5.3; defaults of §6 and Table 5 where given) ----------------------------------
+
+PRESET_DEFAULTS = {"depth": 2, "expansion": 4, "activation": "gelu", "residual_norm": True, "momentum": False}
+
+
+@implements("miras", 24, 25)
+def moneta(dim: int, *, p: float = 3.0, q: float = 4.0, **kwargs) -> MirasMemory:
+    r"""Moneta (MIRAS v1, Eq. 24-25): :math:`\ell_p` attentional bias, :math:`\ell_q` retention, GD.
+
+    .. math::
+        A_t = \alpha_t A_{t-1} - \eta_t\nabla\ell_p(W_{t-1}; \mathbf{k}_t, \mathbf{v}_t), \qquad
+        W_t = \frac{A_t}{\|A_t\|_q^{q-2}} \qquad (24) \\
+        \nabla\ell_p(W_{t-1}; \mathbf{k}_t, \mathbf{v}_t) = p\,\big(\mathrm{Sign}(W\mathbf{k}_t - \mathbf{v}_t)
+            \odot |W\mathbf{k}_t - \mathbf{v}_t|^{p-1}\big)\mathbf{k}_t^\top \qquad (25)
+
+    A memory whose inner loss punishes large errors more (p = 3) and whose weights are kept on an
+    :math:`\ell_q` sphere-like scale. The printed :math:`W_{i-1}` reads :math:`W_{t-1}` and the :math:`\eta_t`
+    printed inside Eq. 25's gradient is applied once (catalog A1, A4); Sign and :math:`|\cdot|` are the smooth
+    surrogates of Remark 5 (M-U10). Defaults (p, q) = (3, 4), a 2-layer GELU MLP with expansion 4 and the
+    residual LayerNorm read-out (M-U25).
+
+    Args:
+        dim: model width; p: bias exponent >= 1; q: retention exponent >= 1;
+        **kwargs: overrides for :class:`MirasMemory`.
+    """
+    config = {**PRESET_DEFAULTS, **kwargs}
+    return MirasMemory(dim, bias=LpBias(p=p, smooth=True), retention=LqNormalization(q=q), **config)
+
+
+@implements("miras", 26)
+def yaad(dim: int, **kwargs) -> MirasMemory:
+    r"""Yaad (MIRAS v1, Eq. 26): the Huber-type :math:`\ell_2`/:math:`\ell_1` switch with weight decay, GD.
+
+    .. math::
+        W_t = \alpha_t W_{t-1} - \begin{cases} \eta_t\nabla\ell_2(W_{t-1}; \mathbf{k}_t, \mathbf{v}_t) &
+            \|\mathcal{M}(\mathbf{k}_t) - \mathbf{v}_t\| \le \delta_t \\ \eta_t\delta_t\nabla\ell_1(W_{t-1};
+            \mathbf{k}_t, \mathbf{v}_t) & \text{otherwise} \end{cases} \qquad (26)
+
+    Learn like the squared loss on ordinary tokens and with a bounded step on outliers; :math:`\delta_t` is
+    a gate (:class:`DeltaGate`).
+
+    Args:
+        dim: model width; **kwargs: overrides for :class:`MirasMemory`.
+    """
+    config = {**PRESET_DEFAULTS, **kwargs}
+    return MirasMemory(dim, bias=YaadBias(), retention=WeightDecay(), **config)
+
+
+@implements("miras", 27)
+def memora(dim: int, **kwargs) -> MirasMemory:
+    r"""Memora (MIRAS v1, Eq. 27): :math:`\ell_2` attentional bias, KL retention: a softmax update, GD.
+
+    .. math::
+        W_t = \mathrm{Softmax}\big(\alpha_t\log(W_{t-1}) - \eta_t\nabla\ell_2(W_{t-1};
+            \mathbf{k}_t, \mathbf{v}_t)\big) \qquad (27)
+
+    Weights live on the probability simplex (each output unit's incoming weights, catalog A7); the state
+    carries the log-weights, so the update is linear in them and :math:`\log` of a weight is never taken.
+    :math:`\ell_2 = \tfrac12\|\cdot\|^2` (Eq. 31's convention); the lag token of Eq. 30 in chunks.
+
+    Args:
+        dim: model width; **kwargs: overrides for :class:`MirasMemory`.
+    """
+    config = {**PRESET_DEFAULTS, **kwargs}
+    return MirasMemory(dim, bias=L2Bias(scale=0.5), retention=KLSoftmax(), **config)
