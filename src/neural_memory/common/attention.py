@@ -54,10 +54,13 @@ def _check_square(q: torch.Tensor, k: torch.Tensor) -> None:
 
 
 @implements("titans", 1)
+@implements("miras", 1)
 def qkv_projection(
     x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""Query, key and value projections (Titans v1, Eq. 1).
+
+    Also MIRAS v1 Eq. 1 (the same formula in MIRAS §2).
 
     .. math::
         \mathbf{Q} = x\mathbf{W}_{\mathrm{Q}}, \quad \mathbf{K} = x\mathbf{W}_{\mathrm{K}},
@@ -137,10 +140,13 @@ def _check_mask(mask: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
 
 
 @implements("titans", 2)
+@implements("miras", 2)
 def causal_softmax_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None
 ) -> torch.Tensor:
     r"""Causal softmax attention (Titans v1, Eq. 2).
+
+    Also MIRAS v1 Eq. 2 (the same formula in MIRAS §2).
 
     .. math::
         \mathbf{y}_i = \sum_{j=1}^{i}

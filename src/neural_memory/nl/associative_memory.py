@@ -327,8 +327,12 @@ class OrthogonalityObjective(InnerObjective):
 
 
 @implements("nl", 6)
+@implements("miras", 4)
 def associative_memory(objective: InnerObjective, keys: Tensor, values: Tensor) -> Tensor:
     r"""The memory that best maps the keys to the values (NL v1, Eq. 6, Definition 1).
+
+    Also MIRAS v1, Eq. 4 (Definition 3.1, the same definition; there the objective is the "attentional
+    bias" :math:`\mathcal L(\mathcal M(\mathcal K); \mathcal V)`).
 
     .. math::
         \mathcal{M}^* = \arg\min_{\mathcal{M}}\ \tilde{\mathcal{L}}(\mathcal{M}(\mathcal{K}); \mathcal{V})
