@@ -54,6 +54,11 @@ def _kl_g(y: torch.Tensor) -> torch.Tensor:
     return torch.exp(y - 1)
 
 
+def _softplus(y: torch.Tensor) -> torch.Tensor:
+    """log(1 + e^y) without torch's switch to y above 20 (which drops e^{-y} ~ 2e-9)."""
+    return torch.logaddexp(y, torch.zeros_like(y))
+
+
 def _slice_softmax(z: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     """Softmax over several dims, written out: exp(z - max) / sum."""
     e = torch.exp(z - z.amax(dim=dims, keepdim=True))
@@ -168,7 +173,7 @@ def test_f_divergence_with_softplus_g_meets_its_kkt_conditions(w, grad, eta, c):
     # g = softplus is increasing onto (0, ∞); f' = g⁻¹(τ) = log(e^τ − 1) (M-U17's construction).
     # Stationarity of <W, η∇ℓ> + Σ W' f(W/W') + ζ(ΣW − c): f'(W_t/W') + η∇ℓ = −ζ, the same for all entries.
     w, grad = torch.from_numpy(w), torch.from_numpy(grad)
-    got = f_divergence_step(w, grad, eta, torch.nn.functional.softplus, c=c)
+    got = f_divergence_step(w, grad, eta, _softplus, c=c)
     minus_zeta = torch.log(torch.expm1(got / w)) + eta * grad
     assert float(minus_zeta.max() - minus_zeta.min()) < 1e-9
     assert abs(float(got.sum()) - c) < 1e-12 * c
@@ -194,7 +199,7 @@ def test_f_divergence_stays_on_the_simplex_for_large_inputs(w, grad, eta, c):
 @pytest.mark.equation("miras", 18)
 def test_f_divergence_zero_gradient_keeps_a_point_of_the_simplex():
     w = torch.tensor([[0.1, 0.3], [0.6, 1.0]], dtype=F64)  # sums to c = 2
-    got = f_divergence_step(w, torch.zeros_like(w), 0.5, torch.nn.functional.softplus, c=2.0)
+    got = f_divergence_step(w, torch.zeros_like(w), 0.5, _softplus, c=2.0)
     torch.testing.assert_close(got, w, rtol=0, atol=1e-13)
 
 
@@ -370,6 +375,29 @@ def test_memora_is_the_argmin_of_its_kl_plus_entropy_retention(alpha, eta, seed)
 
     expected = simplex_argmin(objective, 4, 1.0)
     torch.testing.assert_close(memora_step(w_prev, grad, eta, alpha), expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.equation("miras", 27)
+@given(
+    w=arrays(np.float64, 4, elements=st.floats(0.01, 10.0)),
+    other=arrays(np.float64, 4, elements=st.floats(0.01, 10.0)),
+    grad=_finite_arrays(4, -10.0, 10.0),
+    eta=st.floats(0.0, 10.0),
+    alpha=st.floats(0.0, 1.0),
+    eps=st.floats(1e-4, 1.0),
+)
+def test_memora_step_decreases_its_objective(w, other, grad, eta, alpha, eps):
+    w, other, grad = torch.from_numpy(w), torch.from_numpy(other), torch.from_numpy(grad)
+    w_prev, other = w / w.sum(), other / other.sum()
+
+    def objective(x):
+        kl = (x * torch.log(x / w_prev)).sum()
+        return eta * ((x - w_prev) * grad).sum() + alpha * kl + (1 - alpha) * (x * torch.log(x)).sum()
+
+    new = memora_step(w_prev, grad, eta, alpha)
+    tol = 1e-12 * (1 + abs(float(objective(new))))
+    assert float(objective(new)) <= float(objective(w_prev)) + tol
+    assert float(objective(new)) <= float(objective((1 - eps) * new + eps * other)) + tol
 
 
 @pytest.mark.equation("miras", 21)
@@ -658,6 +686,25 @@ def test_lq_ftrl_printed_form_is_exact_only_at_q_two(q, exact):
     assert (error < 1e-10) is exact
 
 
+@given(
+    acc=_finite_arrays(5, -10.0, 10.0),
+    direction=_finite_arrays(5, -1.0, 1.0),
+    q=st.floats(1.1, 2.0),
+    eps=st.floats(1e-6, 1.0),
+)
+def test_lq_ftrl_weights_decrease_the_ftrl_objective(acc, direction, q, eps):
+    # η·(FTRL objective) = −<W, A> + ‖W‖_q²/(2(q − 1)), A = −ηΣ∇ℓ
+    acc, direction = torch.from_numpy(acc), torch.from_numpy(direction)
+
+    def objective(w):
+        return -(w * acc).sum() + _lq(w, q) ** 2 / (2 * (q - 1))
+
+    w = lq_ftrl_weights(acc, q)
+    tol = 1e-12 * (1 + abs(float(objective(w))))
+    assert float(objective(w)) <= float(objective(torch.zeros(5, dtype=F64))) + tol
+    assert float(objective(w)) <= float(objective(w + eps * direction)) + tol
+
+
 def test_lq_ftrl_weights_by_hand_and_at_zero():
     # q = 3/2 → p = 3: W = ½ Sign(A)|A|²/‖A‖_3; A = (1, −2): ‖A‖_3 = 9^{1/3}
     got = lq_ftrl_weights(torch.tensor([1.0, -2.0], dtype=F64), 1.5)
@@ -870,6 +917,27 @@ def test_yaad_gates_come_from_minimising_the_printed_retention(theta, beta):
     assert_stationary(objective, argmin)
     alpha, step = yaad_gates(theta, beta)
     torch.testing.assert_close(alpha * w_prev - step * grad, argmin, rtol=0, atol=1e-12)
+
+
+@given(
+    w=_finite_arrays(4, -10.0, 10.0),
+    grad=_finite_arrays(4, -10.0, 10.0),
+    direction=_finite_arrays(4, -1.0, 1.0),
+    theta=st.floats(0.01, 10.0),
+    beta=st.floats(0.01, 10.0),
+    eps=st.floats(1e-6, 1.0),
+)
+def test_yaad_step_decreases_its_objective(w, grad, direction, theta, beta, eps):
+    w, grad, direction = torch.from_numpy(w), torch.from_numpy(grad), torch.from_numpy(direction)
+
+    def objective(x):
+        return ((x - w) * grad).sum() + ((x - w) ** 2).sum() / (2 * theta) + (x**2).sum() / beta
+
+    alpha, step = yaad_gates(theta, beta)
+    new = alpha * w - step * grad
+    tol = 1e-12 * (1 + abs(float(objective(new))))
+    assert float(objective(new)) <= float(objective(w)) + tol
+    assert float(objective(new)) <= float(objective(new + eps * direction)) + tol
 
 
 def test_yaad_gates_by_hand():
