@@ -110,7 +110,7 @@ class MirasMemory(NeuralMemory):
             init = math.sqrt(self.head_dim) if delta_init is None else delta_init
             self.delta_gate = DeltaGate(dim, self.heads, init)
 
-    def _project(self):
+    def _phi(self):
         return None if self.linear_retention else self.retention.project
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> MemoryState:
@@ -130,7 +130,7 @@ class MirasMemory(NeuralMemory):
             check_gates(alpha.detach(), eta.detach(), theta.detach())
         params = {} if self.delta_gate is None else {"delta": self.delta_gate(x)}
         args = (self.memory, state, keys, values, queries, alpha, eta, theta)
-        common = {"bias_params": params, "project": self._project(), "lag_token": self.retention.lag_token}
+        common = {"bias_params": params, "project": self._phi(), "lag_token": self.retention.lag_token}
         if self.impl == "reference":
             return reference_memory(
                 *args, chunk_size=self.chunk_size, read=self.read, loss=self.bias.loss, **common

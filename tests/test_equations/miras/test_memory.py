@@ -1,0 +1,166 @@
+"""The MIRAS memory module and its presets (Moneta Eq. 24-25, Yaad Eq. 26, Memora Eq. 27), by hand.
+
+Each preset, with a linear memory (``depth=1``, no read-out norm), fixed gates and one head, is run through
+the module and compared with its recurrence written out here token by token in the row convention of
+:class:`~neural_memory.titans.memory_model.MemoryMLP` (``M(k) = k W``, so :math:`\\nabla_W \\ell = k^\\top
+\\partial\\ell/\\partial\\mathcal{M}`). The projections are the module's own (they are Titans Eq. 11,
+verified elsewhere); everything after them is recomputed here.
+"""
+
+import math
+
+import pytest
+import torch
+
+from neural_memory.miras.memory import MirasMemory, memora, moneta, yaad
+from neural_memory.miras.retention import KLSoftmax
+
+DT = torch.float64
+DIM = 4
+KEEP, STEP = 0.9, 0.05  # MIRAS' alpha_t (kept fraction) and eta_t
+
+
+def linear(preset, chunk=1, **kwargs):
+    torch.manual_seed(0)
+    config = {"depth": 1, "residual_norm": False, "heads": 1, "chunk_size": chunk, "conv_kernel": 0,
+              "gates": "fixed", "fixed_gates": (1 - KEEP, 0.0, STEP)}  # fmt: skip
+    return preset(DIM, **{**config, **kwargs}).to(DT)
+
+
+def streams(module, x):
+    state = module.init_state(x.shape[0], dtype=DT)
+    keys, values, state = module.keys_values(x, state)
+    queries, _ = module.queries(x, state)
+    return keys, values, queries
+
+
+def by_hand(module, x, write, read=lambda c: c):
+    """Run ``C <- write(C, k, v, W)``, ``W = read(C)``, ``y = q W`` token by token; the module's output."""
+    keys, values, queries = streams(module, x)
+    acc = module.memory.initial_weights[0].detach()[0]  # C_0, (d, d)
+    weights, outputs = read(acc), []
+    for t in range(x.shape[1]):
+        k, v, q = keys[0, t], values[0, t], queries[0, t]
+        acc = write(acc, k, v, weights)
+        weights = read(acc)
+        outputs.append(q @ weights)
+    return module._output(torch.stack(outputs)[None], x), weights
+
+
+def smooth_lp_grad(r, p=3.0, eps=1e-6, sharpness=1e3):  # Remark 5 (M-U10): Sign ~ tanh, |x| ~ sqrt(x^2+eps)
+    return p * torch.tanh(sharpness * r) * (r * r + eps) ** ((p - 1) / 2)
+
+
+@pytest.mark.equation("miras", 24)
+@pytest.mark.equation("miras", 25)
+def test_moneta_is_its_recurrence_by_hand():
+    module = linear(moneta)
+    x = torch.randn(1, 9, DIM, dtype=DT)
+
+    def write(a, k, v, w):  # Eq. 24-25: A <- alpha A - eta p (Sign(r) |r|^{p-1}) k^T, r at W_{t-1}
+        return KEEP * a - STEP * torch.outer(k, smooth_lp_grad(k @ w - v))
+
+    def read(a, q=4.0):  # W = A / ||A||_q^{q-2}, entrywise norm of the layer
+        return a / a.abs().pow(q).sum().pow(1 / q) ** (q - 2)
+
+    want, w_last = by_hand(module, x, write, read)
+    got, state = module(x)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(state.weights[0][0], w_last, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.equation("miras", 26)
+def test_yaad_is_its_recurrence_by_hand():
+    module = linear(yaad, delta_init=0.6)
+    x = 3 * torch.randn(1, 12, DIM, dtype=DT)  # large enough that some residuals pass the threshold
+    with torch.no_grad():
+        module.delta_gate.proj.weight.zero_()  # delta_t = 0.6 for every token
+    branches = []
+
+    def write(w, k, v, _):  # Eq. 26 with l2 = 1/2 ||r||^2 and l1 = ||r||_1
+        r = k @ w - v
+        inside = bool(r.norm() <= 0.6)
+        branches.append(inside)
+        g = r if inside else 0.6 * torch.sign(r)
+        return KEEP * w - STEP * torch.outer(k, g)
+
+    want, _ = by_hand(module, x, write)
+    got, _ = module(x)
+    assert any(branches) and not all(branches)  # both branches are exercised
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.equation("miras", 27)
+def test_memora_is_its_recurrence_by_hand():
+    module = linear(memora)
+    x = torch.randn(1, 9, DIM, dtype=DT)
+
+    def write(log_w, k, v, w):  # Eq. 27: W <- Softmax(alpha log W - eta (W k - v) k^T), here in log space
+        return KEEP * torch.log(w) - STEP * torch.outer(k, k @ w - v)
+
+    want, w_last = by_hand(module, x, write, lambda c: torch.softmax(c, dim=0))
+    got, state = module(x)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(state.weights[0][0], w_last, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(w_last.sum(dim=0), torch.ones(DIM, dtype=DT), rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("miras", 28)
+@pytest.mark.parametrize("preset", [moneta, yaad, memora])
+def test_every_preset_chunked_equals_its_token_loop_with_gradients(preset):
+    torch.manual_seed(1)
+    fast = preset(8, heads=2, chunk_size=4).to(DT)
+    slow = preset(8, heads=2, chunk_size=4, impl="reference").to(DT)
+    slow.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 10, 8, dtype=DT)
+    results = []
+    for module in (fast, slow):
+        y, state = module(x)
+        loss = (y * y).sum() + sum((w * w).sum() for w in state.weights)
+        results.append((y, torch.autograd.grad(loss, list(module.parameters()))))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-11, atol=1e-11)
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("preset", [moneta, yaad, memora])
+def test_presets_stay_finite_on_inputs_up_to_1e4(preset):
+    torch.manual_seed(2)
+    module = preset(8, heads=2)
+    x = 1e4 * torch.randn(2, 40, 8)
+    y, state = module(x)
+    assert torch.isfinite(y).all()
+    assert all(torch.isfinite(w).all() for w in state.weights)
+
+
+@pytest.mark.parametrize("preset", [moneta, yaad, memora])
+def test_presets_have_the_papers_memory(preset):
+    module = preset(16, heads=2)
+    assert module.memory.depth == 2 and module.memory.residual_norm  # M-U25: x + LN(W1 sigma(W2 x))
+    assert module.memory.activation == "gelu"
+    assert module.memory.initial_weights[0].shape == (2, 8, 32)  # expansion 4
+    assert not module.gates.momentum  # plain GD (Table 1)
+
+
+def test_memora_state_carries_the_log_weights():
+    module = memora(8, heads=2)
+    state = module.init_state(3)
+    for acc, w in zip(state.accumulator, state.weights, strict=True):
+        torch.testing.assert_close(w, torch.softmax(acc, dim=-2))
+
+
+def test_invalid_choices_raise():
+    with pytest.raises(ValueError, match="p"):
+        moneta(8, p=0.5)
+    with pytest.raises(ValueError, match="q"):
+        moneta(8, q=0.0)
+    with pytest.raises(ValueError, match="init"):
+        yaad(8, delta_init=-1.0)
+    with pytest.raises(ValueError, match="read"):
+        MirasMemory(8, retention=KLSoftmax(), read="chunk")
+
+
+def test_yaad_threshold_starts_at_the_residual_scale():
+    delta = yaad(16, heads=4).delta_gate(torch.zeros(1, 3, 16))  # sqrt(head_dim) = 2 at zero input
+    assert delta.shape == (4, 3, 1)
+    assert all(math.isclose(d, 2.0, rel_tol=1e-6) for d in delta.flatten().tolist())
