@@ -24,7 +24,9 @@ system, solved once per chunk for all chunks at once:
 
 i.e. with ``T = (I + A)^{-1} diag(β)``: ``U = T V − W S_0ᵀ``, ``W = T diag(γ) K``. Then, per chunk,
 ``O = diag(γ) Q S_0ᵀ + (Q Kᵀ ⊙ Γ)_{tril} U`` and ``S_b = γ_b S_0 + Uᵀ diag(γ_b/γ) K`` with
-``Γ_{ri} = γ_r/γ_i``: matmuls, and a loop over chunks (not tokens) for the state.
+``Γ_{ri} = γ_r/γ_i``. Substituting ``U`` makes the chunk-to-chunk state a linear recurrence,
+``S_b = S_0 (γ_b I − Wᵀ K_end) + U'ᵀ K_end`` with ``K_end = diag(γ_b/γ) K``: everything but one
+``(d_v, d_k) @ (d_k, d_k)`` product per chunk is a batched matmul over all chunks.
 """
 
 from __future__ import annotations
@@ -111,12 +113,15 @@ def recurrent_delta_rule(
         ``(o, S_T)``: outputs ``(B, H, T, d_v)`` and the final state ``(B, H, d_v, d_k)``.
     """
     state = _check_sequence(q, k, v, beta, alpha, initial_state, chunk_size)
+    # unbind, not x[:, :, t]: one backward node per tensor instead of a full-size zero gradient per token
+    steps = zip(q.unbind(2), k.unbind(2), v.unbind(2), beta.unbind(2), strict=True)
+    alphas = alpha.unbind(2) if alpha is not None else [None] * q.shape[2]
     outputs = []
-    for t in range(q.shape[2]):
-        if alpha is not None:
-            state = alpha[:, :, t, None, None] * state
-        state = delta_rule_step(state, k[:, :, t], v[:, :, t], beta[:, :, t])
-        outputs.append((state @ q[:, :, t, :, None]).squeeze(-1))
+    for (q_t, k_t, v_t, beta_t), alpha_t in zip(steps, alphas, strict=True):
+        if alpha_t is not None:
+            state = alpha_t[:, :, None, None] * state
+        state = delta_rule_step(state, k_t, v_t, beta_t)
+        outputs.append((state @ q_t[..., None]).squeeze(-1))
     return torch.stack(outputs, dim=2), state
 
 
@@ -126,6 +131,33 @@ def _pad_time(x: torch.Tensor, pad: int, value: float = 0.0) -> torch.Tensor:
         return x
     shape = (*x.shape[:2], pad, *x.shape[3:])
     return torch.cat([x, x.new_full(shape, value)], dim=2)
+
+
+def _unit_lower_inverse(lower: torch.Tensor) -> torch.Tensor:
+    """Inverse of unit lower-triangular matrices ``(..., b, b)`` by blockwise doubling.
+
+    ``inv([[L11, 0], [L21, L22]]) = [[X11, 0], [-X22 L21 X11, X22]]``, from 1x1 diagonal blocks up, all
+    blocks of a level at once: ``log2 b`` levels of batched matmuls, which on CPU beat a batched
+    ``torch.linalg.solve_triangular`` (one small triangular solve per matrix) forward and backward.
+    ``b`` is padded to a power of two with an identity block, which does not change the leading block.
+    """
+    b = lower.shape[-1]
+    size = 1 << (b - 1).bit_length()
+    if size != b:
+        lower = torch.nn.functional.pad(lower, (0, size - b, 0, size - b))
+        lower = lower + torch.diag(torch.cat([lower.new_zeros(b), lower.new_ones(size - b)]))
+    inverse = lower.new_ones(*lower.shape[:-2], size, 1, 1)  # the inverses of the 1x1 diagonal blocks
+    half = 1
+    while half < size:
+        n_blocks = size // (2 * half)
+        blocks = lower.reshape(*lower.shape[:-2], n_blocks, 2 * half, n_blocks, 2 * half)
+        blocks = blocks.diagonal(dim1=-4, dim2=-2).movedim(-1, -3)  # (..., n_blocks, 2 half, 2 half)
+        first, second = inverse[..., 0::2, :, :], inverse[..., 1::2, :, :]
+        corner = -(second @ blocks[..., half:, :half] @ first)
+        top = torch.cat([first, torch.zeros_like(first)], dim=-1)
+        inverse = torch.cat([top, torch.cat([corner, second], dim=-1)], dim=-2)
+        half *= 2
+    return inverse[..., 0, :b, :b]
 
 
 @implements("titans", 34)
@@ -164,45 +196,58 @@ def chunk_delta_rule(
         ``(o, S_T)``: outputs ``(B, H, T, d_v)`` and the final state ``(B, H, d_v, d_k)``.
     """
     state = _check_sequence(q, k, v, beta, alpha, initial_state, chunk_size)
-    n_b, n_h, n_t, _ = q.shape
-    b = chunk_size
+    n_b, n_h, n_t, d_k = q.shape
+    d_v, b = v.shape[-1], chunk_size
     pad = (-n_t) % b
     n_c = (n_t + pad) // b
 
-    def chunks(x: torch.Tensor) -> torch.Tensor:  # (B, H, T + pad, ...) -> (B, H, N, b, ...)
-        return x.reshape(n_b, n_h, n_c, b, *x.shape[3:])
+    def chunks(x: torch.Tensor) -> torch.Tensor:  # (B, H, T, ...) -> (B * H, N, b, ...), padded
+        return _pad_time(x, pad).reshape(n_b * n_h, n_c, b, *x.shape[3:])
 
-    qc, kc, vc = (chunks(_pad_time(x, pad)) for x in (q, k, v))
-    betac = chunks(_pad_time(beta, pad))
-    log_alpha = torch.zeros_like(beta) if alpha is None else torch.log(alpha)
-    g = chunks(_pad_time(log_alpha, pad)).cumsum(dim=-1)  # log γ_r within each chunk, (B, H, N, b)
-
-    # Γ_{ri} = γ_r / γ_i for i <= r, 0 above; mask before exp (exp of the upper part may overflow)
-    causal = torch.ones(b, b, dtype=torch.bool, device=q.device).tril()
-    log_ratio = torch.where(causal, g[..., :, None] - g[..., None, :], torch.zeros((), dtype=g.dtype))
-    decay = torch.exp(log_ratio) * causal
-    gamma = torch.exp(g)
+    qc, kc, vc, betac = (chunks(x) for x in (q, k, v, beta))
+    eye = torch.eye(b, dtype=q.dtype, device=q.device)
+    kk = kc @ kc.transpose(-1, -2)
+    qk = qc @ kc.transpose(-1, -2)
+    if alpha is None:  # DeltaNet: every γ is 1, skip the decay masks
+        a = (betac[..., :, None] * kk).tril(-1)
+        scores = qk.tril()  # Q Kᵀ, causal incl. the diagonal
+        rhs = betac[..., None] * torch.cat([vc, kc], dim=-1)
+        q_start, k_end, gamma_end = qc, kc, None
+    else:
+        g = chunks(torch.log(alpha)).cumsum(dim=-1)  # log γ_r within each chunk, (B * H, N, b)
+        # Γ_{ri} = γ_r / γ_i for i <= r, 0 above; mask before exp (exp of the upper part may overflow)
+        causal = eye.bool().logical_not().triu().logical_not()  # lower triangle incl. the diagonal
+        log_ratio = torch.where(causal, g[..., :, None] - g[..., None, :], torch.zeros((), dtype=g.dtype))
+        decay = torch.exp(log_ratio) * causal
+        a = (betac[..., :, None] * kk * decay).tril(-1)
+        scores = qk * decay  # Q Kᵀ ⊙ Γ
+        gamma = torch.exp(g)
+        rhs = torch.cat([betac[..., None] * vc, (betac * gamma)[..., None] * kc], dim=-1)
+        q_start = gamma[..., None] * qc  # diag(γ) Q
+        k_end = torch.exp(g[..., -1:] - g)[..., None] * kc  # diag(γ_b / γ) K
+        gamma_end = torch.exp(g[..., -1, None, None]).unbind(1)  # γ_b per chunk
 
     # UT transform: (I + A) [U', W] = [diag(β) V, diag(β γ) K], A strictly lower triangular
-    a = (betac[..., :, None] * (kc @ kc.transpose(-1, -2)) * decay).tril(-1)
-    eye = torch.eye(b, dtype=q.dtype, device=q.device)
-    rhs = torch.cat([betac[..., None] * vc, (betac * gamma)[..., None] * kc], dim=-1)
-    solved = torch.linalg.solve_triangular(a + eye, rhs, upper=False, unitriangular=True)
-    u_free, w = solved[..., : v.shape[-1]], solved[..., v.shape[-1] :]  # U' = T V, W = T diag(γ) K
+    solved = _unit_lower_inverse(a + eye) @ rhs
+    u_free, w = solved[..., :d_v], solved[..., d_v:]  # U' = T V, W = T diag(γ) K
 
-    scores = (qc @ kc.transpose(-1, -2)) * decay  # (Q Kᵀ ⊙ Γ), lower triangular incl. the diagonal
-    q_decayed = gamma[..., None] * qc  # diag(γ) Q
-    k_to_end = torch.exp(g[..., -1:] - g)[..., None] * kc  # diag(γ_b / γ) K
-    gamma_end = gamma[..., -1, None, None]  # γ_b per chunk, (B, H, N, 1, 1)
+    # the only sequential part, chunk to chunk: U = U' - W S_0ᵀ, S_bᵀ = γ_b S_0ᵀ + K_endᵀ U (kept transposed,
+    # (d_k, d_v), so that both products take it as it is)
+    state_t = state.reshape(n_b * n_h, d_v, d_k).transpose(-1, -2)
+    starts, pseudo_values = [], []
+    for c, (u_free_c, w_c, k_c) in enumerate(
+        zip(u_free.unbind(1), w.unbind(1), k_end.unbind(1), strict=True)
+    ):
+        starts.append(state_t)
+        u_c = torch.baddbmm(u_free_c, w_c, state_t, alpha=-1.0)
+        pseudo_values.append(u_c)
+        decayed = state_t if gamma_end is None else gamma_end[c] * state_t
+        state_t = torch.baddbmm(decayed, k_c.transpose(-1, -2), u_c)
 
-    outputs = []
-    for c in range(n_c):  # the only sequential part: the state from chunk to chunk
-        s_t = state.transpose(-1, -2)  # (B, H, d_k, d_v)
-        u = u_free[:, :, c] - w[:, :, c] @ s_t  # pseudo-values U = U' - W S_0ᵀ, (B, H, b, d_v)
-        outputs.append(q_decayed[:, :, c] @ s_t + scores[:, :, c] @ u)
-        state = gamma_end[:, :, c] * state + u.transpose(-1, -2) @ k_to_end[:, :, c]
-    o = torch.cat(outputs, dim=2)[:, :, :n_t]
-    return o, state
+    # outputs of every chunk at once: O = diag(γ) Q S_0ᵀ + (Q Kᵀ ⊙ Γ) U
+    o = q_start @ torch.stack(starts, dim=1) + scores @ torch.stack(pseudo_values, dim=1)
+    o = o.reshape(n_b, n_h, n_c * b, d_v)[:, :, :n_t]
+    return o, state_t.transpose(-1, -2).reshape(n_b, n_h, d_v, d_k)
 
 
 __all__ = ["chunk_delta_rule", "recurrent_delta_rule"]
