@@ -5,12 +5,13 @@ loop of ``delta_rule_step``) at B=1, H=4, d_k=d_v=64, float32, one thread, seq 1
 
 * one call is ``o, s = fn(q, k, v, beta, alpha=...)``, ``(o.square().mean() + s.square().mean()).backward()``
   with gradients wanted for q, k, v, beta (and alpha for Gated DeltaNet);
+* the chunked form at each ``--chunks`` size (default 32 and 64);
 * 1 untimed warm-up call, then ``--iters`` timed calls; throughput is ``batch * seq / median seconds``;
 * the recurrence at a longer sequence is skipped (and says so) when its projected time, linear in seq from
   the longest sequence it ran, exceeds ``--max-recurrent-s`` for the warm-up plus the timed calls.
 
-The run ends with the speed-up chunked / recurrent per variant and sequence, and a PASS/FAIL line against the
-target (>= 20x at seq 4096). Results go to ``--out`` (JSON), rewritten after every row.
+The run ends with the speed-up chunked / recurrent per variant, chunk size and sequence, and a PASS/FAIL
+line against the target (>= 20x at seq 4096). Results go to ``--out`` (JSON), rewritten after every row.
 
     python benchmarks/delta_rule.py --quick      # smoke run, seconds
     python benchmarks/delta_rule.py              # full run
@@ -34,8 +35,8 @@ from neural_memory.common.delta_rule_chunked import chunk_delta_rule, recurrent_
 
 VARIANTS = ("deltanet", "gated-deltanet")
 IMPLS = {"chunked": chunk_delta_rule, "recurrent": recurrent_delta_rule}
-FULL = {"batch": 1, "heads": 4, "dim": 64, "chunk": 64, "seqs": [1024, 4096, 16384], "iters": 2}
-QUICK = {"batch": 1, "heads": 2, "dim": 16, "chunk": 16, "seqs": [64, 128], "iters": 1}
+FULL = {"batch": 1, "heads": 4, "dim": 64, "chunks": [32, 64], "seqs": [1024, 4096, 16384], "iters": 3}
+QUICK = {"batch": 1, "heads": 2, "dim": 16, "chunks": [16], "seqs": [64, 128], "iters": 1}
 TARGET_SPEEDUP, TARGET_SEQ = 20.0, 4096
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "delta_rule.json"
 
@@ -81,41 +82,40 @@ def projected_seconds(rows: list[dict], variant: str, seq: int, iters: int) -> f
     return longest["median_s"] * seq / longest["seq"] * (1 + iters)
 
 
-def derived(rows: list[dict], seqs: list[int]) -> list[dict]:
-    """Speed-up chunked / recurrent for every (variant, seq) where both ran; verdict at TARGET_SEQ."""
-    ok = {(r["variant"], r["impl"], r["seq"]): r for r in rows if r["status"] == "ok"}
+def derived(rows: list[dict], seqs: list[int], chunks: list[int]) -> list[dict]:
+    """Speed-up chunked / recurrent for every (variant, chunk, seq) where both ran; verdict at TARGET_SEQ."""
+    ok = {(r["variant"], r["impl"], r["chunk"], r["seq"]): r for r in rows if r["status"] == "ok"}
     lines = []
     for variant in VARIANTS:
-        for seq in seqs:
-            fast, slow = ok.get((variant, "chunked", seq)), ok.get((variant, "recurrent", seq))
-            value = slow["median_s"] / fast["median_s"] if fast and slow else None
-            if seq == TARGET_SEQ:
-                verdict = "N/A" if value is None else "PASS" if value >= TARGET_SPEEDUP else "FAIL"
-            else:
-                verdict = "INFO" if value is not None else "N/A"
-            target = f" (target >= {TARGET_SPEEDUP:g}x)" if seq == TARGET_SEQ else ""
-            lines.append(
-                {
-                    "name": f"speed-up chunked/recurrent fwd+bwd, {variant}, seq {seq}{target}",
-                    "value": value,
-                    "verdict": verdict,
-                }
-            )
+        for chunk in chunks:
+            for seq in seqs:
+                fast = ok.get((variant, "chunked", chunk, seq))
+                slow = ok.get((variant, "recurrent", None, seq))
+                value = slow["median_s"] / fast["median_s"] if fast and slow else None
+                if seq == TARGET_SEQ:
+                    verdict = "N/A" if value is None else "PASS" if value >= TARGET_SPEEDUP else "FAIL"
+                else:
+                    verdict = "INFO" if value is not None else "N/A"
+                target = f" (target >= {TARGET_SPEEDUP:g}x)" if seq == TARGET_SEQ else ""
+                lines.append(
+                    {
+                        "name": f"speed-up chunked/recurrent fwd+bwd, {variant}, chunk {chunk}, "
+                        f"seq {seq}{target}",
+                        "value": value,
+                        "verdict": verdict,
+                    }
+                )
     return lines
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| variant | impl | seq | tokens/s | median s | status |", "|---|---|---|---|---|---|"]
+    out = ["| variant | impl | chunk | seq | tokens/s | median s | status |", "|---|---|---|---|---|---|---|"]
     for r in rows:
+        name = f"| {r['variant']} | {r['impl']} | {r['chunk'] or '–'} | {r['seq']} |"
         if r["status"] == "ok":
-            out.append(
-                f"| {r['variant']} | {r['impl']} | {r['seq']} | {r['tokens_per_s']:,.0f} | "
-                f"{r['median_s']:.4f} | ok |"
-            )
+            out.append(f"{name} {r['tokens_per_s']:,.0f} | {r['median_s']:.4f} | ok |")
         else:
-            out.append(
-                f"| {r['variant']} | {r['impl']} | {r['seq']} | – | – | {r['status']}: {r['reason']} |"
-            )
+            out.append(f"{name} – | – | {r['status']}: {r['reason']} |")
     return "\n".join(out)
 
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seqs", nargs="+", type=int, default=None)
     parser.add_argument("--heads", type=int, default=None)
     parser.add_argument("--dim", type=int, default=None)
-    parser.add_argument("--chunk", type=int, default=None)
+    parser.add_argument("--chunks", nargs="+", type=int, default=None)
     parser.add_argument("--iters", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     cfg = dict(QUICK if args.quick else FULL)
-    for key in ("seqs", "heads", "dim", "chunk", "iters"):
+    for key in ("seqs", "heads", "dim", "chunks", "iters"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
     cfg |= {"dtype": "float32", "threads": args.threads, "max_recurrent_s": args.max_recurrent_s}
@@ -163,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     for seq in sorted(cfg["seqs"]):
         for variant in args.variants:
-            for impl, fn in IMPLS.items():
-                row = {"variant": variant, "impl": impl, "seq": seq}
+            runs = [("chunked", chunk) for chunk in cfg["chunks"]] + [("recurrent", None)]
+            for impl, chunk in runs:
+                row = {"variant": variant, "impl": impl, "chunk": chunk, "seq": seq}
                 guess = projected_seconds(rows, variant, seq, cfg["iters"]) if impl == "recurrent" else None
                 if guess is not None and guess > args.max_recurrent_s:
                     row |= {
@@ -174,18 +175,17 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"skipped: {variant} recurrent at seq {seq} ({row['reason']})", flush=True)
                 else:
                     inputs = make_inputs(cfg, seq, gated=variant == "gated-deltanet")
-                    row |= {
-                        "status": "ok",
-                        **time_calls(functools.partial(fwd_bwd, fn, inputs, cfg["chunk"]), cfg["iters"]),
-                    }
+                    call = functools.partial(fwd_bwd, IMPLS[impl], inputs, chunk or 1)
+                    row |= {"status": "ok", **time_calls(call, cfg["iters"])}
                     row["tokens_per_s"] = cfg["batch"] * seq / row["median_s"]
+                    label = f"{impl} {chunk}" if chunk else impl
                     print(
-                        f"{variant:<15} {impl:<9} seq {seq:>6}: {row['tokens_per_s']:>12,.0f} tokens/s",
+                        f"{variant:<15} {label:<12} seq {seq:>6}: {row['tokens_per_s']:>12,.0f} tokens/s",
                         flush=True,
                     )
                 rows.append(row)
-                write(args.out, cfg, rows, derived(rows, cfg["seqs"]))
-    lines = derived(rows, cfg["seqs"])
+                write(args.out, cfg, rows, derived(rows, cfg["seqs"], cfg["chunks"]))
+    lines = derived(rows, cfg["seqs"], cfg["chunks"])
     write(args.out, cfg, rows, lines)
     print()
     print(table(rows))

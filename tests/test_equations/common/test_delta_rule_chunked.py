@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from neural_memory.common.delta_rule import delta_rule_step
-from neural_memory.common.delta_rule_chunked import chunk_delta_rule, recurrent_delta_rule
+from neural_memory.common.delta_rule_chunked import (
+    _unit_lower_inverse,
+    _UnitLowerInverse,
+    chunk_delta_rule,
+    recurrent_delta_rule,
+)
 
 F64 = torch.float64
 B, H, D_K, D_V = 2, 3, 5, 4
@@ -192,6 +197,26 @@ def test_chunked_equals_the_loop_on_drawn_tensors(data, T, chunk_size):
     o_ref, final_ref = _loop(q, k, v, beta, alpha, state)
     torch.testing.assert_close(o, o_ref, rtol=0, atol=1e-10)
     torch.testing.assert_close(final, final_ref, rtol=0, atol=1e-10)
+
+
+# --------------------------------------------------------------------------------------------------
+# the UT transform's inverse (a helper, checked against torch's triangular solve)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 16, 64])
+def test_unit_lower_inverse_equals_a_triangular_solve(size):
+    g = torch.Generator().manual_seed(size)
+    # entries of the size the delta rule makes (β kᵢᵀkⱼ with unit keys); larger ones make L ill-conditioned
+    lower = (0.3 * torch.randn(3, size, size, dtype=F64, generator=g)).tril(-1) + torch.eye(size, dtype=F64)
+    eye = torch.eye(size, dtype=F64).expand(3, size, size)
+    expected = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
+    torch.testing.assert_close(_unit_lower_inverse(lower), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_unit_lower_inverse_backward_passes_gradcheck():
+    strict = (0.5 * torch.randn(2, 6, 6, dtype=F64, generator=torch.Generator().manual_seed(0))).tril(-1)
+    assert torch.autograd.gradcheck(_UnitLowerInverse.apply, (strict.requires_grad_(True),))
 
 
 # --------------------------------------------------------------------------------------------------
