@@ -240,6 +240,8 @@ def hgrn2_step(M: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor) -> torch.T
     Returns:
         ``M_t``, ``(..., d_v, d_k)``.
     """
+    if not isinstance(M, torch.Tensor) or M.dim() < 2:
+        raise ValueError(f"M must be (..., d_v, d_k), got {getattr(M, 'shape', type(M).__name__)}")
     a = _coefficient("alpha", alpha, M, "col", low=0.0, high=1.0, hint=False)
     key = 1.0 - a[..., 0, :]
     _check_memory(M, key, v)

@@ -394,6 +394,8 @@ def test_table1_rows_reject_bad_gates():
         hgrn2_step(m, v, _t([0.5, 0.5, 0.5]))
     with pytest.raises(ValueError, match=r"v must have shape \(\.\.\., d_v=3\)"):
         hgrn2_step(m, _randn(2), _t([0.5, 0.5]))
+    with pytest.raises(ValueError, match=r"M must be \(\.\.\., d_v, d_k\)"):
+        hgrn2_step(_randn(3), v, _t([0.5, 0.5]))
     with pytest.raises(ValueError, match=r"beta must be in \[0, 1\]"):
         dfw_step(m, k, v, alpha=_t([0.5, 0.5]), beta=_t([0.5, -1.0, 0.5]))
     with pytest.raises(ValueError, match=r"beta must have shape \(\.\.\., d_v=3\)"):
