@@ -1,0 +1,251 @@
+"""Chunk-parallel (WY / UT) DeltaNet and Gated DeltaNet against the token-by-token recurrence.
+
+State in the column convention, ``S`` of shape ``(B, H, d_v, d_k)``; the read at ``t`` is ``o_t = S_t q_t``,
+after the write at ``t``. The recurrence the expectations come from is written out in this file
+(:func:`_loop`), independently of both functions under test.
+"""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from neural_memory.common.delta_rule import delta_rule_step
+from neural_memory.common.delta_rule_chunked import (
+    _unit_lower_inverse,
+    _UnitLowerInverse,
+    chunk_delta_rule,
+    recurrent_delta_rule,
+)
+
+F64 = torch.float64
+B, H, D_K, D_V = 2, 3, 5, 4
+
+
+def _inputs(T: int, seed: int = 0, gated: bool = True):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, T, D_K, dtype=F64, generator=g)
+    k = torch.nn.functional.normalize(torch.randn(B, H, T, D_K, dtype=F64, generator=g), dim=-1)
+    v = torch.randn(B, H, T, D_V, dtype=F64, generator=g)
+    beta = torch.rand(B, H, T, dtype=F64, generator=g)
+    alpha = 0.5 + 0.5 * torch.rand(B, H, T, dtype=F64, generator=g) if gated else None
+    state = torch.randn(B, H, D_V, D_K, dtype=F64, generator=g)
+    return q, k, v, beta, alpha, state
+
+
+def _loop(q, k, v, beta, alpha, state):
+    """The Gated DeltaNet recurrence written out: S ← α S; S ← S − β (S k − v) kᵀ; o = S q."""
+    s, outputs = state.clone(), []
+    for t in range(q.shape[2]):
+        if alpha is not None:
+            s = alpha[:, :, t, None, None] * s
+        error = torch.einsum("bhvk,bhk->bhv", s, k[:, :, t]) - v[:, :, t]
+        s = s - beta[:, :, t, None, None] * torch.einsum("bhv,bhk->bhvk", error, k[:, :, t])
+        outputs.append(torch.einsum("bhvk,bhk->bhv", s, q[:, :, t]))
+    return torch.stack(outputs, dim=2), s
+
+
+# --------------------------------------------------------------------------------------------------
+# the recurrence itself
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("titans", 34)
+@pytest.mark.equation("miras", 9)
+@pytest.mark.parametrize("gated", [False, True])
+def test_recurrent_equals_the_written_out_loop(gated):
+    q, k, v, beta, alpha, state = _inputs(11, seed=1, gated=gated)
+    o, final = recurrent_delta_rule(q, k, v, beta, alpha=alpha, initial_state=state)
+    o_ref, final_ref = _loop(q, k, v, beta, alpha, state)
+    torch.testing.assert_close(o, o_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(final, final_ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("titans", 34)
+def test_recurrent_one_token_is_one_delta_rule_step():
+    q, k, v, beta, _, state = _inputs(1, seed=2)
+    o, final = recurrent_delta_rule(q, k, v, beta, initial_state=state)
+    expected = delta_rule_step(state, k[:, :, 0], v[:, :, 0], beta[:, :, 0])
+    torch.testing.assert_close(final, expected, rtol=0, atol=1e-14)
+    torch.testing.assert_close(
+        o[:, :, 0], torch.einsum("bhvk,bhk->bhv", expected, q[:, :, 0]), rtol=0, atol=1e-14
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# chunked == recurrent
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("titans", 34)
+@pytest.mark.equation("miras", 9)
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("chunk_size", [1, 3, 16])
+def test_chunked_equals_recurrent_outputs_and_final_state(chunk_size, gated):
+    q, k, v, beta, alpha, state = _inputs(37, seed=3, gated=gated)  # 37: not a multiple of 3 or 16
+    o, final = chunk_delta_rule(q, k, v, beta, alpha=alpha, chunk_size=chunk_size, initial_state=state)
+    o_ref, final_ref = _loop(q, k, v, beta, alpha, state)
+    torch.testing.assert_close(o, o_ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(final, final_ref, rtol=0, atol=1e-10)
+    o_rec, final_rec = recurrent_delta_rule(q, k, v, beta, alpha=alpha, initial_state=state)
+    torch.testing.assert_close(o, o_rec, rtol=0, atol=1e-10)
+    torch.testing.assert_close(final, final_rec, rtol=0, atol=1e-10)
+
+
+@pytest.mark.equation("titans", 34)
+@pytest.mark.equation("miras", 9)
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("chunk_size", [1, 3, 16])
+def test_chunked_gradients_equal_recurrent_gradients(chunk_size, gated):
+    inputs = _inputs(21, seed=4, gated=gated)
+    g = torch.Generator().manual_seed(5)
+    o_cot = torch.randn(B, H, 21, D_V, dtype=F64, generator=g)
+    s_cot = torch.randn(B, H, D_V, D_K, dtype=F64, generator=g)
+
+    def grads(fn, **kwargs):
+        leaves = [x.clone().requires_grad_(True) if x is not None else None for x in inputs]
+        q, k, v, beta, alpha, state = leaves
+        o, final = fn(q, k, v, beta, alpha=alpha, initial_state=state, **kwargs)
+        loss = (o * o_cot).sum() + (final * s_cot).sum()
+        return torch.autograd.grad(loss, [x for x in leaves if x is not None])
+
+    chunked = grads(chunk_delta_rule, chunk_size=chunk_size)
+    recurrent = grads(recurrent_delta_rule)
+    assert len(chunked) == (6 if gated else 5)  # q, k, v, beta, (alpha,) initial state
+    for got, expected in zip(chunked, recurrent, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.equation("titans", 34)
+@pytest.mark.equation("miras", 9)
+def test_chunked_state_passed_across_a_split_equals_one_call():
+    q, k, v, beta, alpha, state = _inputs(37, seed=6)
+    o, final = chunk_delta_rule(q, k, v, beta, alpha=alpha, chunk_size=8, initial_state=state)
+    cut = 19  # inside a chunk of either call
+    o1, mid = chunk_delta_rule(
+        q[:, :, :cut],
+        k[:, :, :cut],
+        v[:, :, :cut],
+        beta[:, :, :cut],
+        alpha=alpha[:, :, :cut],
+        chunk_size=8,
+        initial_state=state,
+    )
+    o2, end = chunk_delta_rule(
+        q[:, :, cut:],
+        k[:, :, cut:],
+        v[:, :, cut:],
+        beta[:, :, cut:],
+        alpha=alpha[:, :, cut:],
+        chunk_size=8,
+        initial_state=mid,
+    )
+    torch.testing.assert_close(torch.cat([o1, o2], dim=2), o, rtol=0, atol=1e-10)
+    torch.testing.assert_close(end, final, rtol=0, atol=1e-10)
+
+
+@pytest.mark.equation("titans", 34)
+@pytest.mark.equation("miras", 9)
+@pytest.mark.parametrize("fn", [chunk_delta_rule, recurrent_delta_rule])
+def test_alpha_identically_one_is_deltanet(fn):
+    q, k, v, beta, _, state = _inputs(13, seed=7)
+    ones = torch.ones(B, H, 13, dtype=F64)
+    o, final = fn(q, k, v, beta, alpha=ones, chunk_size=4, initial_state=state)
+    o_ref, final_ref = _loop(q, k, v, beta, None, state)
+    torch.testing.assert_close(o, o_ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(final, final_ref, rtol=0, atol=1e-10)
+
+
+@pytest.mark.equation("titans", 34)
+@pytest.mark.parametrize("fn", [chunk_delta_rule, recurrent_delta_rule])
+def test_beta_zero_leaves_the_state_unchanged(fn):
+    q, k, v, _, _, state = _inputs(10, seed=8)
+    zeros = torch.zeros(B, H, 10, dtype=F64)
+    o, final = fn(q, k, v, zeros, chunk_size=4, initial_state=state)
+    torch.testing.assert_close(final, state, rtol=0, atol=1e-14)
+    torch.testing.assert_close(o, torch.einsum("bhvk,bhtk->bhtv", state, q), rtol=0, atol=1e-13)
+
+
+@pytest.mark.equation("titans", 34)
+def test_no_initial_state_means_zeros():
+    q, k, v, beta, _, _ = _inputs(9, seed=9)
+    zero = torch.zeros(B, H, D_V, D_K, dtype=F64)
+    for fn in (chunk_delta_rule, recurrent_delta_rule):
+        o, final = fn(q, k, v, beta, chunk_size=4)
+        o_ref, final_ref = _loop(q, k, v, beta, None, zero)
+        torch.testing.assert_close(o, o_ref, rtol=0, atol=1e-12)
+        torch.testing.assert_close(final, final_ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("titans", 34)
+@pytest.mark.equation("miras", 9)
+@given(
+    data=st.data(),
+    T=st.integers(1, 9),
+    chunk_size=st.integers(1, 5),
+)
+def test_chunked_equals_the_loop_on_drawn_tensors(data, T, chunk_size):
+    def draw(shape, lo, hi):
+        return torch.from_numpy(data.draw(arrays(np.float64, shape, elements=st.floats(lo, hi))))
+
+    q, k, v = draw((1, 1, T, 3), -2, 2), draw((1, 1, T, 3), -0.5, 0.5), draw((1, 1, T, 2), -2, 2)
+    beta, alpha = draw((1, 1, T), 0, 1), draw((1, 1, T), 0.05, 1)
+    state = draw((1, 1, 2, 3), -2, 2)
+    o, final = chunk_delta_rule(q, k, v, beta, alpha=alpha, chunk_size=chunk_size, initial_state=state)
+    o_ref, final_ref = _loop(q, k, v, beta, alpha, state)
+    torch.testing.assert_close(o, o_ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(final, final_ref, rtol=0, atol=1e-10)
+
+
+# --------------------------------------------------------------------------------------------------
+# the UT transform's inverse (a helper, checked against torch's triangular solve)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 16, 64])
+def test_unit_lower_inverse_equals_a_triangular_solve(size):
+    g = torch.Generator().manual_seed(size)
+    # entries of the size the delta rule makes (β kᵢᵀkⱼ with unit keys); larger ones make L ill-conditioned
+    lower = (0.3 * torch.randn(3, size, size, dtype=F64, generator=g)).tril(-1) + torch.eye(size, dtype=F64)
+    eye = torch.eye(size, dtype=F64).expand(3, size, size)
+    expected = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
+    torch.testing.assert_close(_unit_lower_inverse(lower), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_unit_lower_inverse_backward_passes_gradcheck():
+    strict = (0.5 * torch.randn(2, 6, 6, dtype=F64, generator=torch.Generator().manual_seed(0))).tril(-1)
+    assert torch.autograd.gradcheck(_UnitLowerInverse.apply, (strict.requires_grad_(True),))
+
+
+# --------------------------------------------------------------------------------------------------
+# bad input
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn", [chunk_delta_rule, recurrent_delta_rule])
+def test_rejects_bad_arguments(fn):
+    q, k, v, beta, alpha, state = _inputs(6, seed=10)
+    with pytest.raises(ValueError, match=r"q must have shape \(B, H, T, d_k\)"):
+        fn(q[0], k, v, beta)
+    with pytest.raises(ValueError, match=r"k must have shape \(2, 3, 6, 5\)"):
+        fn(q, k[:, :, :5], v, beta)
+    with pytest.raises(ValueError, match=r"v must have shape \(2, 3, 6, d_v\)"):
+        fn(q, k, v[:, :2], beta)
+    with pytest.raises(ValueError, match=r"beta must have shape \(2, 3, 6\)"):
+        fn(q, k, v, beta[..., :5])
+    with pytest.raises(ValueError, match="beta must be finite and >= 0"):
+        fn(q, k, v, -beta)
+    with pytest.raises(ValueError, match=r"alpha must have shape \(2, 3, 6\)"):
+        fn(q, k, v, beta, alpha=alpha[0])
+    with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\]"):
+        fn(q, k, v, beta, alpha=torch.zeros_like(alpha))
+    with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\]"):
+        fn(q, k, v, beta, alpha=alpha + 1)
+    with pytest.raises(ValueError, match=r"initial_state must have shape \(2, 3, 4, 5\)"):
+        fn(q, k, v, beta, initial_state=state.transpose(-1, -2))
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1"):
+        fn(q, k, v, beta, chunk_size=0)
+    with pytest.raises(TypeError, match="chunk_size must be an int >= 1"):
+        fn(q, k, v, beta, chunk_size=2.0)
