@@ -29,7 +29,7 @@ CONFIGS = {
 
 # Properties every kind must have; no equation markers here: Eq. 21-31 are verified by the tests of
 # tests/test_equations/titans/test_mac.py, test_mag.py and test_mal.py, which compute them by hand, and
-# MIRAS Eq. 24-32 by tests/test_equations/miras/test_chunked.py and tests/test_integration/test_miras_titans.py.
+# MIRAS Eq. 24-32 by tests/test_equations/miras/test_memory.py and test_chunked.py.
 KINDS = ["titans-mac", "titans-mag", "titans-mal", "titans-lmm", "moneta", "yaad", "memora"]
 
 

@@ -74,8 +74,8 @@ def test_moneta_with_p_and_q_two_is_the_l2_weight_decay_memory():
     gates = (0.05, 0.0, 0.01)
     lp = fixed(moneta, p=2.0, q=2.0, fixed_gates=gates)
     lp.bias = LpBias(p=2.0, smooth=False)  # the exact |r|^2, as l2 is
-    l2 = fixed(MirasMemory, bias=L2Bias(), retention=WeightDecay(), momentum=False, fixed_gates=gates, depth=2,
-               activation="gelu", residual_norm=True)  # fmt: skip
+    l2 = fixed(MirasMemory, bias=L2Bias(), retention=WeightDecay(), momentum=False, fixed_gates=gates,
+               depth=2, activation="gelu", residual_norm=True)  # fmt: skip
     l2.load_state_dict(lp.state_dict())
     x = torch.randn(2, 10, DIM, dtype=DT)
     (y_lp, s_lp), (y_l2, s_l2) = lp(x), l2(x)
@@ -88,8 +88,8 @@ def test_moneta_with_p_and_q_two_is_the_l2_weight_decay_memory():
 def test_yaad_with_a_huge_threshold_is_the_l2_memory():
     gates = (0.05, 0.0, 0.01)
     huge = fixed(yaad, fixed_gates=gates, delta_init=1e6)
-    l2 = fixed(MirasMemory, bias=L2Bias(scale=0.5), retention=WeightDecay(), momentum=False, fixed_gates=gates,
-               depth=2, activation="gelu", residual_norm=True)  # fmt: skip
+    l2 = fixed(MirasMemory, bias=L2Bias(scale=0.5), retention=WeightDecay(), momentum=False,
+               fixed_gates=gates, depth=2, activation="gelu", residual_norm=True)  # fmt: skip
     state = {k: v for k, v in huge.state_dict().items() if not k.startswith("delta_gate")}
     l2.load_state_dict(state)
     x = torch.randn(2, 10, DIM, dtype=DT)
@@ -107,7 +107,8 @@ def test_yaad_with_a_tiny_threshold_takes_delta_scaled_l1_steps():
     k, v = torch.randn(n, t, d, dtype=DT), torch.randn(n, t, d, dtype=DT)
     keep, step, delta = 0.9, 0.1, 1e-3
     state = MemoryState(weights=(w0,), momentum=(torch.zeros_like(w0),), chunk_weights=(w0,))
-    gates = (torch.full((n, t), 1 - keep, dtype=DT), torch.zeros(n, t, dtype=DT), torch.full((n, t), step, dtype=DT))
+    full = lambda value: torch.full((n, t), value, dtype=DT)  # noqa: E731
+    gates = (full(1 - keep), full(0.0), full(step))
     params = {"delta": torch.full((n, t, 1), delta, dtype=DT)}
     _, s = miras_chunked_memory(model, state, k, v, None, *gates, output_grad=YaadBias().output_grad,
                                 bias_params=params, chunk_size=1)  # fmt: skip
@@ -150,7 +151,6 @@ def test_dot_product_bias_without_retention_is_linear_attention():
 
 
 @pytest.mark.equation("titans", 34)
-@pytest.mark.equation("miras", 9)
 def test_l2_bias_without_retention_or_momentum_is_deltanet():
     torch.manual_seed(3)
     n, t, d = 2, 9, 4

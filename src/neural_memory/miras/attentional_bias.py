@@ -166,6 +166,25 @@ class AttentionalBias(abc.ABC):
         """``∂ loss / ∂ pred``, ``(..., d)``, one token at a time (no sum over tokens is differentiated)."""
         return self._output_grad(pred, target, **self._check(pred, target, params))
 
+    @property
+    def exact_gradient(self) -> bool:
+        """Whether :meth:`output_grad` is the exact gradient of :meth:`loss` (not a surrogate)."""
+        return True
+
+    def check_params(self, like: Tensor, **params: float | Tensor) -> None:
+        """Validate token parameters for outputs shaped like ``like``, ``(..., d)``, once, outside
+        ``torch.func`` transforms."""
+        self._check(like, like, params)
+
+    def raw_loss(self, pred: Tensor, target: Tensor, **params: Tensor) -> Tensor:
+        """:meth:`loss` without the input checks, for ``torch.func`` transforms (which refuse their
+        data-dependent control flow); call :meth:`check_params` once outside."""
+        return self._loss(pred, target, **params)
+
+    def raw_output_grad(self, pred: Tensor, target: Tensor, **params: Tensor) -> Tensor:
+        """:meth:`output_grad` without the input checks (see :meth:`raw_loss`)."""
+        return self._output_grad(pred, target, **params)
+
     def _per_token_params(self) -> bool:
         """Whether every token param must be one scalar per token, ``(..., 1)``."""
         return False
@@ -273,6 +292,10 @@ class LpBias(AttentionalBias):
         object.__setattr__(self, "p", p)
         object.__setattr__(self, "eps", _check_positive("eps", self.eps))
         object.__setattr__(self, "sharpness", _check_positive("sharpness", self.sharpness))
+
+    @property
+    def exact_gradient(self) -> bool:
+        return not self.smooth
 
     def _abs(self, r: Tensor) -> Tensor:
         return torch.sqrt(r * r + self.eps) if self.smooth else r.abs()

@@ -18,9 +18,9 @@ With (MLP, :math:`\ell_2`, weight decay, GD + momentum) it *is* the Titans memor
 **Gates** (M-U32 says channel-wise, through a rank-32/64 bottleneck, with no activations or ranges). Ours are
 Titans' (:mod:`neural_memory.titans.gates`): one scalar per token and head, from a linear map of
 :math:`x_t` and a sigmoid — the forget rate :math:`1-\alpha_t` (MIRAS writes the kept fraction
-:math:`\alpha_t`), the step :math:`\eta_t = \theta_{\max}\sigma(\cdot)` (Titans' :math:`\theta_t`), and for the
-Huber-type biases :math:`\delta_t = \mathrm{softplus}(\cdot)`, one per token and head (catalog A8: the switch
-compares a norm against it). See ``docs/errata.md``, "MIRAS §5.4 gates".
+:math:`\alpha_t`), the step :math:`\eta_t = \theta_{\max}\sigma(\cdot)` (Titans' :math:`\theta_t`), and
+for the Huber-type biases :math:`\delta_t = \mathrm{softplus}(\cdot)`, one per token and head (catalog A8:
+the switch compares a norm against it). See ``docs/errata.md``, "MIRAS §5.4 gates".
 """
 
 from __future__ import annotations
@@ -41,28 +41,35 @@ from neural_memory.titans.update import check_gates
 
 
 class DeltaGate(nn.Module):
-    r"""The threshold :math:`\delta_t = \mathrm{softplus}(x_t w_\delta + b_\delta) > 0`, one per token and head.
+    r"""The threshold :math:`\delta_t = \delta_{\min} + \mathrm{softplus}(x_t w_\delta + b_\delta)`, per token
+    and head.
+
+    :math:`\delta_{\min} = 10^{-6}` keeps :math:`\delta_t > 0` where the softplus underflows to 0 (large
+    inputs in float32), since the Huber-type biases need a positive threshold.
 
     Args:
         dim: input width; heads: one threshold per head.
         init: :math:`\delta` at zero input (default: set by the caller, e.g. :math:`\sqrt{d_{head}}`, the
-            size of a residual between unrelated unit-scale vectors).
+            size of a residual between unrelated unit-scale vectors), ``> 2e-6``.
     """
+
+    FLOOR = 1e-6
 
     def __init__(self, dim: int, heads: int, init: float):
         super().__init__()
-        if not init > 0:
-            raise ValueError(f"init (the initial delta) must be > 0, got {init}")
+        if not init > 2 * self.FLOOR:
+            raise ValueError(f"init (the initial delta) must be > {2 * self.FLOOR}, got {init}")
         self.heads = heads
         self.proj = nn.Linear(dim, heads)
         nn.init.normal_(self.proj.weight, std=0.02)
-        with torch.no_grad():  # softplus^{-1}(init)
-            self.proj.bias.fill_(init + math.log(-math.expm1(-init)))
+        target = init - self.FLOOR
+        with torch.no_grad():  # softplus^{-1}(init - floor)
+            self.proj.bias.fill_(target + math.log(-math.expm1(-target)))
 
     def forward(self, x: Tensor) -> Tensor:
         """``x (B, T, dim)`` → ``delta (B * heads, T, 1)``."""
         b, t, _ = x.shape
-        delta = nn.functional.softplus(self.proj(x))
+        delta = self.FLOOR + nn.functional.softplus(self.proj(x))
         return delta.reshape(b, t, self.heads).permute(0, 2, 1).reshape(b * self.heads, t, 1)
 
 
@@ -114,7 +121,10 @@ class MirasMemory(NeuralMemory):
         return None if self.linear_retention else self.retention.project
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> MemoryState:
-        """:math:`C_0` (learned: the memory network's initial weights), :math:`\\mathcal{M}_0 = \\phi(C_0)`."""
+        """:math:`C_0` (learned: the memory network's initial weights), :math:`\\mathcal{M}_0 = \\phi(C_0)`.
+
+        For :class:`~neural_memory.miras.retention.WeightDecay` the weights are their own accumulator.
+        """
         state = super().init_state(batch_size, device=device, dtype=dtype)
         if self.linear_retention:
             return state
@@ -132,16 +142,21 @@ class MirasMemory(NeuralMemory):
         args = (self.memory, state, keys, values, queries, alpha, eta, theta)
         common = {"bias_params": params, "project": self._phi(), "lag_token": self.retention.lag_token}
         if self.impl == "reference":
-            return reference_memory(
-                *args, chunk_size=self.chunk_size, read=self.read, loss=self.bias.loss, **common
+            self.bias.check_params(values, **params)
+            # autograd of the loss, unless the bias's gradient is a surrogate of it (smooth l_p)
+            inner = (
+                {"loss": self.bias.raw_loss}
+                if self.bias.exact_gradient
+                else {"output_grad": self.bias.raw_output_grad}
             )
+            return reference_memory(*args, chunk_size=self.chunk_size, read=self.read, **inner, **common)
         return miras_chunked_memory(
             *args, chunk_size=self.chunk_size, read=self.read, checkpoint_chunks=self.checkpoint_chunks,
             output_grad=self.bias.output_grad, **common,
         )  # fmt: skip
 
 
-# -- the paper's three models (§5.3; defaults of §6 and Table 5 where given) ----------------------------------
+# -- the paper's three models (§5.3; defaults of §6 and Table 5 where given) -------------------------------
 
 PRESET_DEFAULTS = {"depth": 2, "expansion": 4, "activation": "gelu", "residual_norm": True, "momentum": False}
 
@@ -153,7 +168,8 @@ def moneta(dim: int, *, p: float = 3.0, q: float = 4.0, **kwargs) -> MirasMemory
     .. math::
         A_t = \alpha_t A_{t-1} - \eta_t\nabla\ell_p(W_{t-1}; \mathbf{k}_t, \mathbf{v}_t), \qquad
         W_t = \frac{A_t}{\|A_t\|_q^{q-2}} \qquad (24) \\
-        \nabla\ell_p(W_{t-1}; \mathbf{k}_t, \mathbf{v}_t) = p\,\big(\mathrm{Sign}(W\mathbf{k}_t - \mathbf{v}_t)
+        \nabla\ell_p(W_{t-1}; \mathbf{k}_t, \mathbf{v}_t)
+            = p\,\big(\mathrm{Sign}(W\mathbf{k}_t - \mathbf{v}_t)
             \odot |W\mathbf{k}_t - \mathbf{v}_t|^{p-1}\big)\mathbf{k}_t^\top \qquad (25)
 
     A memory whose inner loss punishes large errors more (p = 3) and whose weights are kept on an

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import torch
 from torch import Tensor
-from torch.func import grad, vmap
+from torch.func import grad, vjp, vmap
 
 from neural_memory.registry import implements
 from neural_memory.titans.associative_loss import associative_loss
@@ -33,6 +33,7 @@ def per_token_gradients(
     value: Tensor,
     loss: Callable[..., Tensor] = associative_loss,
     params: dict[str, Tensor] | None = None,
+    output_grad: Callable[..., Tensor] | None = None,
 ):
     """:math:`\\nabla\\ell(\\mathcal{M}; x_t)` for one token of every sequence, by autograd (``torch.func``).
 
@@ -40,17 +41,25 @@ def per_token_gradients(
         weights: one ``(N, d_in, d_out)`` tensor per layer; key, value: ``(N, d)``.
         loss: the inner loss ``(pred (d,), target (d,), **params) -> ()``; Eq. 12 by default.
         params: the loss's per-token parameters for this token, each ``(N, ...)``.
+        output_grad: instead of ``loss``, a gradient at the memory's output that is not the gradient of a
+            closed-form loss (MIRAS' smooth surrogates, Remark 5): back-propagated through the network by
+            autograd (a vector-Jacobian product), so the outer loop still differentiates through it.
     """
 
-    def token_loss(ws, k, v, norm, token_params):
+    def recall(ws, k, norm):
         # One (sequence, head) row at a time: the read-out's gain and bias of that row come along.
         norm = None if norm is None else tuple(p[None] for p in norm)
-        pred = model.recall(tuple(w[None] for w in ws), k[None, None], norm)[0, 0]
-        return loss(pred, v, **token_params)
+        return model.recall(tuple(w[None] for w in ws), k[None, None], norm)[0, 0]
+
+    def token_grads(ws, k, v, norm, token_params):
+        if output_grad is None:
+            return grad(lambda w: loss(recall(w, k, norm), v, **token_params))(ws)
+        pred, pullback = vjp(lambda w: recall(w, k, norm), ws)
+        return pullback(output_grad(pred, v, **token_params))[0]
 
     norm = model.norm_params(key.shape[0]) if model.residual_norm else None
     in_dims = (0, 0, 0, None if norm is None else 0, 0)
-    return vmap(grad(token_loss), in_dims=in_dims)(weights, key, value, norm, params or {})
+    return vmap(token_grads, in_dims=in_dims)(weights, key, value, norm, params or {})
 
 
 Project = Callable[[Tensor], Tensor]
@@ -88,6 +97,7 @@ def reference_memory(
     bias_params: dict[str, Tensor] | None = None,
     project: Project | None = None,
     lag_token: bool = False,
+    output_grad: Callable[..., Tensor] | None = None,
 ) -> tuple[Tensor | None, MemoryState]:
     r"""Token-by-token long-term memory (Titans v1, Eq. 13-15; with ``chunk_size > 1``, Eq. 16's chunks).
 
@@ -119,6 +129,8 @@ def reference_memory(
         bias_params: the loss's per-token parameters, each ``(N, T, ...)``.
         project: :math:`\phi`, applied to each layer's ``(N, d_in, d_out)`` accumulator; ``None`` = identity.
         lag_token: MIRAS' lag token (Eq. 30).
+        output_grad: a surrogate gradient at the memory's output used instead of autograd of ``loss``
+            (see :func:`per_token_gradients`).
 
     Returns:
         ``(y (N, T, d) or None, new state)``.
@@ -131,7 +143,9 @@ def reference_memory(
         if anchors_gradient(offset, lag_token):
             chunk_weights = weights
         token_params = {name: value[:, t] for name, value in params.items()}
-        grads = per_token_gradients(model, chunk_weights, keys[:, t], values[:, t], loss, token_params)
+        grads = per_token_gradients(
+            model, chunk_weights, keys[:, t], values[:, t], loss, token_params, output_grad
+        )
         momentum = surprise_momentum(momentum, grads, eta[:, t], theta[:, t])
         acc = forgetting_update(acc, momentum, alpha[:, t])
         weights = project_weights(project, acc)

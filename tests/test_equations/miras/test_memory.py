@@ -74,14 +74,16 @@ def test_yaad_is_its_recurrence_by_hand():
     module = linear(yaad, delta_init=0.6)
     x = 3 * torch.randn(1, 12, DIM, dtype=DT)  # large enough that some residuals pass the threshold
     with torch.no_grad():
-        module.delta_gate.proj.weight.zero_()  # delta_t = 0.6 for every token
+        module.delta_gate.proj.weight.zero_()  # the same delta_t for every token
+    delta = module.delta_gate(x)[0, 0, 0].item()
+    assert math.isclose(delta, 0.6, rel_tol=1e-6)
     branches = []
 
     def write(w, k, v, _):  # Eq. 26 with l2 = 1/2 ||r||^2 and l1 = ||r||_1
         r = k @ w - v
-        inside = bool(r.norm() <= 0.6)
+        inside = bool(r.norm() <= delta)
         branches.append(inside)
-        g = r if inside else 0.6 * torch.sign(r)
+        g = r if inside else delta * torch.sign(r)
         return KEEP * w - STEP * torch.outer(k, g)
 
     want, _ = by_hand(module, x, write)
