@@ -451,6 +451,7 @@ def _check_linear_memory(W: Tensor, k: Tensor, v: Tensor) -> None:
         raise ValueError(f"v must have shape (..., d_v={d_v}), got {getattr(v, 'shape', type(v).__name__)}")
 
 
+@implements("miras", 31)
 def linear_bias_grad(
     W: Tensor, k: Tensor, v: Tensor, bias: AttentionalBias, **params: float | Tensor
 ) -> Tensor:
@@ -458,6 +459,10 @@ def linear_bias_grad(
 
     .. math::
         \nabla_W \mathcal{L}(W k_t; v_t) = \big(\nabla_{\mathcal{M}}\mathcal{L}\big)\, k_t^{\top}
+
+    With ``L2Bias(scale=0.5)`` at the lag state :math:`W_1` this is MIRAS v1 Eq. 31,
+    :math:`\nabla\ell(W_1; \mathbf{k}_t, \mathbf{v}_t) = (W_1\mathbf{k}_t - \mathbf{v}_t)\mathbf{k}_t^\top`
+    (which fixes the :math:`\ell_2` convention of Memora's chunks to :math:`\tfrac12\|\cdot\|^2`).
 
     Args:
         W: ``(..., d_v, d_k)``; k: ``(..., d_k)``; v: ``(..., d_v)``.

@@ -42,6 +42,7 @@ from functools import partial
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from neural_memory.registry import implements
 from neural_memory.titans.chunked import chunk_coefficients, chunked_memory, split_params
@@ -101,6 +102,24 @@ def _chunk(model, acc, momentum, grad_weights, piece, output_grad, project):
     return y, tuple(new_acc), tuple(new_mom)
 
 
+def _run(model, carry, pieces, rules):
+    """Consecutive pieces from ``carry = (weights, accumulator, momentum, chunk_weights, offset)``.
+
+    Returns ``(outputs, *carry)`` at the end of the pieces.
+    """
+    output_grad, project, lag_token, chunk_size = rules
+    weights, acc, momentum, chunk_weights, offset = carry
+    outputs = []
+    for piece in pieces:
+        grad_weights = weights if anchors_gradient(offset, lag_token) else chunk_weights
+        y, acc, momentum = _chunk(model, acc, momentum, grad_weights, piece, output_grad, project)
+        weights = project_weights(project, acc)
+        outputs.append(y)
+        offset = (offset + piece[0].shape[1]) % chunk_size
+        chunk_weights = grad_weights if offset else weights
+    return outputs, weights, acc, momentum, chunk_weights, offset
+
+
 @implements("miras", 28, 29, 30, 32)
 def miras_chunked_memory(
     model: MemoryMLP,
@@ -150,8 +169,9 @@ def miras_chunked_memory(
         chunk_size: ``b``.
         dual_form: read through the dual form without materialising states (only for ``project=None``
             without lag token); ``None`` chooses it whenever it applies.
-        read, checkpoint_chunks: as in :func:`~neural_memory.titans.chunked.chunked_memory`; the
-            materialised form supports only ``read="token"`` without checkpointing.
+        read, checkpoint_chunks: as in :func:`~neural_memory.titans.chunked.chunked_memory` (the same
+            gradients for one more forward pass, and back-propagation keeps the per-token states of only
+            ``checkpoint_chunks`` pieces at a time); the materialised form supports only ``read="token"``.
 
     Returns:
         ``(y (N, T, d) or None, new state)``.
@@ -166,22 +186,27 @@ def miras_chunked_memory(
             model, state, keys, values, queries, alpha, eta, theta, chunk_size=chunk_size, read=read,
             checkpoint_chunks=checkpoint_chunks, output_grad=output_grad, bias_params=bias_params,
         )  # fmt: skip
-    if read != "token" or checkpoint_chunks:
-        raise ValueError("the materialised form needs read='token' and checkpoint_chunks=0")
+    if read != "token":
+        raise ValueError("the materialised form reads every token with its own state: read='token' only")
     sizes = piece_sizes(state.offset, keys.shape[1], chunk_size, lag_token)
     split = [x.split(sizes, dim=1) if x is not None else [None] * len(sizes) for x in (keys, values, queries)]
     split += [g.split(sizes, dim=1) for g in (alpha, eta, theta)]
     split.append(split_params(bias_params, sizes))
-    weights, acc, momentum = state.weights, state.carried, state.momentum
-    chunk_weights, offset = state.chunk_weights, state.offset
+    pieces = list(zip(*split, strict=True))
+    carry = (state.weights, state.carried, state.momentum, state.chunk_weights, state.offset)
+    rules = (output_grad, project, lag_token, chunk_size)
+    # Back-propagation keeps every chunk's per-token states (b x params each); checkpointing groups of
+    # chunks keeps only the group's starting state and recomputes the group in the backward pass.
+    group = checkpoint_chunks if checkpoint_chunks > 0 and torch.is_grad_enabled() else len(pieces) or 1
     outputs = []
-    for piece in zip(*split, strict=True):
-        grad_weights = weights if anchors_gradient(offset, lag_token) else chunk_weights
-        y, acc, momentum = _chunk(model, acc, momentum, grad_weights, piece, output_grad, project)
-        weights = project_weights(project, acc)
-        outputs.append(y)
-        offset = (offset + piece[0].shape[1]) % chunk_size
-        chunk_weights = grad_weights if offset else weights
+    for first in range(0, len(pieces), group):
+        block = pieces[first : first + group]
+        if group < len(pieces):
+            ys, *carry = checkpoint(_run, model, carry, block, rules, use_reentrant=False)
+        else:
+            ys, *carry = _run(model, carry, block, rules)
+        outputs.extend(ys)
+    weights, acc, momentum, chunk_weights, offset = carry
     y = None if queries is None else (torch.cat(outputs, dim=1) if outputs else queries[:, :0])
     new_state = replace(
         state,

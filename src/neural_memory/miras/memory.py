@@ -84,8 +84,8 @@ class MirasMemory(NeuralMemory):
         delta_init: initial Huber/Yaad threshold; ``None`` = :math:`\\sqrt{d_{head}}`.
         **kwargs: everything else :class:`~neural_memory.titans.memory.NeuralMemory` takes (``depth``,
             ``chunk_size``, ``heads``, ``expansion``, ``activation``, ``residual_norm``, ``weight_decay``,
-            ``theta_max``, ``gates``, ``fixed_gates``, ``impl``, ...). ``read`` must stay ``"token"`` and
-            ``checkpoint_chunks`` 0 for a non-linear retention.
+            ``theta_max``, ``gates``, ``fixed_gates``, ``impl``, ``checkpoint_chunks``, ...). ``read`` must
+            stay ``"token"`` for a non-linear retention.
     """
 
     def __init__(
@@ -107,8 +107,8 @@ class MirasMemory(NeuralMemory):
             raise TypeError(f"retention must be a Retention, got {type(retention).__name__}")
         self.bias, self.retention = bias, retention
         self.linear_retention = isinstance(retention, WeightDecay)
-        if not self.linear_retention and (self.read != "token" or self.checkpoint_chunks):
-            raise ValueError("a non-linear retention needs read='token' and checkpoint_chunks=0")
+        if not self.linear_retention and self.read != "token":
+            raise ValueError("a non-linear retention reads every token with its own state: read='token' only")
         unknown = set(bias.token_params) - {"delta"}
         if unknown:
             raise ValueError(f"no gate produces the bias parameters {sorted(unknown)}")

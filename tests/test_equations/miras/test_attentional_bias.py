@@ -27,6 +27,7 @@ from neural_memory.miras.attentional_bias import (
     huber,
     huber_coordinate_step,
     huber_norm_step,
+    linear_bias_grad,
     linear_bias_step,
     lp_step,
     moneta_gradient,
@@ -859,3 +860,18 @@ def test_thresholds_stay_differentiable_for_the_outer_loop():
         )
         # Huber clips coordinates 0 and 2 (1·1 + 3·(-1)); Yaad's ‖r‖ > δ clips all three (1 - 2 - 3)
         assert d_delta.item() == (-2.0 if isinstance(bias, HuberBias) else -4.0)
+
+
+@pytest.mark.equation("miras", 31)
+@given(
+    w=arrays(np.float64, (3, 4), elements=st.floats(-3, 3)),
+    k=arrays(np.float64, (4,), elements=st.floats(-3, 3)),
+    v=arrays(np.float64, (3,), elements=st.floats(-3, 3)),
+)
+def test_eq31_l2_gradient_at_the_lag_state_is_the_outer_product_and_autograd(w, k, v):
+    w1, k, v = (torch.tensor(a) for a in (w, k, v))
+    got = linear_bias_grad(w1, k, v, L2Bias(scale=0.5))
+    torch.testing.assert_close(got, torch.outer(w1 @ k - v, k), rtol=0, atol=1e-12)  # Eq. 31 as printed
+    w_leaf = w1.clone().requires_grad_(True)
+    (0.5 * (w_leaf @ k - v).pow(2).sum()).backward()
+    torch.testing.assert_close(got, w_leaf.grad, rtol=0, atol=1e-12)

@@ -297,3 +297,29 @@ def test_memora_chunk_is_the_lag_token_then_eq_32_in_log_space():
         torch.testing.assert_close(s.accumulator[0][i].T, want_l, rtol=0, atol=1e-12)
         torch.testing.assert_close(s.weights[0][i].T, torch.softmax(want_l, dim=-1), rtol=0, atol=1e-12)
         torch.testing.assert_close(s.weights[0][i].sum(dim=0), torch.ones(3, dtype=DT), rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("miras", 28)
+@pytest.mark.parametrize("retention", ["lq", "softmax-lag"])
+def test_checkpointed_chunks_give_the_same_outputs_states_and_gradients(retention):
+    model, state, k, v, q, gates, params = make(retention=retention, seq=13, norm=True)
+    leaves = [k, v, *gates, *state.accumulator]
+    for leaf in leaves:
+        leaf.requires_grad_(True)
+    project = RETENTIONS[retention][0]
+
+    def results(group):
+        weights = tuple(project(a) for a in state.accumulator)
+        start = MemoryState(weights, state.momentum, weights, accumulator=state.accumulator)
+        y, s = run("chunked", model, start, k, v, q, gates, params, retention=retention, bias="lp", chunk=4,
+                   checkpoint_chunks=group)  # fmt: skip
+        total = (y * y).sum() + sum((w * w).sum() for w in s.weights)
+        return y, s, torch.autograd.grad(total, leaves + list(model.parameters()))
+
+    y0, s0, g0 = results(0)
+    for group in (1, 2):
+        y, s, g = results(group)
+        torch.testing.assert_close(y, y0, rtol=0, atol=0)
+        assert_states_close(s, s0)
+        for a, b in zip(g, g0, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
