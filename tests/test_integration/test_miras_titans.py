@@ -15,6 +15,7 @@ from neural_memory.common.attention import linear_memory_read, linear_memory_wri
 from neural_memory.common.delta_rule import delta_rule_step
 from neural_memory.miras.attentional_bias import DotProductBias, L2Bias, LpBias, YaadBias
 from neural_memory.miras.chunked import miras_chunked_memory
+from neural_memory.miras.framework import delta_retention_step, hebbian_step
 from neural_memory.miras.memory import MirasMemory, memora, moneta, yaad
 from neural_memory.miras.retention import KLSoftmax, LqNormalization, WeightDecay
 from neural_memory.titans.memory import NeuralMemory
@@ -165,6 +166,60 @@ def test_l2_bias_without_retention_or_momentum_is_deltanet():
     for i in range(t):
         memory = delta_rule_step(memory, k[:, i], v[:, i], beta[:, i])
     torch.testing.assert_close(s.weights[0].transpose(-1, -2), memory, rtol=0, atol=1e-12)
+
+
+def linear_stream(seed, n=2, t=9, d=4):
+    torch.manual_seed(seed)
+    model = MemoryMLP(d, depth=1).to(DT)
+    w0 = torch.randn(n, d, d, dtype=DT)
+    k = torch.nn.functional.normalize(torch.randn(n, t, d, dtype=DT), dim=-1)
+    v, q = torch.randn(n, t, d, dtype=DT), torch.randn(n, t, d, dtype=DT)
+    state = MemoryState(weights=(w0,), momentum=(torch.zeros_like(w0),), chunk_weights=(w0,))
+    return model, w0, k, v, q, state
+
+
+@pytest.mark.equation("miras", 8)
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_dot_product_bias_with_weight_decay_is_gated_linear_attention(chunk):
+    # Table 1's RetNet / Mamba2 rows: M_t = alpha_t M_{t-1} + v_t k_t^T (Eq. 8), with the write scaled by
+    # the step: the dot-product gradient -2 k^T v does not depend on M, so chunking changes nothing.
+    model, w0, k, v, q, state = linear_stream(4)
+    n, t, _ = k.shape
+    keep, step = 0.5 + 0.5 * torch.rand(n, t, dtype=DT), 0.3 * torch.rand(n, t, dtype=DT)
+    gates = (1 - keep, torch.zeros(n, t, dtype=DT), step)
+    y, s = miras_chunked_memory(model, state, k, v, q, *gates, output_grad=DotProductBias().output_grad,
+                                chunk_size=chunk)  # fmt: skip
+    memory, want = w0.transpose(-1, -2), []  # column convention (d_v, d_k)
+    for i in range(t):
+        memory = hebbian_step(memory, k[:, i], 2 * step[:, i, None] * v[:, i], keep[:, i])
+        want.append((memory @ q[:, i, :, None])[..., 0])
+    torch.testing.assert_close(y, torch.stack(want, dim=1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(s.weights[0].transpose(-1, -2), memory, rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("miras", 9)
+def test_l2_bias_with_weight_decay_is_eq26s_order_and_gated_deltanet_only_without_decay():
+    # Our weight decay keeps (1 - a) M_{t-1} and steps with the gradient at M_{t-1} (Titans Eq. 13, Yaad
+    # Eq. 26); Gated DeltaNet (Eq. 9, corrected) steps with the gradient at the retained alpha M_{t-1}.
+    # The two agree when nothing decays (DeltaNet) and differ by eta (1 - alpha) M k k^T otherwise.
+    model, w0, k, v, _, state = linear_stream(5)
+    n, t, _ = k.shape
+    keep, beta = 0.5 + 0.5 * torch.rand(n, t, dtype=DT), torch.rand(n, t, dtype=DT)
+    for decays in (False, True):
+        kept = keep if decays else torch.ones_like(keep)
+        gates = (1 - kept, torch.zeros(n, t, dtype=DT), beta)
+        _, s = miras_chunked_memory(model, state, k, v, None, *gates,
+                                    output_grad=L2Bias(scale=0.5).output_grad, chunk_size=1)  # fmt: skip
+        ours = gdn = w0.transpose(-1, -2)
+        for i in range(t):
+            residual = (ours @ k[:, i, :, None])[..., 0] - v[:, i]
+            ours = (
+                kept[:, i, None, None] * ours
+                - beta[:, i, None, None] * residual[..., None] * k[:, i, None, :]
+            )
+            gdn = delta_retention_step(gdn, k[:, i], v[:, i], beta[:, i], kept[:, i])
+        torch.testing.assert_close(s.weights[0].transpose(-1, -2), ours, rtol=0, atol=1e-12)
+        assert torch.allclose(ours, gdn, rtol=0, atol=1e-12) is not decays
 
 
 def test_miras_memory_refuses_foreign_objects():
