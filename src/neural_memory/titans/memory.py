@@ -29,9 +29,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from neural_memory.common.conv import CausalDepthwiseSeparableConv
+from neural_memory.common.memory_block import MemoryBlock
 from neural_memory.registry import implements
 from neural_memory.titans.chunked import chunked_memory
 from neural_memory.titans.gates import FixedGates, MemoryGates
@@ -44,7 +44,7 @@ READS = ("token", "chunk")
 IMPLS = ("chunked", "reference")
 
 
-class NeuralMemory(nn.Module):
+class NeuralMemory(MemoryBlock):
     """Titans' long-term memory module: ``forward(x (B, T, dim), state) -> (y (B, T, dim), state)``.
 
     Args:
@@ -97,17 +97,12 @@ class NeuralMemory(nn.Module):
     ):
         super().__init__()
         _validate(dim, depth, chunk_size, heads, conv_kernel, read, gates, fixed_gates, impl)
-        self.dim, self.heads, self.head_dim = dim, heads, dim // heads
         if checkpoint_chunks < 0:
             raise ValueError(f"checkpoint_chunks must be >= 0 (0 disables it), got {checkpoint_chunks}")
-        self.chunk_size, self.read, self.impl, self.qk_norm = chunk_size, read, impl, qk_norm
+        self.chunk_size, self.read, self.impl = chunk_size, read, impl
         self.checkpoint_chunks = checkpoint_chunks
-        self.to_q = nn.Linear(dim, dim, bias=False)
-        self.to_k = nn.Linear(dim, dim, bias=False)
-        self.to_v = nn.Linear(dim, dim, bias=False)
-        self.convs = nn.ModuleDict()
-        if conv_kernel > 0:
-            self.convs.update({name: CausalDepthwiseSeparableConv(dim, conv_kernel) for name in "qkv"})
+        # registration order (projections, memory, gates, output) fixes the random initialisation
+        self._init_projections(dim, heads, qk_norm=qk_norm, conv_kernel=conv_kernel)
         self.memory = MemoryMLP(
             self.head_dim,
             depth=depth,
@@ -123,9 +118,7 @@ class NeuralMemory(nn.Module):
         else:
             alpha, eta, theta = fixed_gates  # type: ignore[misc]
             self.gates = FixedGates(heads, alpha if weight_decay else 0.0, eta if momentum else 0.0, theta)
-        self.out_norm = nn.RMSNorm(dim) if output_norm else nn.Identity()
-        self.to_gate = nn.Linear(dim, dim) if output_gate else None
-        self.to_out = nn.Linear(dim, dim, bias=False)
+        self._init_output(dim, output_norm=output_norm, output_gate=output_gate)
 
     # -- state -----------------------------------------------------------------------------------------
 
@@ -134,25 +127,11 @@ class NeuralMemory(nn.Module):
         weights = self.memory.expand(batch_size)
         if device is not None or dtype is not None:
             weights = tuple(w.to(device=device, dtype=dtype) for w in weights)
-        conv = {
-            name: conv.empty_cache(batch_size, device=weights[0].device, dtype=weights[0].dtype)
-            for name, conv in self.convs.items()
-        }
+        conv = self.empty_conv_caches(batch_size, device=weights[0].device, dtype=weights[0].dtype)
         momentum = tuple(torch.zeros_like(w) for w in weights)
         return MemoryState(weights=weights, momentum=momentum, chunk_weights=weights, conv=conv)
 
-    # -- projections (Eq. 11 and the query projection) ----------------------------------------------------
-
-    def _project(self, name: str, x: Tensor, state: MemoryState) -> tuple[Tensor, dict[str, Tensor]]:
-        proj = {"q": self.to_q, "k": self.to_k, "v": self.to_v}[name](x)
-        caches = dict(state.conv)
-        if name in self.convs:
-            proj, caches[name] = self.convs[name](proj, state.conv.get(name))
-        proj = nn.functional.silu(proj)
-        heads = self._split_heads(proj)
-        if self.qk_norm and name in ("q", "k"):
-            heads = nn.functional.normalize(heads, dim=-1)
-        return heads, caches
+    # -- projections (Eq. 11 and the query projection; the block's parts: neural_memory.common.memory_block)
 
     @implements("titans", 11)
     def keys_values(self, x: Tensor, state: MemoryState) -> tuple[Tensor, Tensor, MemoryState]:
@@ -241,24 +220,6 @@ class NeuralMemory(nn.Module):
         return chunked_memory(
             *args, chunk_size=self.chunk_size, read=self.read, checkpoint_chunks=self.checkpoint_chunks
         )
-
-    def _split_heads(self, t: Tensor) -> Tensor:
-        b, n, _ = t.shape
-        return (
-            t.reshape(b, n, self.heads, self.head_dim)
-            .transpose(1, 2)
-            .reshape(b * self.heads, n, self.head_dim)
-        )
-
-    def _merge_heads(self, t: Tensor, batch: int) -> Tensor:
-        _, n, d = t.shape
-        return t.reshape(batch, self.heads, n, d).transpose(1, 2).reshape(batch, n, self.heads * d)
-
-    def _output(self, y: Tensor, x: Tensor) -> Tensor:
-        out = self.out_norm(self._merge_heads(y, x.shape[0]))
-        if self.to_gate is not None:
-            out = out * nn.functional.silu(self.to_gate(x))
-        return self.to_out(out)
 
 
 def _validate(dim, depth, chunk_size, heads, conv_kernel, read, gates, fixed_gates, impl) -> None:

@@ -1,0 +1,67 @@
+"""The MIRAS framework baselines as LM kinds: ``linear-attention``, ``deltanet``, ``gated-deltanet``.
+
+Each block's mixer is a :class:`~neural_memory.miras.baselines.DeltaRuleLayer` — MIRAS' block (M-U33: q/k/v
+projections, a depthwise-separable convolution of kernel 4 after each, l2-normalised queries and keys, the
+memory, output normalisation and a linear gate) around a matrix memory written by linear attention (MIRAS
+Eq. 8, :math:`\\alpha = 1`), DeltaNet (Eq. 9, :math:`\\alpha = 1`) or Gated DeltaNet (Eq. 9) — stacked by
+:func:`neural_memory.models.registry.build_lm` in the Llama-style wrapper of :mod:`neural_memory.models.lm`.
+The defaults are small, for CPU experiments:
+
+================  =======  ===========================================================================
+key               default  meaning
+================  =======  ===========================================================================
+``heads``         4        independent matrix memories of ``dim // heads``; must divide ``dim``
+``chunk_size``    64       chunk of the chunk-parallel form (a speed knob: the result does not depend on
+                           it beyond rounding)
+``conv_kernel``   4        kernel of the convolutions after the q/k/v projections (M-U33); 0 disables
+``impl``          chunked  ``"reference"`` runs the token loop instead (slow; for tests)
+================  =======  ===========================================================================
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from neural_memory.miras.baselines import DeltaRuleLayer
+from neural_memory.models.registry import register_kind
+
+BASELINE_DEFAULTS = {"heads": 4, "chunk_size": 64, "conv_kernel": 4}
+
+
+def _builder(rule: str, kind: str):
+    def build(
+        *,
+        dim: int,
+        layer_index: int,
+        heads: int = 4,
+        chunk_size: int = 64,
+        conv_kernel: int = 4,
+        impl: str = "chunked",
+    ) -> nn.Module:
+        return DeltaRuleLayer(
+            dim, heads=heads, rule=rule, chunk_size=chunk_size, conv_kernel=conv_kernel, impl=impl
+        )
+
+    build.__name__ = build.__qualname__ = f"build_{kind.replace('-', '_')}"
+    build.__doc__ = f"Builder of kind ``{kind}``: a :class:`DeltaRuleLayer` with ``rule={rule!r}``."
+    return build
+
+
+build_linear_attention = _builder("linear", "linear-attention")
+build_deltanet = _builder("delta", "deltanet")
+build_gated_deltanet = _builder("gated-delta", "gated-deltanet")
+
+register_kind(
+    "linear-attention", build_linear_attention, defaults=BASELINE_DEFAULTS,
+    description="linear attention: S += v k^T, o = S q (MIRAS Eq. 8 with alpha = 1; Titans Eq. 4-5)",
+)  # fmt: skip
+register_kind(
+    "deltanet", build_deltanet, defaults=BASELINE_DEFAULTS,
+    description="DeltaNet: delta rule with a learned write strength beta_t (MIRAS Eq. 9, alpha = 1)",
+)  # fmt: skip
+register_kind(
+    "gated-deltanet", build_gated_deltanet, defaults=BASELINE_DEFAULTS,
+    description="Gated DeltaNet: delta rule with beta_t and a retention gate alpha_t (MIRAS Eq. 9)",
+)  # fmt: skip
+
+__all__ = ["build_deltanet", "build_gated_deltanet", "build_linear_attention"]

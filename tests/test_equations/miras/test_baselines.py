@@ -1,0 +1,280 @@
+"""The MIRAS framework baselines as layers: linear attention, DeltaNet, Gated DeltaNet (MIRAS §4, Eq. 8-9).
+
+State in the column convention, ``S`` of shape ``(B, H, d_v, d_k)`` read as ``o_t = S_t q_t`` after the write
+at ``t``. Expectations come from the token loops (``impl="reference"``) or from loops written out here over
+the Titans linear-memory functions (Eq. 4-5, whose memory is the transpose, ``(d_k, d_v)``).
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from neural_memory.common.attention import linear_memory_read, linear_memory_write
+from neural_memory.miras.baselines import (
+    DeltaRuleLayer,
+    DeltaRuleState,
+    chunk_linear_attention,
+    recurrent_linear_attention,
+)
+
+F64 = torch.float64
+DIM, HEADS = 8, 2
+RULES = ["linear", "delta", "gated-delta"]
+
+
+def _layer(rule, *, seed=0, dtype=F64, **kwargs):
+    torch.manual_seed(seed)
+    return DeltaRuleLayer(DIM, **{"heads": HEADS, "rule": rule, **kwargs}).to(dtype)
+
+
+def _pair(rule, chunk_size):
+    """The chunked layer and its token-loop twin with the same parameters."""
+    chunked = _layer(rule, chunk_size=chunk_size)
+    reference = copy.deepcopy(chunked)
+    reference.impl = "reference"
+    return chunked, reference
+
+
+def _x(batch, length, seed=1, dtype=F64):
+    return torch.randn(batch, length, DIM, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+
+
+def _titans_loop(q, k, v, state):
+    """Linear attention token by token with the Titans functions: M (d_k, d_v) = Sᵀ, M += k vᵀ, o = qᵀ M."""
+    memory, outputs = state.transpose(-1, -2), []
+    for t in range(q.shape[2]):
+        memory = linear_memory_write(memory, k[:, :, t], v[:, :, t])
+        outputs.append(linear_memory_read(memory, q[:, :, t]))
+    return torch.stack(outputs, dim=2), memory.transpose(-1, -2)
+
+
+def _qkv(batch, heads, length, d_k, d_v, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, heads, length, d_k, dtype=F64, generator=g)
+    k = torch.randn(batch, heads, length, d_k, dtype=F64, generator=g)
+    v = torch.randn(batch, heads, length, d_v, dtype=F64, generator=g)
+    state = torch.randn(batch, heads, d_v, d_k, dtype=F64, generator=g)
+    return q, k, v, state
+
+
+# --------------------------------------------------------------------------------------------------
+# linear attention: chunked and token loop against Titans Eq. 4-5 written out
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("titans", 4)
+@pytest.mark.equation("titans", 5)
+@pytest.mark.parametrize("chunk_size", [1, 3, 16])
+def test_linear_attention_equals_a_loop_over_the_titans_memory(chunk_size):
+    q, k, v, state = _qkv(2, 3, 23, 5, 4, seed=2)  # 23: not a multiple of 3 or 16
+    o_ref, final_ref = _titans_loop(q, k, v, state)
+    for fn in (chunk_linear_attention, recurrent_linear_attention):
+        o, final = fn(q, k, v, chunk_size=chunk_size, initial_state=state)
+        torch.testing.assert_close(o, o_ref, rtol=0, atol=1e-10)
+        torch.testing.assert_close(final, final_ref, rtol=0, atol=1e-10)
+
+
+@pytest.mark.equation("titans", 4)
+@pytest.mark.equation("titans", 5)
+@given(
+    data=arrays(np.float64, (4, 1, 7, 3), elements=st.floats(-2, 2)),
+    state=arrays(np.float64, (1, 1, 3, 3), elements=st.floats(-2, 2)),
+    chunk_size=st.integers(1, 8),
+)
+def test_chunked_linear_attention_is_the_titans_recurrence_for_any_inputs(data, state, chunk_size):
+    q, k, v = (torch.from_numpy(a)[None] for a in data[:3])  # (1, 1, 7, 3) each
+    s0 = torch.from_numpy(state)
+    o, final = chunk_linear_attention(q, k, v, chunk_size=chunk_size, initial_state=s0)
+    o_ref, final_ref = _titans_loop(q, k, v, s0)
+    torch.testing.assert_close(o, o_ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(final, final_ref, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 64])
+def test_chunked_linear_attention_gradients_equal_the_token_loop(chunk_size):
+    inputs = _qkv(2, 2, 13, 3, 4, seed=3)
+    g = torch.Generator().manual_seed(4)
+    o_cot, s_cot = (
+        torch.randn(2, 2, 13, 4, dtype=F64, generator=g),
+        torch.randn(2, 2, 4, 3, dtype=F64, generator=g),
+    )
+
+    def grads(fn):
+        q, k, v, state = (t.clone().requires_grad_(True) for t in inputs)
+        o, final = fn(q, k, v, chunk_size=chunk_size, initial_state=state)
+        return torch.autograd.grad((o * o_cot).sum() + (final * s_cot).sum(), [q, k, v, state])
+
+    for got, expected in zip(grads(chunk_linear_attention), grads(recurrent_linear_attention), strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+
+
+def test_linear_attention_starts_from_zeros():
+    q, k, v, _ = _qkv(1, 2, 5, 3, 2, seed=5)
+    o, final = chunk_linear_attention(q, k, v, chunk_size=2)
+    o_ref, final_ref = _titans_loop(q, k, v, torch.zeros(1, 2, 2, 3, dtype=F64))
+    torch.testing.assert_close(o, o_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(final, final_ref, rtol=0, atol=1e-12)
+
+
+def test_linear_attention_bad_shapes_raise():
+    q, k, v, state = _qkv(1, 2, 5, 3, 2)
+    with pytest.raises(ValueError, match="k must have shape"):
+        chunk_linear_attention(q, k[..., :2], v)
+    with pytest.raises(ValueError, match="initial_state must have shape"):
+        recurrent_linear_attention(q, k, v, initial_state=state[..., :2])
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1"):
+        chunk_linear_attention(q, k, v, chunk_size=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# the layer: chunked == token loop (outputs, states, gradients), gates, state
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("chunk_size", [1, 3, 64])
+def test_chunked_layer_equals_the_reference_layer(rule, chunk_size):
+    chunked, reference = _pair(rule, chunk_size)
+    x1, x2 = _x(2, 10, seed=1), _x(2, 7, seed=2)  # two calls: the second starts from a non-zero state
+    cot = torch.randn(2, 7, DIM, dtype=F64, generator=torch.Generator().manual_seed(3))
+    results = []
+    for layer in (chunked, reference):
+        x = x2.clone().requires_grad_(True)
+        y1, state = layer(x1)
+        y2, state = layer(x, state)
+        loss = (y2 * cot).sum() + (y1**2).sum() + (state.memory**2).sum()
+        grads = torch.autograd.grad(loss, [x, *layer.parameters()])
+        results.append((y1, y2, state, grads))
+    (y1, y2, state, grads), (y1_ref, y2_ref, state_ref, grads_ref) = results
+    torch.testing.assert_close(y1, y1_ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(y2, y2_ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(state.memory, state_ref.memory, rtol=0, atol=1e-10)
+    assert state.conv.keys() == state_ref.conv.keys() == {"q", "k", "v"}
+    for name in state.conv:
+        torch.testing.assert_close(state.conv[name], state_ref.conv[name], rtol=0, atol=0)
+    assert len(grads) == 1 + len(list(chunked.parameters()))
+    for got, expected in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 64])
+def test_gated_rule_with_alpha_one_is_the_delta_rule(chunk_size):
+    gated = _layer("gated-delta", chunk_size=chunk_size)
+    delta = _layer("delta", chunk_size=chunk_size, seed=7)
+    with torch.no_grad():  # softplus(-1000) = 0 in float64: alpha = exp(-0) = 1 exactly, for every token
+        gated.to_decay.weight.zero_()
+        gated.to_decay.bias.fill_(-1000.0)
+    missing = delta.load_state_dict(gated.state_dict(), strict=False)
+    assert missing.missing_keys == [] and missing.unexpected_keys == ["to_decay.weight", "to_decay.bias"]
+    x = _x(2, 19, seed=8)
+    _, alpha = gated.gates(x)
+    assert bool((alpha == 1).all())
+    (y, state), (y_ref, state_ref) = gated(x), delta(x)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(state.memory, state_ref.memory, rtol=0, atol=1e-12)
+
+
+def test_linear_rule_ignores_gates():
+    layer = _layer("linear")
+    assert layer.to_beta is None and layer.to_decay is None
+    beta, alpha = layer.gates(_x(1, 4))
+    assert beta is None and alpha is None
+
+
+@given(x=arrays(np.float64, (2, 5, DIM), elements=st.floats(-1e3, 1e3)))
+def test_gates_stay_in_range(x):
+    layer = _layer("gated-delta")
+    beta, alpha = layer.gates(torch.from_numpy(x))
+    assert beta.shape == alpha.shape == (2, HEADS, 5)
+    assert bool(((beta >= 0) & (beta <= 1)).all())
+    # alpha in (0, 1]: at least exp(-MAX_DECAY), so that chunk_delta_rule can take its log
+    assert bool(((alpha >= np.exp(-DeltaRuleLayer.MAX_DECAY) * (1 - 1e-12)) & (alpha <= 1)).all())
+
+
+def test_decay_floor_keeps_float32_alpha_positive():
+    layer = _layer("gated-delta", dtype=torch.float32)
+    with torch.no_grad():
+        layer.to_decay.bias.fill_(1e4)  # softplus = 1e4: exp(-1e4) would underflow to alpha = 0
+    x = _x(1, 6, dtype=torch.float32)
+    _, alpha = layer.gates(x)
+    torch.testing.assert_close(alpha, torch.full_like(alpha, np.exp(-DeltaRuleLayer.MAX_DECAY)))
+    y, _ = layer(x)
+    assert bool(torch.isfinite(y).all())
+
+
+def test_decay_gates_start_between_0_9_and_0_999():
+    layer = _layer("gated-delta", heads=4, seed=0)
+    with torch.no_grad():
+        layer.to_decay.weight.zero_()
+    _, alpha = layer.gates(_x(1, 1))
+    a = alpha[0, :, 0]
+    # the biases are initialised in float32 (then cast): float32 rounding, not 1e-12
+    torch.testing.assert_close(a, torch.exp(-torch.logspace(-3, -1, 4, dtype=F64)), rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("rule", RULES)
+@given(cut=st.integers(1, 12))
+def test_layer_streams_exactly_at_any_split(rule, cut):
+    layer = _layer(rule, chunk_size=4)
+    x = _x(2, 13, seed=9)
+    whole, state = layer(x)
+    first, mid = layer(x[:, :cut])
+    second, end = layer(x[:, cut:], mid)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, rtol=0, atol=1e-12)
+    torch.testing.assert_close(end.memory, state.memory, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_state_is_fixed_size_detachable_and_not_mutated(rule):
+    layer = _layer(rule)
+    x = _x(1, 9, seed=10)
+    _, state = layer(x[:, :4])
+    assert isinstance(state, DeltaRuleState)
+    assert state.memory.shape == (1, HEADS, DIM // HEADS, DIM // HEADS)
+    before = [state.memory.clone(), *(c.clone() for c in state.conv.values())]
+    y, later = layer(x[:, 4:], state)
+    assert later.numel() == state.numel() == state.memory.numel() + 3 * 3 * DIM  # 3 caches of kernel - 1 rows
+    for old, now in zip(before, [state.memory, *state.conv.values()], strict=True):
+        assert torch.equal(old, now)  # the given state is left alone
+    detached = state.detach()
+    assert state.memory.requires_grad and not detached.memory.requires_grad
+    assert not any(c.requires_grad for c in detached.conv.values())
+    torch.testing.assert_close(layer(x[:, 4:], detached)[0], y, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"rule": "mamba"}, ValueError, "rule must be one of"),
+        ({"impl": "fast"}, ValueError, "impl must be one of"),
+        ({"heads": 3}, ValueError, r"dim \(8\) must be divisible by heads \(3\)"),
+        ({"chunk_size": 0}, ValueError, "chunk_size must be an int >= 1"),
+        ({"heads": 2.0}, TypeError, "heads must be an int"),
+        ({"conv_kernel": -1}, ValueError, "conv_kernel must be an int >= 0"),
+    ],
+)
+def test_bad_layer_arguments_raise(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        DeltaRuleLayer(DIM, **{"heads": HEADS, **kwargs})
+
+
+def test_bad_layer_inputs_raise():
+    layer = _layer("delta")
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, seq, 8\)"):
+        layer(torch.zeros(1, 3, 5, dtype=F64))
+    _, state = layer(_x(2, 3))
+    with pytest.raises(ValueError, match="state is for batch 2, x has batch 1"):
+        layer(_x(1, 3), state)
+    with pytest.raises(TypeError, match="state must be a DeltaRuleState or None"):
+        layer(_x(2, 3), {"memory": state.memory})
+
+
+def test_without_convolution_the_state_has_no_caches():
+    layer = _layer("delta", conv_kernel=0)
+    _, state = layer(_x(1, 5))
+    assert state.conv == {} and state.numel() == state.memory.numel()
