@@ -1,14 +1,16 @@
 """Forward+backward speed of the MIRAS memories (Moneta, Yaad, Memora) beside the Titans memory.
 
-Every configuration (memory, implementation, sequence length) runs in a fresh subprocess, so its peak
-memory is its own. Inside it, one call is ``y, _ = module(x)`` then ``y.pow(2).mean().backward()``: 1 untimed
-warm-up call, then ``--iters`` timed calls; throughput is ``batch * seq / median seconds``; peak memory is
-``ru_maxrss`` minus the RSS right after building the module and input.
+Every configuration (memory, implementation, mode, sequence length) runs in a fresh subprocess, so its
+peak memory is its own. Inside it, one call is ``y, _ = module(x)`` then ``y.pow(2).mean().backward()``
+(``fwd_bwd``), or the forward under ``torch.no_grad()`` (``fwd``): 1 untimed warm-up call, then ``--iters``
+timed calls; throughput is ``batch * seq / median seconds``; peak memory is ``ru_maxrss`` minus the RSS right
+after building the module and input.
 
 Memories: ``titans`` (``NeuralMemory``, l2 bias, weight decay, momentum: the dual form), ``yaad`` (Huber-type
 bias, weight decay: the dual form), ``moneta`` and ``memora`` (non-linear retentions: per-token states
 materialised per chunk, with ``checkpoint_chunks`` so that back-propagation keeps one group of chunks at a
-time), each ``impl="chunked"`` and ``impl="reference"`` (the token loop). Same shapes as
+time), ``impl="chunked"`` forward+backward at every length, and forward only, beside the token loop
+(``impl="reference"``), at seq 1024. Same shapes as
 ``benchmarks/titans_memory.py``: dim 256, 1 head, depth 2, expansion 4, batch 2; chunk 16 (MIRAS §6).
 
 The run ends with the derived speed-ups (chunked / token loop; each preset / Titans, chunked) and a PASS/FAIL
@@ -66,6 +68,10 @@ def child(spec: dict) -> dict:
     base = peak_rss_mb()
 
     def call():
+        if spec["mode"] == "fwd":
+            with torch.no_grad():
+                module(x)
+            return
         y, _ = module(x)
         y.pow(2).mean().backward()
 
@@ -93,9 +99,10 @@ def run_child(spec: dict, timeout: float) -> dict:
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "load_before": load}
 
 
-def rate(rows, memory, impl, seq):
+def rate(rows, memory, impl, seq, mode="fwd_bwd"):
     for row in rows:
-        if (row["memory"], row["impl"], row["seq"]) == (memory, impl, seq) and "tokens_per_s" in row:
+        key = (row["memory"], row["impl"], row["seq"], row.get("mode", "fwd_bwd"))
+        if key == (memory, impl, seq, mode) and "tokens_per_s" in row:
             return row["tokens_per_s"]
     return None
 
@@ -104,13 +111,13 @@ def derived(rows, config) -> list[str]:
     lines = []
     for memory in MEMORIES:
         for seq in config["ref_seqs"]:
-            fast, slow = rate(rows, memory, "chunked", seq), rate(rows, memory, "reference", seq)
+            fast = rate(rows, memory, "chunked", seq, "fwd")
+            slow = rate(rows, memory, "reference", seq, "fwd")
             if fast and slow:
                 ratio = fast / slow
                 verdict = "PASS" if ratio >= TARGETS["chunked_vs_reference"] else "FAIL"
-                lines.append(
-                    f"[{verdict}] {memory}: chunked / token loop at seq {seq}: {ratio:.1f}x (target >= 10x)"
-                )
+                what = f"{memory}: chunked / token loop (forward) at seq {seq}"
+                lines.append(f"[{verdict}] {what}: {ratio:.1f}x (target >= 10x)")
     for memory in MEMORIES[1:]:
         for seq in config["seqs"]:
             mine, titans = rate(rows, memory, "chunked", seq), rate(rows, "titans", "chunked", seq)
@@ -136,23 +143,26 @@ def main(argv=None) -> int:
         print(json.dumps(child(json.loads(args.child))))
         return 0
     config = QUICK if args.quick else FULL
+    # forward+backward of the chunked form at every length; the token loop forward only (its backward keeps
+    # two weight copies per token: 8 GB at seq 1024 here), compared with the chunked forward at its length
+    runs = [("chunked", "fwd_bwd", seq) for seq in config["seqs"]]
+    runs += [(impl, "fwd", seq) for seq in config["ref_seqs"] for impl in ("chunked", "reference")]
     specs = [
-        {**config, "memory": m, "impl": impl, "seq": seq, "threads": args.threads}
+        {**config, "memory": m, "impl": impl, "mode": mode, "seq": seq, "threads": args.threads}
         for m in args.memories
-        for impl, seqs in (("chunked", config["seqs"]), ("reference", config["ref_seqs"]))
-        for seq in seqs
+        for impl, mode, seq in runs
     ]
     rows = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    print(f"{'memory':8} {'impl':9} {'seq':>6} {'tokens/s':>9} {'median s':>9} {'peak MB':>8}")
+    print(f"{'memory':8} {'impl':9} {'mode':7} {'seq':>6} {'tokens/s':>9} {'median s':>9} {'peak MB':>8}")
     for spec in specs:
         row = run_child(spec, args.timeout)
         rows.append(row)
         if "error" in row:
-            print(f"{row['memory']:8} {row['impl']:9} {row['seq']:>6}  error: {row['error']}")
+            print(f"{row['memory']:8} {row['impl']:9} {row['mode']:7} {row['seq']:>6}  error: {row['error']}")
         else:
-            print(f"{row['memory']:8} {row['impl']:9} {row['seq']:>6} {row['tokens_per_s']:9.0f} "
-                  f"{row['median_s']:9.2f} {row['peak_delta_mb']:8.0f}")  # fmt: skip
+            name = f"{row['memory']:8} {row['impl']:9} {row['mode']:7} {row['seq']:>6}"
+            print(f"{name} {row['tokens_per_s']:9.0f} {row['median_s']:9.2f} {row['peak_delta_mb']:8.0f}")
         meta = {"machine": platform.machine(), "python": platform.python_version(), "config": config}
         args.out.write_text(
             json.dumps({"meta": meta, "rows": rows, "derived": derived(rows, config)}, indent=1)
