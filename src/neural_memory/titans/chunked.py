@@ -80,12 +80,14 @@ def _dual_read(
     model: MemoryMLP, weights: Weights, momentum: Weights, acts, grads, c, queries: Tensor
 ) -> Tensor:
     """Read every position of the chunk with its own weights M_t, without materialising them (T-U8)."""
-    h = queries
     beta, s, q = c["beta"][..., None], c["s"][..., None], c["Q"]
-    for layer, (w, m, a, g) in enumerate(zip(weights, momentum, acts, grads, strict=True)):
-        z = beta * (h @ w) + s * (h @ m) + ((h @ a.transpose(-1, -2)) * q) @ g
-        h = model.act(z) if layer < len(weights) - 1 else z
-    return model.readout(queries, h)
+
+    def linear(layer: int, h: Tensor) -> Tensor:
+        w, m, a, g = weights[layer], momentum[layer], acts[layer], grads[layer]
+        return beta * (h @ w) + s * (h @ m) + ((h @ a.transpose(-1, -2)) * q) @ g
+
+    _, pre = model.layers(queries, linear)
+    return model.readout(queries, pre[-1])
 
 
 def _chunk(model, weights, momentum, grad_weights, piece, read, output_grad):

@@ -128,17 +128,30 @@ class MemoryMLP(nn.Module):
             for w in self.initial_weights
         )
 
+    def layers(self, x: Tensor, linear: Callable[[int, Tensor], Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """The one forward pass of the network, with its linear maps supplied by the caller.
+
+        ``linear(layer, h)`` maps the layer's input ``h`` to its pre-activation: ``h @ W_l`` for a plain
+        read, the chunk's dual form (each position through its own weights) in
+        :func:`neural_memory.titans.chunked.chunked_memory`. Returns the inputs :math:`a_l` and
+        pre-activations :math:`z_l` of every layer; the last :math:`z` is the network's output before the
+        read-out (:meth:`readout`).
+        """
+        inputs, pre = [], []
+        h = x
+        for layer in range(self.depth):
+            inputs.append(h)
+            pre.append(linear(layer, h))
+            h = self.act(pre[-1]) if layer < self.depth - 1 else pre[-1]
+        return inputs, pre
+
     def recall(self, weights: Weights, x: Tensor, norm: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Forward pass :math:`\\mathcal{M}(x)` with the given weights: ``x (N, T, d) -> (N, T, d)``.
 
         ``norm`` overrides the read-out's ``(gain, bias)`` rows (see :meth:`norm_params`).
         """
-        h = x
-        for layer, w in enumerate(weights):
-            h = h @ w
-            if layer < len(weights) - 1:
-                h = self.act(h)
-        return self.readout(x, h, norm)
+        _, pre = self.layers(x, lambda layer, h: h @ weights[layer])
+        return self.readout(x, pre[-1], norm)
 
     def norm_params(self, n: int) -> tuple[Tensor, Tensor]:
         """The read-out's LayerNorm gain and bias for ``n = batch * heads`` rows, each ``(n, 1, d)``."""
@@ -198,13 +211,8 @@ class MemoryMLP(nn.Module):
         Returns:
             ``(acts, grads)``: per layer, inputs ``(N, T, d_in)`` and output gradients ``(N, T, d_out)``.
         """
-        acts, pre = [], []
-        h = keys
-        for layer, w in enumerate(weights):
-            acts.append(h)
-            z = h @ w
-            pre.append(z)
-            h = self.act(z) if layer < len(weights) - 1 else z
+        acts, pre = self.layers(keys, lambda layer, h: h @ weights[layer])
+        h = pre[-1]
         grads: list[Tensor] = [self.readout_backward(h, output_grad(self.readout(keys, h), values))]
         for layer in range(len(weights) - 1, 0, -1):
             back = grads[0] @ weights[layer].transpose(-1, -2)

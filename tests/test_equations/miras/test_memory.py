@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from neural_memory.miras.memory import MirasMemory, memora, moneta, yaad
-from neural_memory.miras.retention import KLSoftmax
+from neural_memory.miras.retention import ElasticNet, KLSoftmax, SigmoidBregman
 
 DT = torch.float64
 DIM = 4
@@ -166,3 +166,24 @@ def test_yaad_threshold_starts_at_the_residual_scale():
     delta = yaad(16, heads=4).delta_gate(torch.zeros(1, 3, 16))  # sqrt(head_dim) = 2 at zero input
     assert delta.shape == (4, 3, 1)
     assert all(math.isclose(d, 2.0, rel_tol=1e-6) for d in delta.flatten().tolist())
+
+
+@pytest.mark.equation("miras", 23)
+@pytest.mark.parametrize(
+    "retention", [ElasticNet(threshold=0.01), SigmoidBregman(), KLSoftmax(lag_token=False)], ids=repr
+)
+def test_any_retention_object_makes_a_memory_whose_chunks_equal_its_token_loop(retention):
+    # The retention gate is a choice: elastic net in the FTRL view (Eq. 23, W = S(A)), the sigmoid
+    # Bregman retention (M-U24, W = sigma(L)), Memora without its lag token.
+    torch.manual_seed(3)
+    kwargs = {"heads": 2, "chunk_size": 4, "momentum": False, "retention": retention}
+    fast = MirasMemory(8, **kwargs).to(DT)
+    slow = MirasMemory(8, impl="reference", **kwargs).to(DT)
+    slow.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 11, 8, dtype=DT)
+    (y_fast, s_fast), (y_slow, s_slow) = fast(x), slow(x)
+    torch.testing.assert_close(y_fast, y_slow, rtol=1e-11, atol=1e-11)
+    for a, b in zip(s_fast.accumulator + s_fast.weights, s_slow.accumulator + s_slow.weights, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+    for acc, w in zip(s_fast.accumulator, s_fast.weights, strict=True):
+        torch.testing.assert_close(w, retention.project(acc), rtol=0, atol=0)
