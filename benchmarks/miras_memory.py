@@ -137,12 +137,15 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "miras_memory.json")
     parser.add_argument("--memories", nargs="+", choices=MEMORIES, default=list(MEMORIES))
+    parser.add_argument("--seqs", nargs="+", type=int, help="forward+backward lengths (default 1024 4096)")
+    parser.add_argument("--iters", type=int, help="timed calls per configuration (default 2)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return 0
-    config = QUICK if args.quick else FULL
+    config = dict(QUICK if args.quick else FULL)
+    config.update({key: value for key, value in (("seqs", args.seqs), ("iters", args.iters)) if value})
     # forward+backward of the chunked form at every length; the token loop forward only (its backward keeps
     # two weight copies per token: 8 GB at seq 1024 here), compared with the chunked forward at its length
     runs = [("chunked", "fwd_bwd", seq) for seq in config["seqs"]]
