@@ -168,9 +168,13 @@ def test_yaad_threshold_starts_at_the_residual_scale():
     assert all(math.isclose(d, 2.0, rel_tol=1e-6) for d in delta.flatten().tolist())
 
 
-@pytest.mark.equation("miras", 23)
 @pytest.mark.parametrize(
-    "retention", [ElasticNet(threshold=0.01), SigmoidBregman(), KLSoftmax(lag_token=False)], ids=repr
+    "retention",
+    [
+        pytest.param(ElasticNet(threshold=0.01), marks=pytest.mark.equation("miras", 23), id="elastic-net"),
+        pytest.param(SigmoidBregman(), id="sigmoid-bregman"),
+        pytest.param(KLSoftmax(lag_token=False), id="softmax-without-lag"),
+    ],
 )
 def test_any_retention_object_makes_a_memory_whose_chunks_equal_its_token_loop(retention):
     # The retention gate is a choice: elastic net in the FTRL view (Eq. 23, W = S(A)), the sigmoid
