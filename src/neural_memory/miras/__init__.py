@@ -7,3 +7,7 @@ learning algorithm.
 * :mod:`~neural_memory.miras.framework` — the framework table's recurrences (§4, Eq. 3, 8, 9);
 * :mod:`~neural_memory.miras.memory` — the generic memory and the Moneta, Yaad and Memora presets (§5.3-5.4).
 """
+
+from neural_memory.miras.memory import MirasMemory, memora, moneta, yaad
+
+__all__ = ["MirasMemory", "memora", "moneta", "yaad"]
