@@ -1,7 +1,6 @@
 """Titans and MIRAS LM kinds (titans-mac/-mag/-mal/-lmm, moneta, yaad, memora): causality, streaming,
 bounded state, training, sizes."""
 
-import dataclasses
 import itertools
 
 import pytest
@@ -13,6 +12,8 @@ from neural_memory.models.lm import count_parameters
 from neural_memory.models.registry import available_kinds, build_lm, get_kind
 from neural_memory.titans.memory import NeuralMemory
 from neural_memory.titans.models import build_mac
+
+from .lm_state import state_numel, tensors_in, tokens
 
 VOCAB, DIM = 16, 8
 MEMORY = {"memory_chunk_size": 3, "memory_heads": 2}
@@ -36,30 +37,6 @@ KINDS = ["titans-mac", "titans-mag", "titans-mal", "titans-lmm", "moneta", "yaad
 def make_lm(kind, *, dtype=torch.float64, seed=0, depth=2, **overrides):
     torch.manual_seed(seed)
     return build_lm(kind, vocab_size=VOCAB, dim=DIM, depth=depth, **{**CONFIGS[kind], **overrides}).to(dtype)
-
-
-def tokens(batch, length, seed=0):
-    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
-
-
-def tensors_in(obj):
-    """Every tensor of a (nested) state: inside dataclasses, dicts, tuples and lists."""
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif dataclasses.is_dataclass(obj):
-        for f in dataclasses.fields(obj):
-            yield from tensors_in(getattr(obj, f.name))
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from tensors_in(v)
-    elif isinstance(obj, tuple | list):
-        for v in obj:
-            yield from tensors_in(v)
-
-
-def state_numel(obj):
-    """Scalars held by a (nested) state."""
-    return sum(t.numel() for t in tensors_in(obj))
 
 
 def test_the_kinds_are_registered_with_documented_defaults():

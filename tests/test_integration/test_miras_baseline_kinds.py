@@ -5,7 +5,6 @@ No equation markers: the recurrences are verified by tests/test_equations/miras/
 tests/test_equations/common/test_delta_rule_chunked.py; these are the properties every kind has.
 """
 
-import dataclasses
 import itertools
 
 import pytest
@@ -17,6 +16,8 @@ from neural_memory.miras.baselines import DeltaRuleLayer
 from neural_memory.models.lm import count_parameters
 from neural_memory.models.registry import available_kinds, build_lm, get_kind
 
+from .lm_state import state_numel, tensors_in, tokens
+
 VOCAB, DIM = 16, 8
 KINDS = ["linear-attention", "deltanet", "gated-deltanet"]
 CONFIG = {"heads": 2, "chunk_size": 3}  # chunks of 3: the cuts below fall inside chunks
@@ -25,29 +26,6 @@ CONFIG = {"heads": 2, "chunk_size": 3}  # chunks of 3: the cuts below fall insid
 def make_lm(kind, *, dtype=torch.float64, seed=0, depth=2, **overrides):
     torch.manual_seed(seed)
     return build_lm(kind, vocab_size=VOCAB, dim=DIM, depth=depth, **{**CONFIG, **overrides}).to(dtype)
-
-
-def tokens(batch, length, seed=0):
-    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
-
-
-def tensors_in(obj):
-    """Every tensor of a (nested) state: inside dataclasses, dicts, tuples and lists."""
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif dataclasses.is_dataclass(obj):
-        for f in dataclasses.fields(obj):
-            yield from tensors_in(getattr(obj, f.name))
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from tensors_in(v)
-    elif isinstance(obj, tuple | list):
-        for v in obj:
-            yield from tensors_in(v)
-
-
-def state_numel(obj):
-    return sum(t.numel() for t in tensors_in(obj))
 
 
 def test_the_kinds_are_registered_with_documented_defaults():
