@@ -37,7 +37,6 @@ logarithm.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 
 import torch
@@ -45,24 +44,17 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from neural_memory.registry import implements
-from neural_memory.titans.chunked import chunk_coefficients, chunked_memory, split_params
+from neural_memory.titans.chunked import (
+    chunk_coefficients,
+    chunk_end_state,
+    chunked_memory,
+    join_outputs,
+    piece_sizes,
+    split_pieces,
+)
 from neural_memory.titans.memory_model import MemoryMLP, Weights
 from neural_memory.titans.reference import Project, anchors_gradient, project_weights
 from neural_memory.titans.state import MemoryState
-
-
-def piece_sizes(offset: int, total: int, chunk_size: int, lag_token: bool) -> list[int]:
-    """Lengths of the pieces of ``total`` tokens that share one gradient anchor.
-
-    A piece ends at every chunk boundary and, with the lag token, after each chunk's first token.
-    """
-    sizes, pos = [], 0
-    while pos < total:
-        stop = 1 if lag_token and offset == 0 and chunk_size > 1 else chunk_size
-        n = min(stop - offset, total - pos)
-        sizes.append(n)
-        offset, pos = (offset + n) % chunk_size, pos + n
-    return sizes
 
 
 def _token_states(c: dict[str, Tensor], start: Tensor, momentum: Tensor, a: Tensor, g: Tensor) -> Tensor:
@@ -88,18 +80,12 @@ def _chunk(model, acc, momentum, grad_weights, piece, output_grad, project):
     keys, values, queries, alpha, eta, theta, params = piece
     acts, grads = model.gradient_factors(grad_weights, keys, values, partial(output_grad, **params))
     c = chunk_coefficients(alpha, eta, theta)
-    beta, s, eta_decay = (c[key][:, -1, None, None] for key in ("beta", "s", "eta_decay"))
-    last_q, last_p = c["Q"][:, -1, :, None], c["P"][:, -1, :, None]
-    new_acc, new_mom, states = [], [], []
-    for c0, m0, a, g in zip(acc, momentum, acts, grads, strict=True):
-        if queries is not None:
-            states.append(_token_states(c, c0, m0, a, g))
-            new_acc.append(states[-1][:, -1])
-        else:
-            new_acc.append(torch.baddbmm(torch.addcmul(beta * c0, s, m0), (a * last_q).transpose(-1, -2), g))
-        new_mom.append(torch.baddbmm(eta_decay * m0, (a * last_p).transpose(-1, -2), g))
-    y = None if queries is None else _read(model, project_weights(project, tuple(states)), queries)
-    return y, tuple(new_acc), tuple(new_mom)
+    y = None
+    if queries is not None:
+        layers = zip(acc, momentum, acts, grads, strict=True)
+        states = tuple(_token_states(c, c0, m0, a, g) for c0, m0, a, g in layers)
+        y = _read(model, project_weights(project, states), queries)
+    return (y, *chunk_end_state(c, acc, momentum, acts, grads))
 
 
 def _run(model, carry, pieces, rules):
@@ -189,10 +175,7 @@ def miras_chunked_memory(
     if read != "token":
         raise ValueError("the materialised form reads every token with its own state: read='token' only")
     sizes = piece_sizes(state.offset, keys.shape[1], chunk_size, lag_token)
-    split = [x.split(sizes, dim=1) if x is not None else [None] * len(sizes) for x in (keys, values, queries)]
-    split += [g.split(sizes, dim=1) for g in (alpha, eta, theta)]
-    split.append(split_params(bias_params, sizes))
-    pieces = list(zip(*split, strict=True))
+    pieces = split_pieces(sizes, (keys, values, queries), (alpha, eta, theta), bias_params)
     carry = (state.weights, state.carried, state.momentum, state.chunk_weights, state.offset)
     rules = (output_grad, project, lag_token, chunk_size)
     # Back-propagation keeps every chunk's per-token states (b x params each); checkpointing groups of
@@ -207,14 +190,6 @@ def miras_chunked_memory(
             ys, *carry = _run(model, carry, block, rules)
         outputs.extend(ys)
     weights, acc, momentum, chunk_weights, offset = carry
-    y = None if queries is None else (torch.cat(outputs, dim=1) if outputs else queries[:, :0])
-    new_state = replace(
-        state,
-        weights=weights,
-        momentum=momentum,
-        chunk_weights=chunk_weights,
-        offset=offset,
-        tokens_seen=state.tokens_seen + keys.shape[1],
-        accumulator=None if project is None else acc,
-    )
-    return y, new_state
+    accumulator = None if project is None else acc
+    new_state = state.advanced(keys.shape[1], weights, momentum, chunk_weights, offset, accumulator)
+    return join_outputs(outputs, queries), new_state

@@ -32,7 +32,6 @@ sequence, since each chunk's gradients need the previous chunk's final weights.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 
 import torch
@@ -101,8 +100,16 @@ def _chunk(model, weights, momentum, grad_weights, piece, read, output_grad):
             y = _dual_read(model, weights, momentum, acts, grads, c, queries)
         else:
             y = model.recall(grad_weights, queries)
-    # The chunk's last row of coefficients gives the carried state: M_end, S_end as (N, 1, 1) scalars on the
-    # start state plus the Eq. 17 matmul A^T diag(c) G of the per-token gradient factors.
+    return (y, *chunk_end_state(c, weights, momentum, acts, grads))
+
+
+def chunk_end_state(c: dict[str, Tensor], weights: Weights, momentum: Weights, acts, grads):
+    """The weights (or accumulator) and momentum at the end of a chunk, each one tensor per layer.
+
+    The chunk's last row of coefficients gives them: :math:`\\beta_b, s_b` and :math:`\\prod\\eta` as
+    ``(N, 1, 1)`` scalars on the start state plus the Eq. 17 matmul :math:`A^\\top\\mathrm{diag}(c)\\,G`
+    of the per-token gradient factors.
+    """
     beta, s, eta_decay = (c[key][:, -1, None, None] for key in ("beta", "s", "eta_decay"))
     last_q, last_p = c["Q"][:, -1, :, None], c["P"][:, -1, :, None]  # (N, b, 1)
     new_w, new_s = [], []
@@ -110,25 +117,42 @@ def _chunk(model, weights, momentum, grad_weights, piece, read, output_grad):
         # baddbmm/addcmul fuse the adds: these weight-sized passes dominate the cost of small chunks.
         new_w.append(torch.baddbmm(torch.addcmul(beta * w, s, m), (a * last_q).transpose(-1, -2), g))
         new_s.append(torch.baddbmm(eta_decay * m, (a * last_p).transpose(-1, -2), g))
-    return y, tuple(new_w), tuple(new_s)
+    return tuple(new_w), tuple(new_s)
 
 
-def split_params(params: dict[str, Tensor] | None, sizes: list[int]) -> list[dict[str, Tensor]]:
-    """Per-token loss parameters ``(N, T, ...)`` cut into the pieces' lengths along the token axis."""
-    if not params:
-        return [{} for _ in sizes]
-    cut = {name: value.split(sizes, dim=1) for name, value in params.items()}
-    return [{name: parts[i] for name, parts in cut.items()} for i in range(len(sizes))]
+def piece_sizes(offset: int, total: int, chunk_size: int, lag_token: bool = False) -> list[int]:
+    """Lengths of the pieces of ``total`` tokens that share one gradient anchor.
 
-
-def _piece_sizes(offset: int, total: int, chunk_size: int) -> list[int]:
-    """Lengths of the chunk-aligned pieces of ``total`` tokens; the first may finish a started chunk."""
+    A piece ends at every chunk boundary (the first may finish a started chunk) and, with MIRAS' lag token
+    (Memora, Eq. 30), after each chunk's first token.
+    """
     sizes, pos = [], 0
     while pos < total:
-        n = min(chunk_size - offset, total - pos)
+        stop = 1 if lag_token and offset == 0 and chunk_size > 1 else chunk_size
+        n = min(stop - offset, total - pos)
         sizes.append(n)
         offset, pos = (offset + n) % chunk_size, pos + n
     return sizes
+
+
+def split_pieces(sizes: list[int], streams, gates, params: dict[str, Tensor] | None) -> list[tuple]:
+    """Cut ``(keys, values, queries)``, the gates and the loss's per-token parameters into pieces.
+
+    Split once: one slice per chunk would make back-propagation add T/b full-length zero-padded gradients.
+    Returns one ``(keys, values, queries, alpha, eta, theta, params)`` tuple per piece.
+    """
+    split = [x.split(sizes, dim=1) if x is not None else [None] * len(sizes) for x in streams]
+    split += [g.split(sizes, dim=1) for g in gates]
+    cut = {name: value.split(sizes, dim=1) for name, value in (params or {}).items()}
+    split.append([{name: parts[i] for name, parts in cut.items()} for i in range(len(sizes))])
+    return list(zip(*split, strict=True))
+
+
+def join_outputs(outputs: list[Tensor], queries: Tensor | None) -> Tensor | None:
+    """The pieces' read-outs as one ``(N, T, d)`` tensor (``None`` for a write-only call)."""
+    if queries is None:
+        return None
+    return torch.cat(outputs, dim=1) if outputs else queries[:, :0]
 
 
 def _run(model, weights, momentum, chunk_weights, offset, pieces, chunk_size, read, output_grad):
@@ -194,12 +218,8 @@ def chunked_memory(
     Returns:
         ``(y (N, T, d) or None, new state)``.
     """
-    # Split once: one slice per chunk would make back-propagation add T/b full-length zero-padded gradients.
-    sizes = _piece_sizes(state.offset, keys.shape[1], chunk_size)
-    split = [x.split(sizes, dim=1) if x is not None else [None] * len(sizes) for x in (keys, values, queries)]
-    split += [g.split(sizes, dim=1) for g in (alpha, eta, theta)]
-    split.append(split_params(bias_params, sizes))
-    pieces = list(zip(*split, strict=True))
+    sizes = piece_sizes(state.offset, keys.shape[1], chunk_size)
+    pieces = split_pieces(sizes, (keys, values, queries), (alpha, eta, theta), bias_params)
     weights, momentum, chunk_weights, offset = (
         state.weights,
         state.momentum,
@@ -217,13 +237,6 @@ def chunked_memory(
             ys, weights, momentum, chunk_weights = _run(*args)
         outputs.extend(ys)
         offset = (offset + sum(sizes[first : first + group])) % chunk_size
-    y = None if queries is None else (torch.cat(outputs, dim=1) if outputs else queries[:, :0])
-    new_state = replace(
-        state,
-        weights=weights,
-        momentum=momentum,
-        chunk_weights=chunk_weights,
-        offset=offset,
-        tokens_seen=state.tokens_seen + keys.shape[1],
+    return join_outputs(outputs, queries), state.advanced(
+        keys.shape[1], weights, momentum, chunk_weights, offset
     )
-    return y, new_state

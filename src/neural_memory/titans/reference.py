@@ -13,14 +13,13 @@ of at :math:`\mathcal{M}_{t-1}`. ``chunk_size=1`` is the exact recurrence of Eq.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
-import torch
 from torch import Tensor
 from torch.func import grad, vjp, vmap
 
 from neural_memory.registry import implements
 from neural_memory.titans.associative_loss import associative_loss
+from neural_memory.titans.chunked import join_outputs
 from neural_memory.titans.memory_model import MemoryMLP, Weights
 from neural_memory.titans.state import MemoryState
 from neural_memory.titans.update import forgetting_update, surprise_momentum
@@ -153,16 +152,8 @@ def reference_memory(
             read_weights = weights if read == "token" else chunk_weights
             outputs.append(model.recall(read_weights, queries[:, t : t + 1]))
         offset = (offset + 1) % chunk_size
-    y = None if queries is None else (torch.cat(outputs, dim=1) if outputs else queries[:, :0])
     if offset == 0:
         chunk_weights = weights
-    new_state = replace(
-        state,
-        weights=weights,
-        momentum=momentum,
-        chunk_weights=chunk_weights,
-        offset=offset,
-        tokens_seen=state.tokens_seen + keys.shape[1],
-        accumulator=None if project is None else acc,
-    )
-    return y, new_state
+    accumulator = None if project is None else acc
+    new_state = state.advanced(keys.shape[1], weights, momentum, chunk_weights, offset, accumulator)
+    return join_outputs(outputs, queries), new_state

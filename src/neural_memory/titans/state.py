@@ -44,6 +44,26 @@ class MemoryState:
         """What the linear recurrence updates: the accumulator if there is one, else the weights."""
         return self.weights if self.accumulator is None else self.accumulator
 
+    def advanced(
+        self,
+        tokens: int,
+        weights: Weights,
+        momentum: Weights,
+        chunk_weights: Weights,
+        offset: int,
+        accumulator: Weights | None = None,
+    ) -> MemoryState:
+        """The state after ``tokens`` more tokens were written (convolution caches unchanged)."""
+        return replace(
+            self,
+            weights=weights,
+            momentum=momentum,
+            chunk_weights=chunk_weights,
+            offset=offset,
+            tokens_seen=self.tokens_seen + tokens,
+            accumulator=accumulator,
+        )
+
     def detach(self) -> MemoryState:
         """The same state cut from the autograd graph (truncated back-propagation between calls)."""
         return replace(

@@ -8,9 +8,9 @@ written out here by hand for a linear memory in the paper's column convention (E
 import pytest
 import torch
 
-from neural_memory.miras.chunked import miras_chunked_memory, piece_sizes
+from neural_memory.miras.chunked import miras_chunked_memory
 from neural_memory.titans.associative_loss import associative_loss, associative_loss_output_grad
-from neural_memory.titans.chunked import chunked_memory
+from neural_memory.titans.chunked import chunked_memory, piece_sizes
 from neural_memory.titans.memory_model import MemoryMLP
 from neural_memory.titans.reference import reference_memory
 from neural_memory.titans.state import MemoryState
