@@ -25,6 +25,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
+from neural_memory.common.validation import check_range
 from neural_memory.registry import implements
 
 # --------------------------------------------------------------------------------------------------
@@ -80,24 +81,8 @@ def _check_delta(name: str, value: object, like: Tensor, per_token: bool) -> Ten
 
 def _check_gate(name: str, value: object, like: Tensor, upper: float | None) -> Tensor:
     """A gate as a tensor broadcastable to the batch shape of the memory ``like``; in [0, upper]."""
-    batch = like.shape[:-2]
-    if isinstance(value, bool) or not isinstance(value, int | float | Tensor):
-        raise TypeError(
-            f"{name} must be a float or a tensor of shape {tuple(batch)}, got {type(value).__name__}"
-        )
-    gate = torch.as_tensor(value, dtype=like.dtype, device=like.device)
-    finite = bool(torch.isfinite(gate).all() and (gate >= 0).all())
-    if upper is None and not finite:
-        raise ValueError(f"{name} must be finite and >= 0, got {_describe(gate)}")
-    if upper is not None and not (finite and bool((gate <= upper).all())):
-        raise ValueError(f"{name} must be in [0, {upper:g}], got {_describe(gate)}")
-    try:
-        fits = torch.broadcast_shapes(gate.shape, batch) == batch
-    except RuntimeError:
-        fits = False
-    if not fits:
-        raise ValueError(f"{name} of shape {tuple(gate.shape)} does not broadcast to {tuple(batch)}")
-    return gate
+    high = math.inf if upper is None else upper
+    return check_range(name, value, like, shape=like.shape[:-2], high=high)
 
 
 def _norm(r: Tensor) -> Tensor:

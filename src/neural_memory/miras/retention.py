@@ -29,6 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from neural_memory.common.validation import check_range
 from neural_memory.registry import implements
 
 Dims = int | tuple[int, ...] | None
@@ -58,41 +59,6 @@ def _check_pair(w: Tensor, grad: Tensor, w_name: str = "W") -> None:
     _check_tensor("grad", grad)
     if grad.shape != w.shape:
         raise ValueError(f"grad must have the shape of {w_name} {tuple(w.shape)}, got {tuple(grad.shape)}")
-
-
-def _interval(low: float, high: float, low_open: bool, allow_inf: bool) -> str:
-    left = "(" if low_open else "["
-    right = "]" if (allow_inf or math.isfinite(high)) else ")"
-    return f"{left}{low:g}, {high:g}{right}"
-
-
-def _param(
-    name: str,
-    value: float | Tensor,
-    like: Tensor,
-    *,
-    low: float = 0.0,
-    high: float = math.inf,
-    low_open: bool = False,
-    allow_inf: bool = False,
-) -> Tensor:
-    """A gate as a tensor in ``like``'s dtype, checked to lie in its interval and broadcast to ``like``."""
-    if isinstance(value, bool) or not isinstance(value, int | float | Tensor):
-        raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
-    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
-    bad = torch.isnan(t) | (t < low) | (t > high) | (torch.isinf(t) & (not allow_inf))
-    if low_open:
-        bad = bad | (t == low)
-    if bool(bad.any()):
-        shown = value if not isinstance(value, Tensor) or value.numel() == 1 else "a tensor with entries"
-        raise ValueError(f"{name} must be in {_interval(low, high, low_open, allow_inf)}, got {shown}")
-    try:
-        fits = torch.broadcast_shapes(t.shape, like.shape) == like.shape
-    except RuntimeError:
-        fits = False
-    if not fits:
-        raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to {tuple(like.shape)}")
-    return t
 
 
 def _positive_float(name: str, value: float) -> float:
@@ -204,7 +170,7 @@ def f_divergence_step(
         raise ValueError("W must be >= 0 (a point of the scaled simplex, Eq. 20)")
     if not callable(g):
         raise TypeError(f"g must be callable (g = (f')^-1, elementwise), got {type(g).__name__}")
-    eta_t = _param("eta", eta, W)
+    eta_t = check_range("eta", eta, W)
     c = _positive_float("c", c)
     dims = _dims(dim, W.dim())
     live = W > 0
@@ -272,8 +238,8 @@ def kl_retention_step(
     """
     _check_pair(W, grad)
     _check_positive_weights(W)
-    eta_t = _param("eta", eta, W)
-    alpha_t = _param("alpha", alpha, W, low_open=True, allow_inf=True)
+    eta_t = check_range("eta", eta, W)
+    alpha_t = check_range("alpha", alpha, W, low_open=True, allow_inf=True)
     c = _positive_float("c", c)
     dims = _dims(dim, W.dim())
     # reciprocals keep the limits exact: α = ∞ gives λ = 0, η' = η; η = 0 gives λ = 0, η' = 0
@@ -309,8 +275,8 @@ def memora_step(
     """
     _check_pair(W, grad)
     _check_positive_weights(W)
-    eta_t = _param("eta", eta, W)
-    alpha_t = _param("alpha", alpha, W, high=1.0)
+    eta_t = check_range("eta", eta, W)
+    alpha_t = check_range("alpha", alpha, W, high=1.0)
     return _softmax(alpha_t * torch.log(W) - eta_t * grad, _dims(dim, W.dim()))
 
 
@@ -335,8 +301,8 @@ def memora_log_step(L: Tensor, grad: Tensor, eta: float | Tensor, alpha: float |
         :math:`L_t`, shape of ``L``.
     """
     _check_pair(L, grad, "L")
-    eta_t = _param("eta", eta, L)
-    alpha_t = _param("alpha", alpha, L, high=1.0)
+    eta_t = check_range("eta", eta, L)
+    alpha_t = check_range("alpha", alpha, L, high=1.0)
     return alpha_t * L - eta_t * grad
 
 
@@ -360,7 +326,7 @@ def soft_threshold(z: Tensor, gamma: float | Tensor) -> Tensor:
         shape of ``z``; entries with :math:`|z| \le \gamma` are exactly 0.
     """
     _check_tensor("z", z)
-    return _soft_threshold(z, _param("gamma", gamma, z))
+    return _soft_threshold(z, check_range("gamma", gamma, z))
 
 
 @implements("miras", 22)
@@ -389,9 +355,9 @@ def elastic_net_step(
         :math:`W_t`, shape of ``W``.
     """
     _check_pair(W, grad)
-    eta_t = _param("eta", eta, W)
-    beta_t = _param("beta", beta, W, low_open=True, allow_inf=True)
-    alpha_t = _param("alpha", alpha, W, low_open=True, allow_inf=True)
+    eta_t = check_range("eta", eta, W)
+    beta_t = check_range("beta", beta, W, low_open=True, allow_inf=True)
+    alpha_t = check_range("alpha", alpha, W, low_open=True, allow_inf=True)
     lam = 1 / (1 + eta_t / beta_t)
     zeta = eta_t * lam
     return _soft_threshold(lam * W - zeta * grad, zeta / alpha_t)
@@ -421,8 +387,8 @@ def elastic_net_ftrl(
         ``(A_t, W_t)``, both of the shape of ``A_prev``.
     """
     _check_pair(A_prev, grad, "A_prev")
-    eta_t = _param("eta", eta, A_prev)
-    alpha_t = _param("alpha", alpha, A_prev, low_open=True, allow_inf=True)
+    eta_t = check_range("eta", eta, A_prev)
+    alpha_t = check_range("alpha", alpha, A_prev, low_open=True, allow_inf=True)
     acc = A_prev - eta_t * grad
     return acc, _soft_threshold(acc, eta_t / alpha_t)
 
@@ -526,8 +492,8 @@ def moneta_step(
         ``(A_t, W_t)``, both of the shape of ``A_prev``.
     """
     _check_pair(A_prev, grad, "A_prev")
-    eta_t = _param("eta", eta, A_prev)
-    alpha_t = _param("alpha", alpha, A_prev, high=1.0)
+    eta_t = check_range("eta", eta, A_prev)
+    alpha_t = check_range("alpha", alpha, A_prev, high=1.0)
     acc = alpha_t * A_prev - eta_t * grad
     return acc, moneta_normalize(acc, q, dim)
 
@@ -568,7 +534,7 @@ def bregman_step(
     for name, fn in (("f_prime", f_prime), ("g", g)):
         if not callable(fn):
             raise TypeError(f"{name} must be callable (elementwise), got {type(fn).__name__}")
-    eta_t = _param("eta", eta, W)
+    eta_t = check_range("eta", eta, W)
     mirror = f_prime(W)
     if bool(torch.isnan(mirror).any()):
         raise ValueError("W is outside the domain of f_prime (f_prime(W) is NaN)")
@@ -597,7 +563,7 @@ def sigmoid_bregman_step(W: Tensor, grad: Tensor, eta: float | Tensor) -> Tensor
     _check_pair(W, grad)
     if bool(((W <= 0) | (W >= 1)).any()):
         raise ValueError("W must be in (0, 1) (the sigmoid-Bregman update takes its logit)")
-    eta_t = _param("eta", eta, W)
+    eta_t = check_range("eta", eta, W)
     return torch.sigmoid(torch.logit(W) - eta_t * grad)
 
 
@@ -623,8 +589,8 @@ def yaad_gates(theta: float | Tensor, beta: float | Tensor) -> tuple[Tensor, Ten
     like = tensors[0] if tensors else torch.zeros((), dtype=torch.float64)
     shape = torch.broadcast_shapes(*(x.shape for x in tensors)) if tensors else torch.Size()
     like = torch.zeros(shape, dtype=like.dtype, device=like.device)
-    theta_t = _param("theta", theta, like)
-    beta_t = _param("beta", beta, like, low_open=True, allow_inf=True)
+    theta_t = check_range("theta", theta, like)
+    beta_t = check_range("beta", beta, like, low_open=True, allow_inf=True)
     alpha = torch.broadcast_to(1 / (1 + 2 * theta_t / beta_t), shape)
     return alpha, theta_t * alpha
 

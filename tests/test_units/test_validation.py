@@ -1,0 +1,41 @@
+"""The shared argument checks: a parameter outside its interval or shape is refused by name."""
+
+import math
+
+import pytest
+import torch
+
+from neural_memory.common.validation import check_range
+
+LIKE = torch.zeros(3, 4, dtype=torch.float64)
+
+
+def test_check_range_returns_a_tensor_in_the_dtype_of_like():
+    t = check_range("eta", 0.5, LIKE)
+    assert t.dtype == torch.float64 and t.item() == 0.5
+    assert check_range("alpha", torch.full((3, 1), 1.0), LIKE, high=1.0).shape == (3, 1)
+
+
+@pytest.mark.parametrize(
+    ("value", "interval", "message"),
+    [
+        (-0.1, {}, r"eta must be in \[0, inf\)"),
+        (math.nan, {}, r"eta must be in \[0, inf\)"),
+        (math.inf, {}, r"eta must be in \[0, inf\)"),
+        (1.5, {"high": 1.0}, r"eta must be in \[0, 1\]"),
+        (0.0, {"low_open": True, "allow_inf": True}, r"eta must be in \(0, inf\]"),
+    ],
+)
+def test_check_range_refuses_values_outside_the_interval(value, interval, message):
+    with pytest.raises(ValueError, match=message):
+        check_range("eta", value, LIKE, **interval)
+
+
+def test_check_range_accepts_inf_only_when_allowed_and_checks_the_shape_and_type():
+    assert math.isinf(check_range("alpha", math.inf, LIKE, low_open=True, allow_inf=True).item())
+    with pytest.raises(ValueError, match=r"eta of shape \(5,\) does not broadcast to \(3,\)"):
+        check_range("eta", torch.ones(5), LIKE, shape=LIKE.shape[:1])
+    with pytest.raises(TypeError, match="eta must be a float or a tensor"):
+        check_range("eta", "0.5", LIKE)
+    with pytest.raises(TypeError, match="eta must be a float or a tensor"):
+        check_range("eta", True, LIKE)
