@@ -136,13 +136,13 @@ class MirasMemory(NeuralMemory):
 
     def _write(self, x, keys, values, queries, state):
         alpha, eta, theta = self.gates(x)
-        if not torch.compiler.is_compiling():
-            check_gates(alpha.detach(), eta.detach(), theta.detach())
         params = {} if self.delta_gate is None else {"delta": self.delta_gate(x)}
+        if not torch.compiler.is_compiling():  # once per call; the memory loops use the unchecked forms
+            check_gates(alpha.detach(), eta.detach(), theta.detach())
+            self.bias.check_params(values, **params)
         args = (self.memory, state, keys, values, queries, alpha, eta, theta)
         common = {"bias_params": params, "project": self._phi(), "lag_token": self.retention.lag_token}
         if self.impl == "reference":
-            self.bias.check_params(values, **params)
             # autograd of the loss, unless the bias's gradient is a surrogate of it (smooth l_p)
             inner = (
                 {"loss": self.bias.raw_loss}
@@ -152,7 +152,7 @@ class MirasMemory(NeuralMemory):
             return reference_memory(*args, chunk_size=self.chunk_size, read=self.read, **inner, **common)
         return miras_chunked_memory(
             *args, chunk_size=self.chunk_size, read=self.read, checkpoint_chunks=self.checkpoint_chunks,
-            output_grad=self.bias.output_grad, **common,
+            output_grad=self.bias.raw_output_grad, **common,
         )  # fmt: skip
 
 
