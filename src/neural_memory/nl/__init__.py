@@ -5,6 +5,44 @@
 * :mod:`neural_memory.nl.optimizers` — optimizers as instances: momentum, preconditioned momentum, Muon and
   Newton–Schulz, Appendix B's element-wise and matrix momentum (GD with momentum, Adam, AdaGrad), M3
   (Algorithm 1) and Delta Gradient Descent with Appendix C's derivation.
+* :mod:`neural_memory.nl.gradient_descent` — SGD, its proximal and FTRL forms, GD with the output surprise
+  (Eq. 1–3, 8, 23); :mod:`neural_memory.nl.training_objective` — the expected loss and its minimiser
+  (Eq. 4, 7, 22).
+* :mod:`neural_memory.nl.linear_attention` — the fast-weight programmer and linear attention, its write as
+  one GD step on the dot-product objective (Eq. 5, 14–18).
+* :mod:`neural_memory.nl.knowledge_transfer` — the two-level forward pass and the meta-learned initial
+  state, MAML (Eq. 26, 28).
 
 The Continuum Memory System and Hope are not here yet.
 """
+
+from neural_memory.nl.gradient_descent import ftrl_iterate, output_surprise_step, sgd_step
+from neural_memory.nl.knowledge_transfer import (
+    adapted_memory_loss,
+    meta_learned_initialisation,
+    two_level_forward,
+)
+from neural_memory.nl.linear_attention import (
+    fast_weight_programmer,
+    linear_attention,
+    linear_attention_projections,
+    linear_attention_read,
+    linear_attention_write,
+)
+from neural_memory.nl.training_objective import expected_loss, minimise_expected_loss
+
+__all__ = [
+    "adapted_memory_loss",
+    "expected_loss",
+    "fast_weight_programmer",
+    "ftrl_iterate",
+    "linear_attention",
+    "linear_attention_projections",
+    "linear_attention_read",
+    "linear_attention_write",
+    "meta_learned_initialisation",
+    "minimise_expected_loss",
+    "output_surprise_step",
+    "sgd_step",
+    "two_level_forward",
+]

@@ -148,6 +148,7 @@ def test_read_by_hand():
     torch.testing.assert_close(got, torch.tensor([6.0, 3.5], dtype=F64), rtol=0, atol=0)
 
 
+@pytest.mark.equation("nl", 14)
 @pytest.mark.equation("nl", 15)
 @pytest.mark.equation("nl", 16)
 @given(x=tensors(6, 4))
