@@ -37,7 +37,8 @@ def two_level_forward(fast_memory: Tensor, slow_weight: Tensor, x: Tensor) -> Te
 
     The slow memory :math:`W_q` (changed only by training) maps the token to a query; the fast memory
     :math:`\mathcal M_t` (rewritten every token, Eq. 15) maps the query to the output. The paper prints
-    the row-convention :math:`x_t W_q`; in the column convention of Eq. 14 it is :math:`W_q x_t`.
+    the row-convention :math:`x_t W_q`; in the column convention of Eq. 14 it is :math:`W_q x_t`
+    (docs/errata.md, NL Eq. 26).
 
     Args:
         fast_memory: ``M_t``, ``(d_v, d_k)``, or one state per token ``(L, d_v, d_k)``.

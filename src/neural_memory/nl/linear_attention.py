@@ -64,7 +64,8 @@ def fast_weight_programmer(
         \qquad\qquad \mathbf{y}_t = \mathcal{M}_t\,\phi(\mathbf{q}_t)
 
     Decay the fast weight, add the outer product of the value and the key's features, read with the
-    query's features. Each write is :func:`~neural_memory.miras.framework.hebbian_step`.
+    query's features. Each write is :func:`~neural_memory.miras.framework.hebbian_step`. The paper fixes
+    neither φ nor the gate's shape: any element-wise φ, one scalar gate per token (docs/errata.md, NL Eq. 5).
 
     Args:
         q, k: ``(L, d_k)``.

@@ -76,7 +76,7 @@ def minimise_expected_loss(
     Full-batch gradient descent on :func:`expected_loss` from ``init`` until every entry of a step is
     below ``tol``. That is a stationary point — the argmin when the expected loss is convex (least
     squares, Eq. 7 with a linear layer), a local minimum otherwise. The paper does not say how the argmin
-    is found; GD is the learning rule the paper studies.
+    is found; GD is the learning rule the paper studies (docs/errata.md, NL Eq. 4, 7, 22).
 
     Args:
         loss_fn, samples: as in :func:`expected_loss`.
