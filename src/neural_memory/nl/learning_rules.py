@@ -658,7 +658,7 @@ def ada_transformer_block(
             f"got {getattr(w_lin_init, 'shape', type(w_lin_init).__name__)}"
         )
     y_attn = causal_softmax_attention(q, k, v, scale=scale)
-    start = w_lin_init.T.expand(x.shape[0], *shape[::-1])  # Wᵀ: the memory reads y_attn, writes k v-keyed
+    start = w_lin_init.T.expand(x.shape[0], *shape[::-1])  # M_0 = W_0ᵀ: key v_s, value k_s, query y_attn
     run = hebbian_rnn if impl == "recurrent" else hebbian_rnn_parallel
     y, memory = run(y_attn, v, k, eta=eta, initial_state=start)
     return y, memory.transpose(1, 2)
