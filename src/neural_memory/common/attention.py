@@ -55,12 +55,14 @@ def _check_square(q: torch.Tensor, k: torch.Tensor) -> None:
 
 @implements("titans", 1)
 @implements("miras", 1)
+@implements("nl", 61)
 def qkv_projection(
     x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""Query, key and value projections (Titans v1, Eq. 1).
 
-    Also MIRAS v1 Eq. 1 (the same formula in MIRAS §2).
+    Also MIRAS v1 Eq. 1 (the same formula in MIRAS §2) and NL v1 Eq. 61 (NL §5's row convention,
+    :math:`k_t = x_tW_k`, the same product per token).
 
     .. math::
         \mathbf{Q} = x\mathbf{W}_{\mathrm{Q}}, \quad \mathbf{K} = x\mathbf{W}_{\mathrm{K}},
@@ -86,6 +88,7 @@ def qkv_projection(
     return x @ w_q, x @ w_k, x @ w_v
 
 
+@implements("nl", 62)
 def masked_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -101,6 +104,15 @@ def masked_attention(
         \exp(s\,Q_i^\top K_\ell)}\, V_j, \qquad s = 1/\sqrt{d_k} \text{ by default}
 
     Every query averages the values of the keys it may see, weighted by the softmax of the scores.
+    That average is the minimiser of a locally weighted regression (NL v1, Eq. 62, attention as a
+    Nadaraya–Watson estimator, with :math:`\mathbf s(k, q) = \exp(s\,q^\top k)` over the visible keys):
+
+    .. math::
+        \mathcal{M}^* = \arg\min_{\mathcal{M}} \sum_{i=1}^L \mathbf{s}(\mathbf{k}_i, \mathbf{q})
+            \|\mathbf{v}_i - \mathcal{M}\|_2^2 = \sum_{i=1}^L \frac{\mathbf{s}(\mathbf{k}_i, \mathbf{q})}
+            {\sum_{j=1}^L \mathbf{s}(\mathbf{k}_j, \mathbf{q})} \mathbf{v}_i \qquad (62)
+
+    Any other similarity: :func:`neural_memory.nl.learning_rules.nadaraya_watson`.
     A query that may see no key at all raises ``ValueError`` (softmax over nothing would be NaN).
 
     Args:

@@ -12,6 +12,8 @@
   one GD step on the dot-product objective (Eq. 5, 14–18).
 * :mod:`neural_memory.nl.knowledge_transfer` — the two-level forward pass and the meta-learned initial
   state, MAML (Eq. 26, 28).
+* :mod:`neural_memory.nl.learning_rules` — the sequence-model rules of §5 as memories: attention as
+  Nadaraya–Watson regression, Hebbian, delta, Oja and Omega rules, AdaTransformer (Eq. 21, 61–69).
 
 The Continuum Memory System and Hope are not here yet.
 """
