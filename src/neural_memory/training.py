@@ -157,7 +157,7 @@ def build_model(config: TrainConfig) -> LanguageModel:
 
 
 def make_optimizer(model: LanguageModel, config: TrainConfig) -> torch.optim.Optimizer | OptimizerChain:
-    """``config.optimizer`` over the model; weight decay on matrices only (not on norm gains or other vectors).
+    """``config.optimizer`` over the model; weight decay on matrices only (not on norm gains, other vectors).
 
     ``adamw`` is ``torch.optim.AdamW(betas=(0.9, 0.95))``; the others are described in
     :mod:`neural_memory.training_optimizers`.

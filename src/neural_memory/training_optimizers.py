@@ -74,7 +74,7 @@ def _without(params: Iterable[Tensor], taken: Iterable[Tensor]) -> list[Tensor]:
 
 
 def _decay_split(params: list[Tensor], weight_decay: float, key: str = "weight_decay") -> list[dict]:
-    """Two groups: tensors of >= 2 dims decay by ``weight_decay``, vectors not at all; empty groups dropped."""
+    """Tensors of >= 2 dims decay by ``weight_decay``, vectors not at all (two groups, empty ones dropped)."""
     groups = [
         {"params": [p for p in params if p.dim() >= 2], key: weight_decay},
         {"params": [p for p in params if p.dim() < 2], key: 0.0},

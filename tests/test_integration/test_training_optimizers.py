@@ -1,5 +1,6 @@
-"""``neural-memory train --optimizer NAME``: every optimizer trains, resumes bit for bit, and covers every
-parameter; the schedule and the weight decay reach every group; bad names and changed optimizers are errors."""
+"""``neural-memory train --optimizer NAME``: every optimizer trains, resumes bit for bit and covers every
+parameter; the schedule and the weight decay reach every group; bad names and changed optimizers are errors.
+"""
 
 from __future__ import annotations
 

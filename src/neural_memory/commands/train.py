@@ -16,8 +16,8 @@ DESCRIPTION = """\
 Train a byte-level language model (vocabulary 256) whose blocks mix with KIND (see the list printed for an
 unknown kind). With --text PATH it learns the file (the last 10% held out); without it, the generated
 associative-recall task (key-value pairs, then queries; loss and accuracy on the answers only). AdamW (or
---optimizer), warmup + cosine schedule, gradient clipping 1.0. Evaluates and saves OUT/checkpoint.pt every --eval-every
-steps and at the end; --resume continues from it exactly."""
+--optimizer), warmup + cosine schedule, gradient clipping 1.0. Evaluates and saves OUT/checkpoint.pt every
+--eval-every steps and at the end; --resume continues from it exactly."""
 
 # Options that map one-to-one to TrainConfig fields (dest, flag, type, metavar, help).
 OPTIONS: list[tuple[str, str, type, str, str]] = [
