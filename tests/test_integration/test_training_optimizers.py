@@ -247,6 +247,8 @@ def test_unknown_optimizer_is_a_clear_error():
         build_optimizer("lion", _mlp(), lr=1e-3, weight_decay=0.0)
     with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
         build_optimizer("m3", _mlp(), lr=1e-3, weight_decay=-1.0)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        build_optimizer("muon", _mlp(), lr=0.0, weight_decay=0.0)
 
 
 def test_cli_unknown_optimizer_names_the_choices(tmp_path, capsys):
@@ -276,3 +278,26 @@ def test_cli_trains_with_m3_and_resumes_it(tmp_path, capsys):
     assert load_checkpoint(tmp_path)["step"] == 3 and "steps=3" in capsys.readouterr().out
     with pytest.raises(SystemExit, match=r"cannot change optimizer='adamw' \(checkpoint: 'm3'\)"):
         main(["train", "transformer", "--out", str(tmp_path), "--resume", "--optimizer", "adamw"])
+
+
+def test_chain_step_evaluates_a_closure_once_and_needs_an_optimizer():
+    model = _mlp()
+    chain = build_optimizer("muon", model, lr=1e-3, weight_decay=0.0)
+    calls = []
+
+    def closure():
+        calls.append(1)
+        chain.zero_grad()
+        loss = model(torch.ones(2, 3, dtype=torch.float64)).square().sum()
+        loss.backward()
+        return loss
+
+    assert torch.isfinite(chain.step(closure)) and calls == [1]
+    with pytest.raises(ValueError, match="at least one optimizer"):
+        OptimizerChain({})
+
+
+@pytest.mark.parametrize("name", ["muon", "m3", "dgd"])
+def test_a_model_without_hidden_linear_layers_is_refused_by_the_matrix_optimizers(name):
+    with pytest.raises(ValueError, match=f"--optimizer {name} needs at least one nn.Linear besides the head"):
+        build_optimizer(name, nn.Sequential(nn.LayerNorm(3)), lr=1e-3, weight_decay=0.0)
