@@ -1,6 +1,7 @@
 """Training loop for any :func:`~neural_memory.models.build_lm` kind: byte-level text or associative recall.
 
-AdamW (weight decay on matrices only), linear warmup then cosine decay to ``min_lr_ratio * lr``, gradient
+AdamW (weight decay on matrices only) or another optimizer by name (``TrainConfig.optimizer``, see
+:mod:`neural_memory.training_optimizers`), linear warmup then cosine decay to ``min_lr_ratio * lr``, gradient
 clipping, periodic evaluation on held-out data, and checkpoints that make a run resumable bit for bit: the
 model, the optimizer, the step, the config and both random states (the data generator and torch's global
 one) are saved. Every batch is an independent window (no state carried between batches).
@@ -20,6 +21,12 @@ import torch
 
 from neural_memory.data import BYTE_VOCAB, AssociativeRecall, Batch, TextData, answer_accuracy
 from neural_memory.models import LanguageModel, build_lm, lm_loss
+from neural_memory.training_optimizers import (
+    OptimizerChain,
+    build_optimizer,
+    check_optimizer_name,
+    set_learning_rate,
+)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -34,6 +41,8 @@ class TrainConfig:
 
     ``text=None`` trains on :class:`~neural_memory.data.AssociativeRecall` with ``recall_pairs`` pairs.
     ``warmup=None`` means ``min(100, steps // 10)``. ``model_config`` goes to :func:`build_lm`.
+    ``optimizer`` is a name of :data:`~neural_memory.training_optimizers.OPTIMIZER_NAMES`; it is saved
+    in the checkpoint, so a resumed run rebuilds the same optimizer (changing it on resume is an error).
     """
 
     kind: str
@@ -54,6 +63,7 @@ class TrainConfig:
     recall_pairs: int = 8
     val_fraction: float = 0.1
     model_config: dict[str, Any] = field(default_factory=dict)
+    optimizer: str = "adamw"
 
     def __post_init__(self) -> None:
         for name in ("steps", "seq_len", "batch_size", "dim", "depth", "eval_every", "eval_batches"):
@@ -66,6 +76,9 @@ class TrainConfig:
             raise ValueError(f"warmup must be an int >= 0 or None, got {self.warmup!r}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        check_optimizer_name(self.optimizer)
 
     @property
     def warmup_steps(self) -> int:
@@ -143,15 +156,13 @@ def build_model(config: TrainConfig) -> LanguageModel:
         )
 
 
-def make_optimizer(model: LanguageModel, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not on norm gains or other vectors)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
+def make_optimizer(model: LanguageModel, config: TrainConfig) -> torch.optim.Optimizer | OptimizerChain:
+    """``config.optimizer`` over the model; weight decay on matrices only (not on norm gains, other vectors).
+
+    ``adamw`` is ``torch.optim.AdamW(betas=(0.9, 0.95))``; the others are described in
+    :mod:`neural_memory.training_optimizers`.
+    """
+    return build_optimizer(config.optimizer, model, lr=config.lr, weight_decay=config.weight_decay)
 
 
 @torch.no_grad()
@@ -170,16 +181,23 @@ def evaluate(model: LanguageModel, batches: list[Batch], *, accuracy: bool) -> d
 
 
 def train_step(
-    model: LanguageModel, optimizer: torch.optim.Optimizer, batch: Batch, lr: float, grad_clip: float
+    model: LanguageModel,
+    optimizer: torch.optim.Optimizer | OptimizerChain,
+    batch: Batch,
+    lr: float,
+    grad_clip: float,
 ) -> float:
-    """One AdamW update on ``batch`` at learning rate ``lr``; returns the loss before the update."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    """One optimizer update on ``batch`` at learning rate ``lr``; returns the loss before the update.
+
+    The gradients are cleared *before* the forward pass: DGD records the layer inputs during the forward
+    and its ``zero_grad`` forgets them.
+    """
+    set_learning_rate(optimizer, lr)
+    optimizer.zero_grad(set_to_none=True)
     logits, _ = model(batch.inputs)
     loss = lm_loss(logits, batch.targets, batch.loss_mask)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"training loss is {loss.item()}; lower --lr or check the model")
-    optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
@@ -248,7 +266,7 @@ def resume_config(saved: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
 class _Run:
     config: TrainConfig
     model: LanguageModel
-    optimizer: torch.optim.AdamW
+    optimizer: torch.optim.Optimizer | OptimizerChain
     generator: torch.Generator
     step: int = 0
     metrics: dict[str, float] = field(default_factory=dict)

@@ -15,9 +15,9 @@ from typing import Any
 DESCRIPTION = """\
 Train a byte-level language model (vocabulary 256) whose blocks mix with KIND (see the list printed for an
 unknown kind). With --text PATH it learns the file (the last 10% held out); without it, the generated
-associative-recall task (key-value pairs, then queries; loss and accuracy on the answers only). AdamW,
-warmup + cosine schedule, gradient clipping 1.0. Evaluates and saves OUT/checkpoint.pt every --eval-every
-steps and at the end; --resume continues from it exactly."""
+associative-recall task (key-value pairs, then queries; loss and accuracy on the answers only). AdamW (or
+--optimizer), warmup + cosine schedule, gradient clipping 1.0. Evaluates and saves OUT/checkpoint.pt every
+--eval-every steps and at the end; --resume continues from it exactly."""
 
 # Options that map one-to-one to TrainConfig fields (dest, flag, type, metavar, help).
 OPTIONS: list[tuple[str, str, type, str, str]] = [
@@ -33,6 +33,25 @@ OPTIONS: list[tuple[str, str, type, str, str]] = [
     ("seed", "--seed", int, "S", "seed of the initialisation and the data (default 0)"),
     ("recall_pairs", "--recall-pairs", int, "P", "key-value pairs per recall sequence (default 8)"),
 ]
+
+
+# --optimizer NAME: one line each (the names are neural_memory.training_optimizers.OPTIMIZER_NAMES; kept
+# here so that building the parser imports no torch).
+OPTIMIZERS: dict[str, str] = {
+    "adamw": "torch.optim.AdamW on every parameter (default)",
+    "muon": "NL Muon (Eq. 42) on the hidden nn.Linear weights, AdamW on embeddings, head, norms, biases",
+    "torch-muon": "torch.optim.Muon on the hidden nn.Linear weights, AdamW on the rest",
+    "m3": "NL M3 (Algorithm 1) on the hidden nn.Linear weights, AdamW on the rest",
+    "dgd": "Delta Gradient Descent (Eq. 56-57) on every hidden nn.Linear, its inputs recorded by forward "
+    "hooks (summed over the batch's tokens: use a small --lr); AdamW on the rest",
+    "momentum": "GD with momentum (Eq. 33, alpha 0.9) on every parameter",
+    "adam-nl": "App. B's Adam form of the element-wise momentum (Eq. 105) on every parameter",
+}
+
+
+def _optimizer_help() -> str:
+    lines = "; ".join(f"{name}: {text}" for name, text in OPTIMIZERS.items())
+    return f"optimizer (default adamw; fixed on --resume). {lines}"
 
 
 def parse_assignment(text: str) -> tuple[list[str], Any]:
@@ -76,6 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--text", type=Path, metavar="PATH", help="text file (default: associative recall)")
     for dest, flag, type_, metavar, help_ in OPTIONS:
         parser.add_argument(flag, dest=dest, type=type_, metavar=metavar, help=help_)
+    parser.add_argument("--optimizer", choices=list(OPTIMIZERS), metavar="NAME", help=_optimizer_help())
     parser.add_argument("--out", type=Path, metavar="DIR", help="run directory (default runs/KIND)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument(
@@ -97,6 +117,8 @@ def _fail(message: str) -> SystemExit:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields the user set explicitly."""
     settings = {dest: getattr(args, dest) for dest, *_ in OPTIONS if getattr(args, dest) is not None}
+    if args.optimizer is not None:
+        settings["optimizer"] = args.optimizer
     if args.text is not None:
         settings["text"] = str(args.text)
     if args.config:

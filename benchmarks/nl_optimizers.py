@@ -1,0 +1,269 @@
+"""Per-step time, optimizer-state memory and recall loss of the training optimizers, side by side in one run.
+
+The optimizers are those of ``neural-memory train --optimizer`` (``neural_memory.training_optimizers``):
+by default AdamW, our Muon (``nl.optimizers.Muon``), ``torch.optim.Muon`` and M3, each built exactly as the
+training loop builds it (Muon and M3 on the hidden ``nn.Linear`` weights, AdamW on the rest). Two models:
+
+* ``lm``: the default Titans LM of ``neural-memory train`` (``titans-mac``, dim 64, depth 2, seq 128,
+  batch 8, associative-recall batches);
+* ``mlp``: a 2-layer MLP ``Linear(d, h) -> GELU -> Linear(h, d)`` on a random regression batch (no head:
+  both weights are "hidden" matrices, only the biases go to AdamW).
+
+Per (model, optimizer), on one thread: ``--warmup`` untimed training steps (the optimizer state is
+allocated), then ``--iters`` timed ones; each reports the median seconds of ``optimizer.step()`` alone
+(``step_ms``, what the targets compare) and of the whole step, forward + backward + clip + update
+(``train_step_ms``). ``state_bytes`` is the bytes of every tensor in ``optimizer.state`` after the steps
+(``main_state_bytes``: the Muon/M3 part alone; the AdamW fallback holds the rest). Then, for the LM only,
+``neural-memory train`` runs ``--recall-steps`` steps of the recall task with each optimizer at the
+default settings (lr 3e-3, weight decay 0.1) and reports the final train and held-out loss and answer
+accuracy.
+
+Derived lines (PASS / FAIL / N/A) per model: M3's step within 1.5x of our Muon's, our Muon's within 1.2x of
+``torch.optim.Muon``'s. DMGD is not among the training optimizers yet; once it is, ``--optimizers`` takes it.
+
+    python benchmarks/nl_optimizers.py --quick      # smoke run, seconds
+    python benchmarks/nl_optimizers.py              # full run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from neural_memory.models import lm_loss
+from neural_memory.training import Task, TrainConfig, build_model, train
+from neural_memory.training_optimizers import OPTIMIZER_NAMES, OptimizerChain, build_optimizer, state_bytes
+
+DEFAULT_OPTIMIZERS = ["adamw", "muon", "torch-muon", "m3"]
+FULL = {
+    "lm": {"kind": "titans-mac", "dim": 64, "depth": 2, "seq_len": 128, "batch_size": 8, "recall_pairs": 8},
+    "mlp": {"dim": 256, "hidden": 1024, "batch": 64},
+    "warmup": 3,
+    "iters": 20,
+    "recall_steps": 300,
+}
+QUICK = {
+    "lm": {"kind": "titans-mac", "dim": 16, "depth": 1, "seq_len": 16, "batch_size": 2, "recall_pairs": 3},
+    "mlp": {"dim": 16, "hidden": 32, "batch": 8},
+    "warmup": 1,
+    "iters": 2,
+    "recall_steps": 2,
+}
+LR, WEIGHT_DECAY, GRAD_CLIP = 3e-3, 0.1, 1.0  # the defaults of neural-memory train
+TARGETS = (("m3", "muon", 1.5), ("muon", "torch-muon", 1.2))  # (numerator, denominator, max ratio)
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "nl_optimizers.json"
+
+
+def lm_problem(cfg: dict):
+    """The default Titans LM and a fixed recall batch: ``(model, loss_fn)``."""
+    config = TrainConfig(steps=1, **cfg)
+    model = build_model(config)
+    batch = Task(config).batch(torch.Generator().manual_seed(0))
+
+    def loss_fn() -> torch.Tensor:
+        logits, _ = model(batch.inputs)
+        return lm_loss(logits, batch.targets, batch.loss_mask)
+
+    return model, loss_fn
+
+
+def mlp_problem(cfg: dict):
+    """A 2-layer MLP on a fixed random regression batch: ``(model, loss_fn)``."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(cfg["dim"], cfg["hidden"]), nn.GELU(), nn.Linear(cfg["hidden"], cfg["dim"])
+    )
+    x = torch.randn(cfg["batch"], cfg["dim"], generator=g)
+    y = torch.randn(cfg["batch"], cfg["dim"], generator=g)
+
+    def loss_fn() -> torch.Tensor:
+        return (model(x) - y).square().mean()
+
+    return model, loss_fn
+
+
+PROBLEMS = {"lm": lm_problem, "mlp": mlp_problem}
+
+
+def time_steps(model: nn.Module, loss_fn, optimizer, warmup: int, iters: int) -> dict:
+    """Median seconds of ``optimizer.step()`` and of the whole training step, after ``warmup`` steps."""
+    step_s, total_s = [], []
+    for i in range(warmup + iters):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)  # before the forward: DGD records the inputs during it
+        loss = loss_fn()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        before_step = time.perf_counter()
+        optimizer.step()
+        end = time.perf_counter()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss {loss.item()} at step {i}")
+        if i >= warmup:
+            step_s.append(end - before_step)
+            total_s.append(end - start)
+    return {
+        "step_ms": 1e3 * statistics.median(step_s),
+        "train_step_ms": 1e3 * statistics.median(total_s),
+        "step_seconds": step_s,
+        "final_loss": loss.item(),
+    }
+
+
+def measure(problem: str, name: str, cfg: dict) -> dict:
+    model, loss_fn = PROBLEMS[problem](cfg[problem])
+    optimizer = build_optimizer(name, model, lr=LR, weight_decay=WEIGHT_DECAY)
+    row = {
+        "model": problem,
+        "optimizer": name,
+        **time_steps(model, loss_fn, optimizer, cfg["warmup"], cfg["iters"]),
+    }
+    main = optimizer.optimizers["main"] if isinstance(optimizer, OptimizerChain) else optimizer
+    row["state_bytes"] = state_bytes(optimizer)
+    row["main_state_bytes"] = state_bytes(main)
+    row["param_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
+    return row
+
+
+def recall_run(name: str, cfg: dict) -> dict:
+    """``neural-memory train`` on the recall task with ``name``: final losses and answer accuracy."""
+    steps = cfg["recall_steps"]
+    config = TrainConfig(
+        steps=steps, eval_every=steps, optimizer=name, lr=LR, weight_decay=WEIGHT_DECAY, **cfg["lm"]
+    )
+    with tempfile.TemporaryDirectory() as out:
+        try:
+            result = train(config, out, progress=False, log=lambda _: None)
+        except FloatingPointError as error:
+            return {"status": "diverged", "reason": str(error)}
+    return {
+        "status": "ok",
+        "steps": steps,
+        "train_loss": result.train_loss,
+        "val_loss": result.val_loss,
+        "val_accuracy": result.val_accuracy,
+    }
+
+
+def derived(rows: list[dict]) -> list[dict]:
+    """Step-time ratios against the targets, per model."""
+    step = {(r["model"], r["optimizer"]): r["step_ms"] for r in rows if r.get("status") == "ok"}
+    lines = []
+    for problem in PROBLEMS:
+        for top, bottom, limit in TARGETS:
+            a, b = step.get((problem, top)), step.get((problem, bottom))
+            value = a / b if a is not None and b is not None else None
+            verdict = "N/A" if value is None else "PASS" if value <= limit else "FAIL"
+            name = f"{problem}: step time {top} / {bottom} (target <= {limit:g})"
+            lines.append({"name": name, "value": value, "verdict": verdict})
+    return lines
+
+
+def table(rows: list[dict]) -> str:
+    out = [
+        "| model | optimizer | step ms | train step ms | state KiB | main state KiB | recall val loss "
+        "| acc |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        head = f"| {r['model']} | {r['optimizer']} |"
+        if r["status"] != "ok":
+            out.append(f"{head} {r['status']}: {r['reason']} | | | | | |")
+            continue
+        recall = r.get("recall", {})
+        loss = f"{recall['val_loss']:.4f}" if recall.get("status") == "ok" else recall.get("status", "–")
+        acc = f"{recall['val_accuracy']:.3f}" if recall.get("status") == "ok" else "–"
+        out.append(
+            f"{head} {r['step_ms']:.3f} | {r['train_step_ms']:.2f} | {r['state_bytes'] / 1024:.1f} | "
+            f"{r['main_state_bytes'] / 1024:.1f} | {loss} | {acc} |"
+        )
+    return "\n".join(out)
+
+
+def write(path: Path, cfg: dict, rows: list[dict], lines: list[dict]) -> None:
+    report = {
+        "config": cfg,
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+            "threads": torch.get_num_threads(),
+            "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "argv": sys.argv[1:],
+        },
+        "metrics": {
+            "step_ms": "median ms of optimizer.step() alone",
+            "train_step_ms": "median ms of zero_grad + forward + backward + clip + step",
+            "state_bytes": "bytes of the tensors in optimizer.state (all parts)",
+            "main_state_bytes": "the same for the Muon / M3 / ... part alone (AdamW: everything)",
+        },
+        "rows": rows,
+        "derived": lines,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
+    parser.add_argument("--optimizers", nargs="+", choices=OPTIMIZER_NAMES, default=DEFAULT_OPTIMIZERS)
+    parser.add_argument("--models", nargs="+", choices=list(PROBLEMS), default=list(PROBLEMS))
+    parser.add_argument("--iters", type=int, default=None, help="timed steps per row")
+    parser.add_argument("--recall-steps", type=int, default=None, help="0: no recall runs")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    cfg = json.loads(json.dumps(QUICK if args.quick else FULL))  # a deep copy
+    if args.iters is not None:
+        cfg["iters"] = args.iters
+    if args.recall_steps is not None:
+        cfg["recall_steps"] = args.recall_steps
+    cfg |= {"optimizers": args.optimizers, "models": args.models, "threads": args.threads, "lr": LR}
+    cfg |= {"weight_decay": WEIGHT_DECAY}
+    torch.set_num_threads(args.threads)
+
+    rows: list[dict] = []
+    for problem in args.models:
+        for name in args.optimizers:
+            row = {"model": problem, "optimizer": name}
+            try:
+                row |= {"status": "ok", **measure(problem, name, cfg)}
+            except (FloatingPointError, RuntimeError, ValueError) as error:
+                row |= {"status": "failed", "reason": f"{type(error).__name__}: {error}"}
+            if row["status"] == "ok" and problem == "lm" and cfg["recall_steps"] > 0:
+                row["recall"] = recall_run(name, cfg)
+            print(
+                f"{problem:<4} {name:<11} "
+                + (f"step {row['step_ms']:8.3f} ms" if row["status"] == "ok" else row["reason"]),
+                flush=True,
+            )
+            rows.append(row)
+            write(args.out, cfg, rows, derived(rows))
+    lines = derived(rows)
+    write(args.out, cfg, rows, lines)
+    print()
+    print(table(rows))
+    print("\nDerived")
+    for line in lines:
+        value = "–" if line["value"] is None else f"{line['value']:.2f}x"
+        print(f"  {line['verdict']:<4} {line['name']}: {value}")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Smoke test of benchmarks/nl_optimizers.py: a tiny run end to end, and the verdict logic."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "nl_optimizers.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("nl_optimizers_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_writes_every_row_and_the_derived_lines(bench, tmp_path, capsys):
+    out = tmp_path / "nl_optimizers.json"
+    argv = ["--quick", "--iters", "1", "--recall-steps", "1", "--out", str(out)]
+    assert bench.main([*argv, "--optimizers", "adamw", "muon", "torch-muon", "m3"]) == 0
+    report = json.loads(out.read_text())
+    assert {"config", "environment", "metrics", "rows", "derived"} <= set(report)
+    got = [(r["model"], r["optimizer"], r["status"]) for r in report["rows"]]
+    names = ["adamw", "muon", "torch-muon", "m3"]
+    assert got == [("lm", n, "ok") for n in names] + [("mlp", n, "ok") for n in names]
+    for row in report["rows"]:
+        assert row["step_ms"] > 0 and row["train_step_ms"] >= row["step_ms"] and len(row["step_seconds"]) == 1
+        assert row["state_bytes"] >= row["main_state_bytes"] > 0
+    by_name = {(r["model"], r["optimizer"]): r for r in report["rows"]}
+    # Muon keeps one buffer per hidden matrix, AdamW two per parameter, M3 five per hidden matrix
+    mlp_matrices = by_name["mlp", "muon"]["main_state_bytes"]
+    assert by_name["mlp", "m3"]["main_state_bytes"] == 5 * mlp_matrices
+    assert by_name["mlp", "torch-muon"]["state_bytes"] == by_name["mlp", "muon"]["state_bytes"]
+    assert all(by_name["lm", n]["recall"]["status"] == "ok" for n in names)
+    assert "recall" not in by_name["mlp", "adamw"]
+    assert [d["verdict"] in ("PASS", "FAIL") for d in report["derived"]] == [True] * 4
+    printed = capsys.readouterr().out
+    assert "| lm | m3 |" in printed and "target <= 1.5" in printed and str(out) in printed
+
+
+def _row(model, optimizer, step_ms):
+    return {"model": model, "optimizer": optimizer, "status": "ok", "step_ms": step_ms}
+
+
+def test_derived_verdicts_from_made_up_rows(bench):
+    rows = [
+        _row("lm", "m3", 1.4),
+        _row("lm", "muon", 1.0),  # m3/muon 1.4 <= 1.5: PASS
+        _row("lm", "torch-muon", 0.8),  # muon/torch 1.25 > 1.2: FAIL
+        _row("mlp", "muon", 1.0),
+    ]
+    by_name = {d["name"]: d for d in bench.derived(rows)}
+    assert by_name["lm: step time m3 / muon (target <= 1.5)"]["verdict"] == "PASS"
+    lm_muon = by_name["lm: step time muon / torch-muon (target <= 1.2)"]
+    assert lm_muon["verdict"] == "FAIL" and lm_muon["value"] == pytest.approx(1.25)
+    assert by_name["mlp: step time m3 / muon (target <= 1.5)"]["verdict"] == "N/A"
