@@ -5,6 +5,18 @@
 * :mod:`neural_memory.nl.optimizers` — optimizers as instances: momentum, preconditioned momentum, Muon and
   Newton–Schulz, Appendix B's element-wise and matrix momentum (GD with momentum, Adam, AdaGrad), M3
   (Algorithm 1) and Delta Gradient Descent with Appendix C's derivation.
+* :mod:`neural_memory.nl.cms` — the Continuum Memory System: MLP levels updated every C^(l) tokens by their
+  summed error signal, Sequential, Nested and Independent (Eq. 70–74).
 
-The Continuum Memory System and Hope are not here yet.
+Hope is not here yet.
 """
+
+from neural_memory.nl.cms import (
+    CMSState,
+    ContinuumMemory,
+    cms_chain,
+    cms_independent,
+    continuum_memory_reference,
+)
+
+__all__ = ["CMSState", "ContinuumMemory", "cms_chain", "cms_independent", "continuum_memory_reference"]
