@@ -355,6 +355,12 @@ def test_state_size_does_not_depend_on_the_length():
     with torch.no_grad():
         sizes = {cms(_randn(2, n, DIM, seed=n))[1].numel() for n in (1, 7, 40)}
     assert len(sizes) == 1
+    _, state = cms(_randn(2, 5, DIM, seed=34))  # with a graph: detach() cuts it, keeps the values
+    cut = state.detach()
+    assert cut.position == state.position and cut.numel() == state.numel()
+    for level, level_cut in zip(state.weights + state.grads, cut.weights + cut.grads, strict=True):
+        for w, c in zip(level, level_cut, strict=True):
+            assert w.requires_grad and not c.requires_grad and torch.equal(w, c)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -395,19 +401,35 @@ def test_nested_parent_is_the_next_slower_level_whatever_the_chain_order():
 
 
 @pytest.mark.equation("nl", 73)
-def test_sequential_levels_are_never_reset_and_every_initial_state_gets_an_outer_gradient():
-    cms = _cms((8, 2, 1), rates=0.02, signal="reconstruction")
+def test_sequential_levels_leave_their_initial_state_at_their_first_update_and_never_return():
+    chunks = (8, 2, 1)
+    cms = _cms(chunks, rates=0.02, signal="reconstruction")
     history, initial = _weights_per_step(cms, 16, seed=25), _initial(cms)
     for t in range(1, 17):
-        for lvl in range(3):
-            assert (
-                not all(torch.equal(w, w0) for w, w0 in zip(history[t - 1][lvl], initial[lvl], strict=True))
-                or t < (8, 2, 1)[lvl]
-            )
-    y, state = cms(0.5 * _randn(2, 16, DIM, seed=26))
-    (y.sum() + sum(w.sum() for level in state.weights for w in level)).backward()
-    for param in cms.parameters():
-        assert param.grad is not None and bool(param.grad.abs().sum() > 0)
+        for lvl, chunk in enumerate(chunks):
+            at_init = all(torch.equal(w, w0) for w, w0 in zip(history[t - 1][lvl], initial[lvl], strict=True))
+            assert at_init == (t < chunk), (t, lvl)
+
+
+@pytest.mark.equation("nl", 73)
+def test_outer_gradient_of_every_initial_state_runs_through_the_inner_updates():
+    # Eq. 73: θ_0 of every level is learned by the outer loop; its gradient must include the path through
+    # the inner updates (create_graph). Compare autograd with central finite differences of the last output.
+    cms = _cms((4, 2, 1), rates=(0.05, 0.05, 0.05), signal="reconstruction", seed=31)
+    x, probe = 0.5 * _randn(1, 9, DIM, seed=32), _randn(DIM, seed=33)
+    last_output = lambda: cms(x)[0][0, -1] @ probe  # noqa: E731
+    grads = torch.autograd.grad(last_output(), list(cms.parameters()))
+    eps = 1e-6
+    for param, grad in zip(cms.parameters(), grads, strict=True):
+        index = (param.shape[0] - 1, 1)
+        with torch.no_grad():
+            param[index] += eps
+            up = last_output()
+            param[index] -= 2 * eps
+            down = last_output()
+            param[index] += eps
+        assert abs(float(grad[index]) - float(up - down) / (2 * eps)) < 1e-7
+        assert float(grad.abs().sum()) > 0
 
 
 # --------------------------------------------------------------------------------------------------
