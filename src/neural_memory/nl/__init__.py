@@ -14,15 +14,39 @@
   state, MAML (Eq. 26, 28).
 * :mod:`neural_memory.nl.learning_rules` — the sequence-model rules of §5 as memories: attention as
   Nadaraya–Watson regression, Hebbian, delta, Oja and Omega rules, AdaTransformer (Eq. 21, 61–69).
+* :mod:`neural_memory.nl.cms` — the Continuum Memory System: MLP levels updated every C^(l) tokens by their
+  summed error signal, Sequential, Nested and Independent (Eq. 70–74).
 
-The Continuum Memory System and Hope are not here yet.
+Hope and self-modifying Titans are not here yet.
 """
 
+from neural_memory.nl.cms import (
+    CMSState,
+    ContinuumMemory,
+    cms_chain,
+    cms_independent,
+    continuum_memory_reference,
+)
 from neural_memory.nl.gradient_descent import ftrl_iterate, output_surprise_step, sgd_step
 from neural_memory.nl.knowledge_transfer import (
     adapted_memory_loss,
     meta_learned_initialisation,
     two_level_forward,
+)
+from neural_memory.nl.learning_rules import (
+    AdaTransformerBlock,
+    OjaObjective,
+    ada_transformer_block,
+    delta_rule_rnn,
+    delta_rule_rnn_chunked,
+    hebbian_rnn,
+    hebbian_rnn_parallel,
+    nadaraya_watson,
+    oja_rnn,
+    oja_step,
+    omega_rule,
+    omega_rule_windowed,
+    sliding_window_attention,
 )
 from neural_memory.nl.linear_attention import (
     fast_weight_programmer,
@@ -34,17 +58,35 @@ from neural_memory.nl.linear_attention import (
 from neural_memory.nl.training_objective import expected_loss, minimise_expected_loss
 
 __all__ = [
+    "AdaTransformerBlock",
+    "CMSState",
+    "ContinuumMemory",
+    "OjaObjective",
+    "ada_transformer_block",
     "adapted_memory_loss",
+    "cms_chain",
+    "cms_independent",
+    "continuum_memory_reference",
+    "delta_rule_rnn",
+    "delta_rule_rnn_chunked",
     "expected_loss",
     "fast_weight_programmer",
     "ftrl_iterate",
+    "hebbian_rnn",
+    "hebbian_rnn_parallel",
     "linear_attention",
     "linear_attention_projections",
     "linear_attention_read",
     "linear_attention_write",
     "meta_learned_initialisation",
     "minimise_expected_loss",
+    "nadaraya_watson",
+    "oja_rnn",
+    "oja_step",
+    "omega_rule",
+    "omega_rule_windowed",
     "output_surprise_step",
     "sgd_step",
+    "sliding_window_attention",
     "two_level_forward",
 ]

@@ -1,0 +1,517 @@
+"""The Continuum Memory System (NL v1, Eq. 70–74, N-U9, N-U11, N-U12).
+
+Expectations come from MLP stacks and per-token SGD loops written out here (float64, one sequence at a time
+with unbatched weights and autograd), never from the module under test. The module's chunk-parallel form is
+also checked against its own token-by-token reference (outputs, final states, outer gradients).
+"""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from torch import nn
+from torch.nn import functional as F
+
+from neural_memory.models.lm import GatedMLP
+from neural_memory.nl.cms import ContinuumMemory, cms_chain, cms_independent, continuum_memory_reference
+
+F64 = torch.float64
+DIM, HIDDEN = 3, 4
+
+
+def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(seed))
+
+
+def _cms(chunk_sizes, rates, seed=0, **kwargs) -> ContinuumMemory:
+    torch.manual_seed(seed)
+    return ContinuumMemory(DIM, chunk_sizes, rates=rates, hidden=HIDDEN, **kwargs).double()
+
+
+def _swiglu(a: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """A SwiGLU MLP in the row convention, written out: (silu(a Wg) * a Wu) Wd."""
+    return (F.silu(a @ gate) * (a @ up)) @ down
+
+
+def _initial(cms: ContinuumMemory) -> list[list[torch.Tensor]]:
+    """θ_0 of every level as detached float64 copies ``[gate, up, down]``."""
+    return [
+        [level.gate.detach().clone(), level.up.detach().clone(), level.down.detach().clone()]
+        for level in cms.levels
+    ]
+
+
+def _square_loss(targets: torch.Tensor):
+    """Per-token task loss ½‖y_t − target_t‖², indexed by stream position."""
+    return lambda y, start: 0.5 * ((y - targets[:, start : start + y.shape[1]]) ** 2).sum(-1)
+
+
+def _token_grads(weights, a, target):
+    """∇ of ½‖MLP(a) − target‖² w.r.t. one level's weights, at those weights (autograd, one token)."""
+    leaves = [w.clone().requires_grad_(True) for w in weights]
+    loss = 0.5 * ((_swiglu(a, *leaves) - target) ** 2).sum()
+    return torch.autograd.grad(loss, leaves)
+
+
+def _states_close(got, expected, atol=1e-12):
+    for level_got, level_exp in zip(got, expected, strict=True):
+        for g, e in zip(level_got, level_exp, strict=True):
+            torch.testing.assert_close(g, e, rtol=0, atol=atol)
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 70 — the forward chain; with all rates 0 a plain MLP stack; N-U12 ad-hoc stacking
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 70)
+def test_zero_rates_is_a_plain_mlp_stack():
+    cms = _cms((8, 4, 2), rates=0.0)
+    x = _randn(2, 11, DIM, seed=1)
+    expected = x
+    for gate, up, down in _initial(cms):
+        expected = _swiglu(expected, gate, up, down)
+    y, state = cms(x, loss_fn=_square_loss(_randn(2, 11, DIM, seed=2)))
+    torch.testing.assert_close(y, expected, rtol=0, atol=1e-12)
+    for level_state, level_init in zip(state.weights, _initial(cms), strict=True):
+        for w, w0 in zip(level_state, level_init, strict=True):
+            assert torch.equal(w, w0.expand_as(w))
+
+
+@pytest.mark.equation("nl", 70)
+def test_residual_chain_adds_each_block_to_its_input():
+    cms = _cms((2, 1), rates=0.0, residual=True)
+    x = _randn(1, 5, DIM, seed=3)
+    expected = x
+    for gate, up, down in _initial(cms):
+        expected = expected + _swiglu(expected, gate, up, down)
+    torch.testing.assert_close(cms(x)[0], expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("nl", 70)
+def test_cms_chain_function_applies_the_levels_in_order():
+    x = _randn(2, 3, DIM, seed=4)
+    levels = [
+        tuple(_randn(2, *shape, seed=10 * i + j) for j, shape in enumerate([(DIM, 5), (DIM, 5), (5, DIM)]))
+        for i in range(3)
+    ]
+    y, pairs = cms_chain(x, levels)
+    expected, expected_pairs = x, []
+    for gate, up, down in levels:
+        out = torch.stack([_swiglu(expected[b], gate[b], up[b], down[b]) for b in range(2)])
+        expected_pairs.append((expected, out))
+        expected = out
+    torch.testing.assert_close(y, expected, rtol=0, atol=1e-12)
+    for (a, g), (a_exp, g_exp) in zip(pairs, expected_pairs, strict=True):  # (input, block output) per level
+        torch.testing.assert_close(a, a_exp, rtol=0, atol=1e-12)
+        torch.testing.assert_close(g, g_exp, rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("nl", 70)
+def test_one_level_from_a_pretrained_ffn_is_that_ffn():
+    # N-U12 and "a Transformer FFN when k = 1": copy the project's SwiGLU FFN into a one-level CMS
+    torch.manual_seed(5)
+    ffn = GatedMLP(DIM, 7).double()
+    cms = ContinuumMemory.from_mlps([ffn], (4,), rates=0.0)
+    x = _randn(2, 6, DIM, seed=6)
+    torch.testing.assert_close(cms(x)[0], ffn(x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("nl", 70)
+def test_ad_hoc_stacking_copies_the_pretrained_weights_and_keeps_them_at_zero_rate():
+    torch.manual_seed(7)
+    ffns = [GatedMLP(DIM, 5).double() for _ in range(3)]
+    cms = ContinuumMemory.from_mlps(ffns, (4, 2, 1), rates=0.0)
+    ffns[0].gate.weight.data.add_(1.0)  # a copy: editing the source afterwards changes nothing
+    torch.manual_seed(7)
+    pristine = [GatedMLP(DIM, 5).double() for _ in range(3)]
+    x = _randn(1, 9, DIM, seed=8)
+    expected = x
+    for ffn in pristine:
+        expected = ffn(expected)
+    torch.testing.assert_close(cms(x)[0], expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("nl", 70)
+def test_ad_hoc_stacking_of_plain_two_layer_mlps():
+    torch.manual_seed(9)
+    mlps = [
+        nn.Sequential(nn.Linear(DIM, 6, bias=False), nn.GELU(), nn.Linear(6, DIM, bias=False)).double()
+        for _ in range(2)
+    ]
+    cms = ContinuumMemory.from_mlps(mlps, (2, 1), rates=0.0)
+    x = _randn(2, 4, DIM, seed=10)
+    torch.testing.assert_close(cms(x)[0], mlps[1](mlps[0](x)), rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("nl", 70)
+def test_ad_hoc_stacking_rejects_what_it_cannot_copy():
+    with pytest.raises(TypeError, match="mlps"):
+        ContinuumMemory.from_mlps([nn.Linear(DIM, DIM)], (1,), rates=0.0)
+    with pytest.raises(ValueError, match="bias"):
+        ContinuumMemory.from_mlps(
+            [nn.Sequential(nn.Linear(DIM, 4), nn.GELU(), nn.Linear(4, DIM))], (1,), rates=0.0
+        )
+    with pytest.raises(ValueError, match="chunk_sizes"):
+        ContinuumMemory.from_mlps([GatedMLP(DIM, 4)], (2, 1), rates=0.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 71 — the chunked update
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 71)
+@pytest.mark.parametrize("signal", ["task", "reconstruction"])
+def test_a_level_changes_only_at_multiples_of_its_chunk(signal):
+    chunks, steps = (12, 4, 1), 50
+    cms = _cms(chunks, rates=(0.05, 0.05, 0.05), signal=signal)
+    x, targets = _randn(1, steps, DIM, seed=11), _randn(1, steps, DIM, seed=12)
+    loss_fn = _square_loss(targets) if signal == "task" else None
+    state, history = cms.init_state(1, dtype=F64), []
+    with torch.no_grad():
+        for t in range(steps):
+            _, state = cms(x[:, t : t + 1], state, loss_fn=loss_fn)
+            history.append(state.weights)
+    before = [tuple(w.expand(1, *w.shape) for w in level) for level in _initial(cms)]
+    for level, chunk in enumerate(chunks):
+        updates = 0
+        for i in range(1, steps + 1):
+            old, new = (before if i == 1 else history[i - 2])[level], history[i - 1][level]
+            changed = not all(torch.equal(a, b) for a, b in zip(old, new, strict=True))
+            assert changed == (i % chunk == 0), (level, i)
+            updates += changed
+        assert updates == steps // chunk
+
+
+@pytest.mark.equation("nl", 71)
+def test_chunk_size_one_is_per_token_sgd():
+    cms = _cms((1,), rates=0.1)
+    x, targets = _randn(2, 7, DIM, seed=13), _randn(2, 7, DIM, seed=14)
+    y, state = cms(x, loss_fn=_square_loss(targets))
+    for b in range(2):
+        weights = _initial(cms)[0]
+        for t in range(7):
+            out = _swiglu(x[b, t], *weights)
+            torch.testing.assert_close(y[b, t], out, rtol=0, atol=1e-12)
+            grads = _token_grads(weights, x[b, t], targets[b, t])
+            weights = [w - 0.1 * g for w, g in zip(weights, grads, strict=True)]
+        for got, exp in zip(state.weights[0], weights, strict=True):
+            torch.testing.assert_close(got[b], exp, rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("nl", 71)
+def test_chunked_update_is_the_sum_of_per_token_gradients_at_the_frozen_parameters():
+    chunk, steps, rate = 4, 10, 0.05
+    cms = _cms((chunk,), rates=rate)
+    x, targets = _randn(2, steps, DIM, seed=15), _randn(2, steps, DIM, seed=16)
+    y, state = cms(x, loss_fn=_square_loss(targets))
+    for b in range(2):
+        weights, acc = _initial(cms)[0], None
+        for t in range(steps):
+            torch.testing.assert_close(y[b, t], _swiglu(x[b, t], *weights), rtol=0, atol=1e-12)
+            grads = _token_grads(weights, x[b, t], targets[b, t])
+            acc = grads if acc is None else [a + g for a, g in zip(acc, grads, strict=True)]
+            if (t + 1) % chunk == 0:
+                weights, acc = [w - rate * a for w, a in zip(weights, acc, strict=True)], None
+        for got, exp in zip(state.weights[0], weights, strict=True):
+            torch.testing.assert_close(got[b], exp, rtol=0, atol=1e-12)
+        for got, exp in zip(state.grads[0], acc, strict=True):  # the partial chunk (tokens 9, 10)
+            torch.testing.assert_close(got[b], exp, rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("nl", 71)
+def test_printed_window_counts_the_previous_chunks_last_token_again():
+    # Eq. 71 as printed sums t = i − C .. i: C + 1 terms, the previous chunk end (at the old θ) included
+    chunk, steps, rate = 3, 9, 0.15
+    cms = _cms((chunk,), rates=rate, window="printed")
+    x, targets = _randn(1, steps, DIM, seed=17), _randn(1, steps, DIM, seed=18)
+    _, state = cms(x, loss_fn=_square_loss(targets))
+    weights, per_token = _initial(cms)[0], {}
+    for t in range(1, steps + 1):
+        per_token[t] = _token_grads(weights, x[0, t - 1], targets[0, t - 1])
+        if t % chunk == 0:
+            window = [per_token[s] for s in range(t - chunk, t + 1) if s >= 1]
+            assert len(window) == (chunk if t == chunk else chunk + 1)
+            total = [sum(g[j] for g in window) for j in range(3)]
+            weights = [w - rate * g for w, g in zip(weights, total, strict=True)]
+    for got, exp in zip(state.weights[0], weights, strict=True):
+        torch.testing.assert_close(got[0], exp, rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("nl", 71)
+def test_reconstruction_signal_is_each_levels_local_autoassociative_gradient():
+    # level ℓ learns ½‖MLP_ℓ(a) − a‖² on its own input a; the downstream level's loss does not reach it
+    chunks, steps, rate = (2, 1), 4, 0.1
+    cms = _cms(chunks, rates=rate, signal="reconstruction")
+    x = _randn(1, steps, DIM, seed=19)
+    y, state = cms(x)
+    weights, acc = _initial(cms), [None, None]
+    for t in range(1, steps + 1):
+        a = x[0, t - 1]
+        for level in range(2):
+            grads = _token_grads(weights[level], a, a)
+            acc[level] = (
+                grads if acc[level] is None else [p + g for p, g in zip(acc[level], grads, strict=True)]
+            )
+            a = _swiglu(a, *weights[level])
+        torch.testing.assert_close(y[0, t - 1], a, rtol=0, atol=1e-12)
+        for level, chunk in enumerate(chunks):
+            if t % chunk == 0:
+                weights[level] = [w - rate * g for w, g in zip(weights[level], acc[level], strict=True)]
+                acc[level] = None
+    _states_close([[w[0] for w in level] for level in state.weights], weights)
+
+
+def _outer_setup(variant, signal, window):
+    cms = _cms(
+        (8, 4, 2) if variant != "independent" else (2, 8, 4),
+        rates=(0.02, 0.05, 0.01),
+        variant=variant,
+        signal=signal,
+        window=window,
+        seed=20,
+    )
+    head = nn.Parameter(_randn(DIM, DIM, seed=21))
+    targets = _randn(2, 14, DIM, seed=22)
+    loss_fn = (
+        (lambda y, start: 0.5 * ((y @ head - targets[:, start : start + y.shape[1]]) ** 2).sum(-1))
+        if signal == "task"
+        else None
+    )
+    x = (0.5 * _randn(2, 14, DIM, seed=23)).requires_grad_(True)
+    return cms, head, loss_fn, x
+
+
+@pytest.mark.equation("nl", 71)
+@pytest.mark.equation("nl", 72)
+@pytest.mark.equation("nl", 73)
+@pytest.mark.equation("nl", 74)
+@pytest.mark.parametrize(
+    "variant,signal,window",
+    [
+        ("sequential", "task", "chunk"),
+        ("sequential", "reconstruction", "printed"),
+        ("nested", "task", "printed"),
+        ("nested", "reconstruction", "chunk"),
+        ("independent", "task", "chunk"),
+        ("independent", "reconstruction", "printed"),
+    ],
+)
+def test_chunk_parallel_form_equals_the_token_by_token_reference(variant, signal, window):
+    cms, head, loss_fn, x = _outer_setup(variant, signal, window)
+    outer = [x, head, *cms.parameters()]
+    results = []
+    for run in (cms.forward, lambda *a, **k: continuum_memory_reference(cms, *a, **k)):
+        y, state = run(x[:, :5], loss_fn=loss_fn)
+        y2, state = run(x[:, 5:], state, loss_fn=loss_fn)
+        y = torch.cat([y, y2], 1)
+        final = sum((w**2).sum() for level in state.weights for w in level)
+        objective = (y**2).sum() + final + sum((g**2).sum() for level in state.grads for g in level)
+        grads = torch.autograd.grad(objective, outer, allow_unused=True)
+        results.append((y, state, grads))
+    (y_par, s_par, g_par), (y_ref, s_ref, g_ref) = results
+    torch.testing.assert_close(y_par, y_ref, rtol=0, atol=1e-12)
+    _states_close(s_par.weights, s_ref.weights)
+    _states_close(s_par.grads, s_ref.grads)
+    assert s_par.position == s_ref.position == 14
+    for got, exp in zip(g_par, g_ref, strict=True):
+        assert (got is None) == (exp is None)
+        if got is not None:
+            torch.testing.assert_close(got, exp, rtol=0, atol=1e-10)
+
+
+def _array(shape):
+    return arrays(np.float64, shape, elements=st.floats(-1, 1)).map(torch.from_numpy)
+
+
+@pytest.mark.equation("nl", 71)
+@settings(max_examples=15, deadline=None)
+@given(
+    x=_array((1, 13, DIM)),
+    targets=_array((1, 13, DIM)),
+    split=st.integers(0, 13),
+    variant=st.sampled_from(["sequential", "nested", "independent"]),
+)
+def test_two_calls_at_any_split_equal_one_call(x, targets, split, variant):
+    # the state carries each level's partial chunk: its accumulated gradient and the stream position
+    cms = _cms((8, 4, 2), rates=(0.01, 0.02, 0.005), window="printed", variant=variant)
+    loss_fn = _square_loss(targets)
+    with torch.no_grad():
+        y_one, s_one = cms(x, loss_fn=loss_fn)
+        y_a, s_mid = cms(x[:, :split], loss_fn=loss_fn)
+        y_b, s_two = cms(x[:, split:], s_mid, loss_fn=loss_fn)
+    torch.testing.assert_close(torch.cat([y_a, y_b], 1), y_one, rtol=0, atol=1e-12)
+    _states_close(s_two.weights, s_one.weights)
+    _states_close(s_two.grads, s_one.grads)
+    assert s_mid.position == split and s_two.position == 13
+
+
+@pytest.mark.equation("nl", 71)
+def test_state_size_does_not_depend_on_the_length():
+    cms = _cms((8, 2), rates=0.1, signal="reconstruction")
+    with torch.no_grad():
+        sizes = {cms(_randn(2, n, DIM, seed=n))[1].numel() for n in (1, 7, 40)}
+    assert len(sizes) == 1
+    _, state = cms(_randn(2, 5, DIM, seed=34))  # with a graph: detach() cuts it, keeps the values
+    cut = state.detach()
+    assert cut.position == state.position and cut.numel() == state.numel()
+    for level, level_cut in zip(state.weights + state.grads, cut.weights + cut.grads, strict=True):
+        for w, c in zip(level, level_cut, strict=True):
+            assert w.requires_grad and not c.requires_grad and torch.equal(w, c)
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 72 / 73 — Nested and Sequential CMS: where the initial states are learned
+# --------------------------------------------------------------------------------------------------
+
+
+def _weights_per_step(cms, steps, seed):
+    x = _randn(1, steps, DIM, seed=seed)
+    state, history = cms.init_state(1, dtype=F64), []
+    with torch.no_grad():
+        for t in range(steps):
+            _, state = cms(x[:, t : t + 1], state)
+            history.append([[w[0].clone() for w in level] for level in state.weights])
+    return history
+
+
+@pytest.mark.equation("nl", 72)
+def test_nested_level_returns_to_its_initial_value_at_its_parents_chunk_ends():
+    # N-U11: block s+1 is reset after ⌈C^(s)/C^(s+1)⌉ = 8/2 of its steps, i.e. every 8 tokens
+    cms = _cms((8, 2, 1), rates=0.1, variant="nested", signal="reconstruction")
+    history, initial = _weights_per_step(cms, 24, seed=24), _initial(cms)
+    for t in range(1, 25):
+        at_init = [
+            all(torch.equal(w, w0) for w, w0 in zip(history[t - 1][lvl], initial[lvl], strict=True))
+            for lvl in range(3)
+        ]
+        assert at_init[0] == (t < 8)  # the slowest level has no parent: it leaves θ_0 at t = 8 for good
+        # between restarts a level leaves θ_0 at its first own update: at θ_0 iff t mod parent < own chunk
+        assert at_init[1] == (t % 8 < 2), t
+        assert at_init[2] == (t % 2 < 1), t
+
+
+@pytest.mark.equation("nl", 72)
+def test_nested_parent_is_the_next_slower_level_whatever_the_chain_order():
+    cms = _cms((1, 8, 2), rates=0.1, variant="nested", signal="reconstruction")
+    assert cms.reset_periods == (2, None, 8)
+
+
+@pytest.mark.equation("nl", 73)
+def test_sequential_levels_leave_their_initial_state_at_their_first_update_and_never_return():
+    chunks = (8, 2, 1)
+    cms = _cms(chunks, rates=0.02, signal="reconstruction")
+    history, initial = _weights_per_step(cms, 16, seed=25), _initial(cms)
+    for t in range(1, 17):
+        for lvl, chunk in enumerate(chunks):
+            at_init = all(torch.equal(w, w0) for w, w0 in zip(history[t - 1][lvl], initial[lvl], strict=True))
+            assert at_init == (t < chunk), (t, lvl)
+
+
+@pytest.mark.equation("nl", 73)
+def test_outer_gradient_of_every_initial_state_runs_through_the_inner_updates():
+    # Eq. 73: θ_0 of every level is learned by the outer loop; its gradient must include the path through
+    # the inner updates (create_graph). Compare autograd with central finite differences of the last output.
+    cms = _cms((4, 2, 1), rates=(0.05, 0.05, 0.05), signal="reconstruction", seed=31)
+    x, probe = 0.5 * _randn(1, 9, DIM, seed=32), _randn(DIM, seed=33)
+    last_output = lambda: cms(x)[0][0, -1] @ probe  # noqa: E731
+    grads = torch.autograd.grad(last_output(), list(cms.parameters()))
+    eps = 1e-6
+    for param, grad in zip(cms.parameters(), grads, strict=True):
+        index = (param.shape[0] - 1, 1)
+        with torch.no_grad():
+            param[index] += eps
+            up = last_output()
+            param[index] -= 2 * eps
+            down = last_output()
+            param[index] += eps
+        assert abs(float(grad[index]) - float(up - down) / (2 * eps)) < 1e-7
+        assert float(grad.abs().sum()) > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 74 — Independent (head-wise) CMS
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 74)
+def test_independent_with_one_hot_weights_is_a_single_mlp():
+    cms = _cms((4, 2, 1), rates=0.0, variant="independent")
+    with torch.no_grad():
+        cms.mix.copy_(torch.tensor([0.0, 1.0, 0.0], dtype=F64))
+    x = _randn(2, 5, DIM, seed=27)
+    torch.testing.assert_close(cms(x)[0], _swiglu(x, *_initial(cms)[1]), rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("nl", 74)
+def test_independent_levels_permute_with_their_weights():
+    x = _randn(2, 3, DIM, seed=28)
+    levels = [
+        tuple(_randn(2, *shape, seed=10 * i + j) for j, shape in enumerate([(DIM, 5), (DIM, 5), (5, DIM)]))
+        for i in range(3)
+    ]
+    mix = _randn(3, seed=29)
+    y, _ = cms_independent(x, levels, mix)
+    perm = [2, 0, 1]
+    torch.testing.assert_close(
+        cms_independent(x, [levels[i] for i in perm], mix[perm])[0], y, rtol=0, atol=1e-12
+    )
+    expected = sum(
+        mix[i] * torch.stack([_swiglu(x[b], *(w[b] for w in levels[i])) for b in range(2)]) for i in range(3)
+    )
+    torch.testing.assert_close(y, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("nl", 74)
+def test_independent_mix_starts_as_the_mean():
+    cms = _cms((2, 1), rates=0.0, variant="independent")
+    x = _randn(1, 4, DIM, seed=30)
+    expected = 0.5 * (_swiglu(x, *_initial(cms)[0]) + _swiglu(x, *_initial(cms)[1]))
+    torch.testing.assert_close(cms(x)[0], expected, rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad configurations and inputs
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 71)
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"chunk_sizes": ()}, "chunk_sizes"),
+        ({"chunk_sizes": (4, 0)}, "chunk_sizes"),
+        ({"chunk_sizes": (4, 2.0)}, "chunk_sizes"),
+        ({"chunk_sizes": (6, 4)}, "divide"),
+        ({"chunk_sizes": (8, 3, 1)}, "divide"),
+        ({"rates": -0.1}, "rates"),
+        ({"rates": (0.1, float("nan"))}, "rates"),
+        ({"rates": (0.1, 0.1, 0.1)}, "rates"),
+        ({"variant": "parallel"}, "variant"),
+        ({"signal": "mse"}, "signal"),
+        ({"window": "open"}, "window"),
+        ({"activation": "relu"}, "activation"),
+        ({"dim": 0}, "dim"),
+        ({"hidden": 0}, "hidden"),
+    ],
+)
+def test_bad_configurations_raise(kwargs, match):
+    config = {"dim": DIM, "chunk_sizes": (4, 2), "rates": 0.1, **kwargs}
+    with pytest.raises((ValueError, TypeError), match=match):
+        ContinuumMemory(config.pop("dim"), config.pop("chunk_sizes"), **config)
+
+
+@pytest.mark.equation("nl", 71)
+def test_bad_inputs_raise():
+    cms = _cms((2, 1), rates=0.1)
+    with pytest.raises(ValueError, match="loss_fn"):
+        cms(_randn(1, 3, DIM))
+    with pytest.raises(ValueError, match="x must be"):
+        cms(_randn(3, DIM))
+    with pytest.raises(ValueError, match="loss_fn must return"):
+        cms(_randn(1, 3, DIM), loss_fn=lambda y, start: y.sum())
+    with pytest.raises(ValueError, match="state"):
+        cms(_randn(2, 3, DIM), cms.init_state(1, dtype=F64), loss_fn=_square_loss(_randn(2, 3, DIM)))
