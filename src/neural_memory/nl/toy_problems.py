@@ -58,7 +58,6 @@ def curvature_toy(point: Tensor, k: float = 10.0, alpha: float = 0.5, omega: flo
     return r**2 + k * (r - theta + alpha * torch.sin(omega * r)) ** 2
 
 
-@implements("nl", 53)
 def curvature_toy_grad(point: Tensor, k: float = 10.0, alpha: float = 0.5, omega: float = 2.0) -> Tensor:
     r"""The gradient of Eq. 53 in closed form, :math:`(\partial_r\psi, \partial_\theta\psi)`.
 
@@ -106,7 +105,6 @@ def continual_task_loss(weight: Tensor, x: Tensor, y: Tensor) -> Tensor:
     return ((x @ weight - y) ** 2).sum(-1).mean()
 
 
-@implements("nl", 45)
 def orthogonal_tasks(
     num_tasks: int,
     dim: int,
