@@ -1093,13 +1093,17 @@ class DeltaMomentum(Optimizer):
     :math:`\mathbf m(\alpha I - g^\top g)` (the NeurIPS version multiplies on the left,
     shape-inconsistent for non-square weights); the correction carries a step ``delta_lr`` = ζ, 1 as
     printed, 0 giving momentum GD (Eq. 47, ``MomentumGD``); a parameter of rank > 2 is flattened to
-    ``(shape[0], -1)`` and a vector is one column (then :math:`g^\top g = \|g\|^2`).
+    ``(shape[0], -1)`` and a vector is one column (then :math:`g^\top g = \|g\|^2`). Stability: along the
+    top right singular vector of ``g`` the factor is :math:`\alpha - \zeta\sigma_1^2`, so the momentum
+    flips and grows once :math:`\zeta\sigma_1(g)^2 > 1 + \alpha`; with unnormalised gradients use a small
+    ζ (with ζ = 1 the Eq. 53 toy diverges from the paper's start, where :math:`\|g\|^2 \approx 10^4`).
 
     Args:
         params: parameters or groups.
         lr: η >= 0 (1e-3; the paper gives none). alpha: α in [0, 1] (0.9).
         delta_lr: ζ >= 0, the step of the correction (1, the printed Eq. 49).
-        precondition: ``P``: ``None`` (identity), a ``(d_out, d_out)`` matrix, or a callable ``g -> P g``.
+        precondition: ``P``: ``None`` (identity), a ``(d_out, d_out)`` matrix, or a callable ``g -> P g``;
+            applied to the ``(d_out, d_in)`` view of the gradient.
 
     State per parameter: ``momentum`` (m), shaped like the parameter.
     """

@@ -174,15 +174,31 @@ def test_delta_momentum_keeps_directions_orthogonal_to_the_gradient_rows(m, g, c
     # v ⟂ rows of g (the gradient is (3, 4) with rows in a 2-D subspace): m' v = α m v, the decay is
     # state-dependent only along the current gradient's row space
     g_full = torch.cat([g, (coeffs @ g)[None]])  # (3, 4), rank <= 2
-    basis = torch.linalg.svd(g_full).Vh[-1]  # a unit vector ⟂ every row
-    if (g_full @ basis).abs().max() > 1e-9:
-        return
+    basis = torch.linalg.svd(g_full).Vh[-1]  # a unit vector ⟂ every row (rank <= 2 < 4)
+    assert (g_full @ basis).abs().max() < 1e-9
     w = _param(torch.zeros(3, 4, dtype=F64))
     opt = DeltaMomentum([w], lr=0.4, alpha=0.9)
     opt.state[w]["momentum"] = m.clone()
     w.grad = g_full.clone()
     opt.step()
     torch.testing.assert_close(opt.state[w]["momentum"] @ basis, 0.9 * m @ basis, rtol=0, atol=1e-10)
+
+
+@pytest.mark.equation("nl", 49)
+def test_delta_momentum_scales_the_top_gradient_direction_by_alpha_minus_sigma_squared():
+    # the decay factor αI − ζ gᵀg has eigenvalue α − ζσ₁² on g's top right singular vector v₁, so with the
+    # printed ζ = 1 the momentum flips and grows along v₁ once σ₁² > 1 + α (docs/errata.md, NL Eq. 48–49)
+    m0, g = _randn(3, 4, seed=25), 2.0 * _randn(3, 4, seed=26)
+    _, sigma, vh = torch.linalg.svd(g)
+    v1 = vh[0]
+    w = _param(torch.zeros(3, 4, dtype=F64))
+    opt = DeltaMomentum([w], lr=0.1, alpha=0.9)
+    opt.state[w]["momentum"] = m0.clone()
+    w.grad = g.clone()
+    opt.step()
+    expected = (0.9 - sigma[0] ** 2) * (m0 @ v1) - 0.1 * g @ v1
+    torch.testing.assert_close(opt.state[w]["momentum"] @ v1, expected, rtol=0, atol=1e-12)
+    assert sigma[0] ** 2 > 1.9  # this draw is in the growing regime: |α − σ₁²| > 1
 
 
 @pytest.mark.equation("nl", 49)
@@ -342,6 +358,7 @@ def test_dmgd_rejects_bad_hyperparameters():
         ({"objective": "cosine"}, "objective must be 'dot' or 'l2'"),
         ({"activation": "gelu2"}, "activation must be one of"),
         ({"init_scale": -1.0}, "init_scale must be a finite float >= 0"),
+        ({"seed": -1}, "seed must be an int >= 0"),
     ]:
         with pytest.raises(ValueError, match=message):
             DeepMomentumGD(w, **kwargs)
