@@ -1005,10 +1005,16 @@ def dgd_appendix_c_form(weight: Tensor, x: Tensor, target: Tensor, eta: float, f
 
 
 def _as_matrix(t: Tensor) -> Tensor:
-    """A view of ``t`` as ``(d_out, d_in)``: a matrix stays, higher ranks flatten, a vector is one column."""
-    if t.dim() >= 2:
-        return t.view(t.shape[0], -1)
-    return t.view(-1, 1)
+    """``t`` as ``(d_out, d_in)``: a matrix stays, higher ranks flatten, a vector is one column.
+
+    A view for contiguous tensors (the optimizers' states are created contiguous and updated through
+    it), a copy for a non-contiguous gradient.
+    """
+    return t.reshape(t.shape[0], -1) if t.dim() >= 2 else t.reshape(-1, 1)
+
+
+def _contiguous_zeros(p: Tensor) -> Tensor:
+    return torch.zeros_like(p, memory_format=torch.contiguous_format)
 
 
 def _check_precondition(precondition: object) -> Tensor | Callable[[Tensor], Tensor] | None:
@@ -1130,7 +1136,7 @@ class DeltaMomentum(Optimizer):
         for group in self.param_groups:
             for p, grad, state in _grads(self, group):
                 if "momentum" not in state:
-                    state["momentum"] = torch.zeros_like(p)
+                    state["momentum"] = _contiguous_zeros(p)
                 m, g = _as_matrix(state["momentum"]), _as_matrix(grad)
                 correction = (m @ g.T) @ g if group["delta_lr"] else None  # m gᵀg, before m changes
                 m.mul_(group["alpha"])
@@ -1194,7 +1200,7 @@ class FeatureMapMomentum(Optimizer):
                         f"got {tuple(features.shape)}"
                     )
                 if "momentum" not in state:
-                    state["momentum"] = torch.zeros_like(p)
+                    state["momentum"] = _contiguous_zeros(p)
                 m = _as_matrix(state["momentum"])
                 m.mul_(group["alpha"]).sub_(
                     _value_times(group["precondition"], _as_matrix(features)), alpha=group["lr"]

@@ -242,6 +242,22 @@ def test_delta_momentum_state_dict_round_trip_and_closure():
 
 
 @pytest.mark.equation("nl", 49)
+def test_delta_momentum_on_a_transposed_parameter_equals_the_contiguous_one():
+    # a non-contiguous parameter (a transposed view) keeps a contiguous state and steps the same
+    base = _randn(4, 3, seed=27)
+    leaf = _param(base)
+    strided, contiguous = leaf.T, _param(base.T.contiguous())
+    grads = _stream((3, 4), 2, seed=28, scale=0.5)
+    ours = DeltaMomentum([contiguous], lr=0.1, alpha=0.9, delta_lr=0.5)
+    _run(ours, [contiguous], grads)
+    with torch.no_grad():
+        other = torch.nn.Parameter(strided.detach())  # shares the transposed strides
+    assert not other.is_contiguous()
+    _run(DeltaMomentum([other], lr=0.1, alpha=0.9, delta_lr=0.5), [other], grads)
+    torch.testing.assert_close(other.detach(), contiguous.detach(), rtol=0, atol=1e-14)
+
+
+@pytest.mark.equation("nl", 49)
 def test_delta_momentum_rejects_bad_hyperparameters():
     w = [_param(torch.zeros(2, 2))]
     for kwargs, message in [
