@@ -4,7 +4,8 @@
   one GD step or the exact proximal step on them, and their minimisers (Eq. 6, 19–20, 98–99).
 * :mod:`neural_memory.nl.optimizers` — optimizers as instances: momentum, preconditioned momentum, Muon and
   Newton–Schulz, Appendix B's element-wise and matrix momentum (GD with momentum, Adam, AdaGrad), M3
-  (Algorithm 1) and Delta Gradient Descent with Appendix C's derivation.
+  (Algorithm 1) and Delta Gradient Descent with Appendix C's derivation; §4.4's Delta, deep, feature-map
+  and non-linear-output momenta (Eq. 46, 48–52).
 * :mod:`neural_memory.nl.gradient_descent` — SGD, its proximal and FTRL forms, GD with the output surprise
   (Eq. 1–3, 8, 23); :mod:`neural_memory.nl.training_objective` — the expected loss and its minimiser
   (Eq. 4, 7, 22).
@@ -16,10 +17,22 @@
   Nadaraya–Watson regression, Hebbian, delta, Oja and Omega rules, AdaTransformer (Eq. 21, 61–69).
 * :mod:`neural_memory.nl.cms` — the Continuum Memory System: MLP levels updated every C^(l) tokens by their
   summed error signal, Sequential, Nested and Independent (Eq. 70–74).
+* :mod:`neural_memory.nl.backprop` — backprop as associative memories and Generalized GD (Eq. 29–32, 54–55,
+  58–60).
+* :mod:`neural_memory.nl.toy_problems` — orthogonal continual-learning tasks (Eq. 45) and the
+  time-varying-curvature toy (Eq. 53).
 
 Hope and self-modifying Titans are not here yet.
 """
 
+from neural_memory.nl.backprop import (
+    backprop,
+    backprop_gd_step,
+    generalized_gd_step,
+    layer_gd_step,
+    self_referential_step,
+    self_referential_value,
+)
 from neural_memory.nl.cms import (
     CMSState,
     ContinuumMemory,
@@ -55,25 +68,40 @@ from neural_memory.nl.linear_attention import (
     linear_attention_read,
     linear_attention_write,
 )
+from neural_memory.nl.toy_problems import (
+    CURVATURE_TOY_START,
+    continual_task_loss,
+    curvature_toy,
+    curvature_toy_grad,
+    orthogonal_tasks,
+)
 from neural_memory.nl.training_objective import expected_loss, minimise_expected_loss
 
 __all__ = [
+    "CURVATURE_TOY_START",
     "AdaTransformerBlock",
     "CMSState",
     "ContinuumMemory",
     "OjaObjective",
     "ada_transformer_block",
     "adapted_memory_loss",
+    "backprop",
+    "backprop_gd_step",
     "cms_chain",
     "cms_independent",
+    "continual_task_loss",
     "continuum_memory_reference",
+    "curvature_toy",
+    "curvature_toy_grad",
     "delta_rule_rnn",
     "delta_rule_rnn_chunked",
     "expected_loss",
     "fast_weight_programmer",
     "ftrl_iterate",
+    "generalized_gd_step",
     "hebbian_rnn",
     "hebbian_rnn_parallel",
+    "layer_gd_step",
     "linear_attention",
     "linear_attention_projections",
     "linear_attention_read",
@@ -85,7 +113,10 @@ __all__ = [
     "oja_step",
     "omega_rule",
     "omega_rule_windowed",
+    "orthogonal_tasks",
     "output_surprise_step",
+    "self_referential_step",
+    "self_referential_value",
     "sgd_step",
     "sliding_window_attention",
     "two_level_forward",

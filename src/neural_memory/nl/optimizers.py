@@ -10,6 +10,8 @@ closures) whose update is the solution of an inner objective of :mod:`neural_mem
 * :class:`ElementwiseMomentum` and :class:`MatrixMomentum` — Appendix B's optimal momenta: GD with
   momentum, Adam and AdaGrad as minimisers of Eq. 101 / 106 (Eq. 102–111);
 * :class:`M3` — Multi-scale Momentum Muon, Algorithm 1 and Eq. 75;
+* §4.4's momentum variants — values (Eq. 46), :class:`DeltaMomentum` (Eq. 48–49), :class:`DeepMomentumGD`
+  (Eq. 50), :class:`FeatureMapMomentum` (Eq. 51), :class:`NonlinearOutputMomentum` (Eq. 52);
 * :class:`DeltaGradientDescent` — the exact proximal step on the L2 objective (Eq. 56–57) with
   Appendix C's derivation (Eq. 114–121) as functions.
 
@@ -28,7 +30,11 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from neural_memory.common.validation import check_int
-from neural_memory.nl.associative_memory import InnerObjective, optimal_elementwise_momentum
+from neural_memory.nl.associative_memory import (
+    DotProductObjective,
+    InnerObjective,
+    optimal_elementwise_momentum,
+)
 from neural_memory.registry import implements
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]]
@@ -992,15 +998,410 @@ def dgd_appendix_c_form(weight: Tensor, x: Tensor, target: Tensor, eta: float, f
     raise ValueError(f"form must be 'substituted', 'expanded', 'collected' or 'final', got {form!r}")
 
 
+# --------------------------------------------------------------------------------------------------
+# §4.4 momentum variants: values (Eq. 46), Delta momentum (Eq. 48–49), Deep Momentum GD (Eq. 50),
+# feature maps (Eq. 51), non-linear output (Eq. 52)
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_matrix(t: Tensor) -> Tensor:
+    """``t`` as ``(d_out, d_in)``: a matrix stays, higher ranks flatten, a vector is one column.
+
+    A view for contiguous tensors (the optimizers' states are created contiguous and updated through
+    it), a copy for a non-contiguous gradient.
+    """
+    return t.reshape(t.shape[0], -1) if t.dim() >= 2 else t.reshape(-1, 1)
+
+
+def _contiguous_zeros(p: Tensor) -> Tensor:
+    return torch.zeros_like(p, memory_format=torch.contiguous_format)
+
+
+def _check_precondition(precondition: object) -> Tensor | Callable[[Tensor], Tensor] | None:
+    if precondition is None or callable(precondition):
+        return precondition
+    if isinstance(precondition, Tensor) and precondition.dim() == 2:
+        return precondition
+    raise ValueError(
+        f"precondition must be None, a callable or a (d_out, d_out) tensor, got {precondition!r}"
+    )
+
+
+def _value_times(precondition: Tensor | Callable[[Tensor], Tensor] | None, grad: Tensor) -> Tensor:
+    """``P g`` on the matrix view (``P = I`` for ``None``)."""
+    return grad if precondition is None else _apply_preconditioner(precondition, grad, solve=False)
+
+
+def gradient_value_pairs(grad: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Momentum with values as (key, value) pairs of a matrix memory (NL v1, Eq. 46).
+
+    .. math::
+        \min_{\mathbf m}\ \langle\mathbf m\,\nabla\mathcal L(W_i; \mathbf x_i)^\top, \mathbf P_i\rangle
+            \qquad (46)
+
+    :math:`\langle \mathbf m g^\top, P\rangle = \sum_j\langle \mathbf m g_j, P_{:,j}\rangle`: the keys are
+    the rows :math:`g_j` of the gradient and the values the columns of ``P``, so Eq. 46 is
+    :class:`~neural_memory.nl.associative_memory.DotProductObjective` on these pairs (gradient
+    :math:`P g`, Eq. 47's step) and Eq. 49's regression is
+    :class:`~neural_memory.nl.associative_memory.L2RegressionObjective` on them.
+
+    Args:
+        grad: g, ``(d_out, d_in)``. value: P, ``(d_out, d_out)``.
+
+    Returns:
+        ``(keys, values)``: ``g`` ``(d_out, d_in)`` and ``Pᵀ`` ``(d_out, d_out)``, for a memory ``m``
+        shaped ``(d_out, d_in)``.
+    """
+    if grad.dim() != 2:
+        raise ValueError(f"grad must be a matrix (d_out, d_in), got shape {tuple(grad.shape)}")
+    if value.shape != (grad.shape[0], grad.shape[0]):
+        raise ValueError(f"value must be (d_out, d_out) = {(grad.shape[0],) * 2}, got {tuple(value.shape)}")
+    return grad, value.T
+
+
+@implements("nl", 46)
+def value_momentum_objective(momentum: Tensor, grad: Tensor, value: Tensor) -> Tensor:
+    r"""The objective of momentum with values (NL v1, Eq. 46).
+
+    .. math::
+        \min_{\mathbf m}\ \langle\mathbf m\,\nabla\mathcal L(W_i; \mathbf x_i)^\top, \mathbf P_i\rangle
+            \qquad (46)
+
+    :class:`~neural_memory.nl.associative_memory.DotProductObjective` on :func:`gradient_value_pairs`; one
+    GD step on it from :math:`\mathbf m_i` is Eq. 47's :math:`\mathbf m_i - \eta\mathbf P_i\nabla\mathcal L`.
+
+    Args:
+        momentum: m, ``(d_out, d_in)``. grad: ∇L, ``(d_out, d_in)``. value: P, ``(d_out, d_out)``.
+
+    Returns:
+        The scalar objective.
+    """
+    return DotProductObjective().loss(momentum, *gradient_value_pairs(grad, value))
+
+
+@implements("nl", 48, 49)
+class DeltaMomentum(Optimizer):
+    r"""Delta momentum: a momentum that regresses instead of accumulating (NL v1, Eq. 48–49).
+
+    .. math::
+        W_{i+1} = W_i + \mathbf{m}_{i+1} \qquad (48)
+
+        \mathbf{m}_{i+1} = \mathbf{m}_i\big(\alpha_{i+1} - \nabla\mathcal{L}(W_i; \mathbf{x}_i)^\top
+            \nabla\mathcal{L}(W_i; \mathbf{x}_i)\big) - \eta_t\mathbf{P}_i\nabla\mathcal{L}(W_i; \mathbf{x}_i)
+            \qquad (49)
+
+    Before adding the new (preconditioned) gradient the momentum forgets what it holds along the
+    current gradient's row space: :math:`\mathbf m(\alpha I - \zeta g^\top g)` leaves directions
+    orthogonal to the rows of ``g`` decayed by α only. It is one unit step of gradient descent on
+    :math:`\tfrac\zeta2\|\mathbf m g^\top + \tfrac\eta\zeta\mathbf P\|_F^2
+    + \tfrac{1-\alpha}2\|\mathbf m\|_F^2`, the L2 regression of Eq. 49's prose with the value's sign of
+    Eq. 47. Decisions (docs/errata.md, NL Eq. 48–49): arXiv v1's right multiplication
+    :math:`\mathbf m(\alpha I - g^\top g)` (the NeurIPS version multiplies on the left,
+    shape-inconsistent for non-square weights); the correction carries a step ``delta_lr`` = ζ, 1 as
+    printed, 0 giving momentum GD (Eq. 47, ``MomentumGD``); a parameter of rank > 2 is flattened to
+    ``(shape[0], -1)`` and a vector is one column (then :math:`g^\top g = \|g\|^2`). Stability: along the
+    top right singular vector of ``g`` the factor is :math:`\alpha - \zeta\sigma_1^2`, so the momentum
+    flips and grows once :math:`\zeta\sigma_1(g)^2 > 1 + \alpha`; with unnormalised gradients use a small
+    ζ (with ζ = 1 the Eq. 53 toy diverges from the paper's start, where :math:`\|g\|^2 \approx 10^4`).
+
+    Args:
+        params: parameters or groups.
+        lr: η >= 0 (1e-3; the paper gives none). alpha: α in [0, 1] (0.9).
+        delta_lr: ζ >= 0, the step of the correction (1, the printed Eq. 49).
+        precondition: ``P``: ``None`` (identity), a ``(d_out, d_out)`` matrix, or a callable ``g -> P g``;
+            applied to the ``(d_out, d_in)`` view of the gradient.
+
+    State per parameter: ``momentum`` (m), shaped like the parameter.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        alpha: float = 0.9,
+        delta_lr: float = 1.0,
+        precondition: Tensor | Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        defaults = {
+            "lr": _check_nonneg("lr", lr),
+            "alpha": _check_unit("alpha", alpha, one=True),
+            "delta_lr": _check_nonneg("delta_lr", delta_lr),
+            "precondition": _check_precondition(precondition),
+        }
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        loss = _closure_loss(closure)
+        for group in self.param_groups:
+            for p, grad, state in _grads(self, group):
+                if "momentum" not in state:
+                    state["momentum"] = _contiguous_zeros(p)
+                m, g = _as_matrix(state["momentum"]), _as_matrix(grad)
+                correction = (m @ g.T) @ g if group["delta_lr"] else None  # m gᵀg, before m changes
+                m.mul_(group["alpha"])
+                if correction is not None:
+                    m.sub_(correction, alpha=group["delta_lr"])
+                m.sub_(_value_times(group["precondition"], g), alpha=group["lr"])
+                p.add_(state["momentum"])
+        return loss
+
+
+@implements("nl", 51)
+class FeatureMapMomentum(Optimizer):
+    r"""Momentum over a feature map of the gradient (NL v1, Eq. 51).
+
+    .. math::
+        W_{i+1} = W_i + \mathbf{m}_{i+1}, \qquad
+        \mathbf{m}_{i+1} = \alpha_{i+1}\mathbf{m}_i - \eta_t\mathbf{P}_i\,\phi(\nabla\mathcal{L}(W_i;
+            \mathbf{x}_i)) \qquad (51)
+
+    Momentum (Eq. 47) whose memory stores :math:`\phi(g)` instead of the gradient: one decayed GD step on
+    Eq. 46 with the key :math:`\phi(g)`. ``φ`` must return a tensor shaped like the gradient (the paper's
+    "higher-order" maps, e.g. ``g + g**3 / 3``; its dimension-raising maps would need a ``P`` that maps
+    back, which the paper does not give). ``φ = id`` and ``P = I`` is ``MomentumGD``.
+
+    Args:
+        params: parameters or groups. lr: η >= 0 (1e-3). alpha: α in [0, 1] (0.9).
+        feature_map: φ, a callable ``g -> φ(g)``, element-wise or not; ``None`` is the identity.
+        precondition: ``P`` as :class:`DeltaMomentum`.
+
+    State per parameter: ``momentum``.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        alpha: float = 0.9,
+        feature_map: Callable[[Tensor], Tensor] | None = None,
+        precondition: Tensor | Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        if feature_map is not None and not callable(feature_map):
+            raise TypeError(f"feature_map must be callable (g -> phi(g)) or None, got {feature_map!r}")
+        defaults = {
+            "lr": _check_nonneg("lr", lr),
+            "alpha": _check_unit("alpha", alpha, one=True),
+            "feature_map": feature_map,
+            "precondition": _check_precondition(precondition),
+        }
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        loss = _closure_loss(closure)
+        for group in self.param_groups:
+            phi = group["feature_map"]
+            for p, grad, state in _grads(self, group):
+                features = grad if phi is None else phi(grad)
+                if features.shape != grad.shape:
+                    raise ValueError(
+                        f"feature_map must return the gradient's shape {tuple(grad.shape)}, "
+                        f"got {tuple(features.shape)}"
+                    )
+                if "momentum" not in state:
+                    state["momentum"] = _contiguous_zeros(p)
+                m = _as_matrix(state["momentum"])
+                m.mul_(group["alpha"]).sub_(
+                    _value_times(group["precondition"], _as_matrix(features)), alpha=group["lr"]
+                )
+                p.add_(state["momentum"])
+        return loss
+
+
+_MEMORY_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "tanh": torch.tanh,
+    "silu": nn.functional.silu,
+    "relu": torch.relu,
+    "identity": lambda z: z,
+}
+_MEMORY_PARTS = ("linear", "w1", "b1", "w2")
+
+
+@implements("nl", 50)
+class DeepMomentumGD(Optimizer):
+    r"""Deep Momentum Gradient Descent: the momentum is an MLP trained by its own objective (NL v1, Eq. 50).
+
+    .. math::
+        W_{i+1} = W_i + \mathbf{m}_{i+1}(\mathbf{u}_i), \qquad
+        \mathbf{m}_{i+1} = \alpha_{i+1}\mathbf{m}_i - \eta_t\nabla\mathcal{L}^{(2)}(\mathbf{m}_i;
+            \mathbf{u}_i, \mathbf{1}) \qquad (50)
+
+    Each parameter ``W`` ``(d_out, d_in)`` has a memory network
+    :math:`\mathbf m_\theta:\mathbb R^{d_{in}}\to\mathbb R^{d_{out}}`,
+    :math:`\mathbf m_\theta(k) = A k + W_2\,\sigma(W_1k + b_1)` (``hidden`` units; ``hidden = 0`` is the
+    linear memory ``A``). Read at the constant keys — the basis vectors, the identity ``I`` — it gives a
+    weight-shaped output :math:`F_\theta = A + W_2\sigma(W_1 + b_1\mathbf 1^\top)`. Each step takes one
+    GD step, decayed by α, of all of θ on the inner objective with the gradient :math:`\mathbf u_i` as
+    the value — ``"dot"``: :math:`\langle F_\theta, \mathbf u_i\rangle`
+    (:class:`~neural_memory.nl.associative_memory.DotProductObjective` over the basis keys), ``"l2"``:
+    :math:`\tfrac12\|F_\theta + \mathbf u_i\|_F^2` (regression onto :math:`-\mathbf u_i`) — then
+    :math:`W \leftarrow W + \sigma_{out}(F_{\theta_{i+1}})` (``output_fn``, identity here; Eq. 52 is
+    :class:`NonlinearOutputMomentum`). The linear memory with ``"dot"`` is momentum GD exactly, the
+    reduction the paper states. Decisions (docs/errata.md, NL Eq. 50): the paper does not say how
+    :math:`\mathbf m(\mathbf u_i)` acts on a matrix gradient; a memory fed the gradient as its *input*
+    holds no history (its output would not contain the past gradients), so the gradient is the value and
+    the constant ``1``/``I`` of Eq. 50/52 the key. ``A`` and ``W₂`` start at 0 (zero momentum), ``W₁``
+    from ``init_scale · N(0, 1/d_in)`` seeded by ``seed`` and the parameter's position, ``b₁`` at 0.
+    A vector is one column, higher ranks flatten to ``(shape[0], -1)``.
+
+    Args:
+        params: parameters or groups.
+        lr: η >= 0, the memory's step (1e-3; the paper gives none). alpha: α in [0, 1] (0.9).
+        hidden: width >= 0 of the memory's hidden layer (16; 0 is linear).
+        objective: ``"dot"`` or ``"l2"``. activation: σ of the memory, ``"tanh"``, ``"silu"``, ``"relu"``
+            or ``"identity"``. init_scale: >= 0. seed: int, for ``W₁``.
+        output_fn: a callable applied to the memory's output before the weight step, ``None`` identity.
+
+    State per parameter: ``linear`` (A, ``(d_out, d_in)``), ``w1`` ``(hidden, d_in)``, ``b1``
+    ``(hidden,)``, ``w2`` ``(d_out, hidden)``.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        alpha: float = 0.9,
+        hidden: int = 16,
+        objective: str = "dot",
+        activation: str = "tanh",
+        init_scale: float = 1.0,
+        seed: int = 0,
+        output_fn: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        if objective not in ("dot", "l2"):
+            raise ValueError(f"objective must be 'dot' or 'l2', got {objective!r}")
+        if activation not in _MEMORY_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_MEMORY_ACTIVATIONS)}, got {activation!r}")
+        if output_fn is not None and not callable(output_fn):
+            raise TypeError(
+                f"output_fn must be callable (memory output -> update) or None, got {output_fn!r}"
+            )
+        defaults = {
+            "lr": _check_nonneg("lr", lr),
+            "alpha": _check_unit("alpha", alpha, one=True),
+            "hidden": check_int("hidden", hidden, minimum=0),
+            "objective": objective,
+            "activation": activation,
+            "init_scale": _check_nonneg("init_scale", init_scale),
+            "seed": check_int("seed", seed, minimum=0),
+            "output_fn": output_fn,
+        }
+        super().__init__(params, defaults)
+
+    @staticmethod
+    def _init_memory(p: Tensor, state: dict, group: dict[str, Any], index: int) -> None:
+        d_out, d_in = _as_matrix(p).shape
+        generator = torch.Generator().manual_seed(group["seed"] * 1_000_003 + index)
+        w1 = torch.randn(group["hidden"], d_in, generator=generator, dtype=torch.float64)
+        scale = group["init_scale"] / math.sqrt(d_in)
+        state["w1"] = (scale * w1).to(dtype=p.dtype, device=p.device)
+        state["linear"] = p.new_zeros(d_out, d_in)
+        state["b1"] = p.new_zeros(group["hidden"])
+        state["w2"] = p.new_zeros(d_out, group["hidden"])
+
+    @staticmethod
+    def _output(parts: list[Tensor], activation: str) -> Tensor:
+        """``F = A + W₂ σ(W₁ + b₁ 1ᵀ)``, the memory read at the keys ``I``."""
+        linear, w1, b1, w2 = parts
+        return linear + w2 @ _MEMORY_ACTIVATIONS[activation](w1 + b1[:, None])
+
+    def _memory_step(self, grad: Tensor, state: dict, group: dict[str, Any]) -> Tensor:
+        u = _as_matrix(grad)
+        with torch.enable_grad():
+            parts = [state[name].detach().requires_grad_(True) for name in _MEMORY_PARTS]
+            out = self._output(parts, group["activation"])
+            # over the basis keys I: DotProductObjective is ⟨F, u⟩, L2RegressionObjective(−u) is ½‖F + u‖²
+            inner = (out * u).sum() if group["objective"] == "dot" else 0.5 * ((out + u) ** 2).sum()
+            grads = torch.autograd.grad(inner, parts)
+        for name, g in zip(_MEMORY_PARTS, grads, strict=True):
+            state[name].mul_(group["alpha"]).sub_(g, alpha=group["lr"])
+        return self._output([state[name] for name in _MEMORY_PARTS], group["activation"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        loss = _closure_loss(closure)
+        # the memory's seed: the parameter's position among all groups, stable across save and resume
+        position = {id(q): i for i, q in enumerate(q for g in self.param_groups for q in g["params"])}
+        for group in self.param_groups:
+            for p, grad, state in _grads(self, group):
+                if "linear" not in state:
+                    self._init_memory(p, state, group, position[id(p)])
+                update = self._memory_step(grad, state, group)
+                if group["output_fn"] is not None:
+                    update = group["output_fn"](update)
+                p.add_(update.view_as(p))
+        return loss
+
+
+class _NewtonSchulzOutput:
+    """σ = Newton–Schulz in the input's dtype, a picklable callable (``state_dict`` keeps the groups)."""
+
+    def __init__(self, steps: int, coefficients: tuple[float, float, float], eps: float) -> None:
+        self.steps, self.coefficients, self.eps = steps, coefficients, eps
+
+    def __call__(self, m: Tensor) -> Tensor:
+        return newton_schulz(m, self.steps, self.coefficients, self.eps)
+
+
+@implements("nl", 52)
+class NonlinearOutputMomentum(DeepMomentumGD):
+    r"""Momentum with a non-linear output; Muon for σ = Newton–Schulz (NL v1, Eq. 52).
+
+    .. math::
+        W_{i+1} = W_i + \sigma\big(\mathbf{m}_{i+1}(\mathbf{u}_i)\big), \qquad
+        \mathbf{m}_{i+1} = \alpha_{i+1}\mathbf{m}_i - \eta_t\nabla\mathcal{L}^{(2)}(\mathbf{m}_i;
+            \mathbf{u}_i, \mathbf{I}) \qquad (52)
+
+    :class:`DeepMomentumGD` whose output passes through σ before the weight step. The defaults are the
+    paper's special case: a linear memory (``hidden = 0``, so :math:`\mathbf m \leftarrow \alpha\mathbf m
+    - \eta g`) and σ = :func:`newton_schulz` (Muon's quintic, ``ns_steps`` steps, in the parameter's
+    dtype). Newton–Schulz normalises, so η only matters through the relative weight of old and new
+    gradients and this equals :class:`Muon` with ``lr = 1``, no Nesterov, no weight decay, momentum α
+    (docs/errata.md, NL Eq. 52). A vector is one column (Newton–Schulz then normalises it).
+
+    Args:
+        params, lr, alpha, hidden, objective, activation, init_scale, seed: as :class:`DeepMomentumGD`
+            (``hidden`` defaults to 0 here).
+        output_fn: σ, a callable; ``None`` is Newton–Schulz.
+        ns_steps: >= 1, ns_coefficients: ``(a, b, c)``, ns_eps: > 0 — for the default σ.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        alpha: float = 0.9,
+        hidden: int = 0,
+        objective: str = "dot",
+        activation: str = "tanh",
+        init_scale: float = 1.0,
+        seed: int = 0,
+        output_fn: Callable[[Tensor], Tensor] | None = None,
+        ns_steps: int = 5,
+        ns_coefficients: tuple[float, float, float] = NS_QUINTIC,
+        ns_eps: float = 1e-7,
+    ) -> None:
+        if output_fn is None:
+            steps, coefficients = check_int("ns_steps", ns_steps), _check_coefficients(ns_coefficients)
+            eps = _check_positive("ns_eps", ns_eps)
+            output_fn = _NewtonSchulzOutput(steps, coefficients, eps)
+        super().__init__(params, lr, alpha, hidden, objective, activation, init_scale, seed, output_fn)
+
+
 __all__ = [
     "M3",
     "NS_CUBIC",
     "NS_QUINTIC",
+    "DeepMomentumGD",
     "DeltaGradientDescent",
+    "DeltaMomentum",
     "ElementwiseMomentum",
+    "FeatureMapMomentum",
     "MatrixMomentum",
     "MomentumGD",
     "Muon",
+    "NonlinearOutputMomentum",
     "dgd_appendix_c_form",
     "dgd_effective_lr",
     "dgd_explicit_solution",
@@ -1008,9 +1409,11 @@ __all__ = [
     "dgd_normal_equations",
     "dgd_step",
     "generalized_momentum_step",
+    "gradient_value_pairs",
     "newton_schulz",
     "newton_schulz_step",
     "preconditioned_gd_step",
     "preconditioned_momentum_step",
     "sherman_morrison_inverse",
+    "value_momentum_objective",
 ]
