@@ -17,7 +17,8 @@
 * :mod:`neural_memory.nl.cms` — the Continuum Memory System: MLP levels updated every C^(l) tokens by their
   summed error signal, Sequential, Nested and Independent (Eq. 70–74).
 
-Hope and self-modifying Titans are not here yet.
+* :mod:`neural_memory.nl.self_modifying` — self-modifying Titans: memories that generate their own keys,
+  values, learning rates and retention gates, updated by DGD with weight decay, chunk-parallel (Eq. 76–93).
 """
 
 from neural_memory.nl.cms import (
@@ -55,6 +56,12 @@ from neural_memory.nl.linear_attention import (
     linear_attention_read,
     linear_attention_write,
 )
+from neural_memory.nl.self_modifying import (
+    SelfModifyingState,
+    SelfModifyingTitans,
+    self_modifying_reference,
+    self_modifying_step,
+)
 from neural_memory.nl.training_objective import expected_loss, minimise_expected_loss
 
 __all__ = [
@@ -62,6 +69,8 @@ __all__ = [
     "CMSState",
     "ContinuumMemory",
     "OjaObjective",
+    "SelfModifyingState",
+    "SelfModifyingTitans",
     "ada_transformer_block",
     "adapted_memory_loss",
     "cms_chain",
@@ -86,6 +95,8 @@ __all__ = [
     "omega_rule",
     "omega_rule_windowed",
     "output_surprise_step",
+    "self_modifying_reference",
+    "self_modifying_step",
     "sgd_step",
     "sliding_window_attention",
     "two_level_forward",
