@@ -21,8 +21,8 @@
   58–60).
 * :mod:`neural_memory.nl.toy_problems` — orthogonal continual-learning tasks (Eq. 45) and the
   time-varying-curvature toy (Eq. 53).
-
-Hope and self-modifying Titans are not here yet.
+* :mod:`neural_memory.nl.self_modifying` — self-modifying Titans: memories that generate their own keys,
+  values, learning rates and retention gates, updated by DGD with weight decay, chunk-parallel (Eq. 76–93).
 """
 
 from neural_memory.nl.backprop import (
@@ -68,6 +68,12 @@ from neural_memory.nl.linear_attention import (
     linear_attention_read,
     linear_attention_write,
 )
+from neural_memory.nl.self_modifying import (
+    SelfModifyingState,
+    SelfModifyingTitans,
+    self_modifying_reference,
+    self_modifying_step,
+)
 from neural_memory.nl.toy_problems import (
     CURVATURE_TOY_START,
     continual_task_loss,
@@ -83,6 +89,8 @@ __all__ = [
     "CMSState",
     "ContinuumMemory",
     "OjaObjective",
+    "SelfModifyingState",
+    "SelfModifyingTitans",
     "ada_transformer_block",
     "adapted_memory_loss",
     "backprop",
@@ -115,6 +123,8 @@ __all__ = [
     "omega_rule_windowed",
     "orthogonal_tasks",
     "output_surprise_step",
+    "self_modifying_reference",
+    "self_modifying_step",
     "self_referential_step",
     "self_referential_value",
     "sgd_step",
