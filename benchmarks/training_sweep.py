@@ -45,7 +45,7 @@ def child(spec: dict) -> dict:
         text=spec["text"],
         steps=spec["steps"],
         seed=spec["seed"],
-        lr=base.lr * spec["lr_mult"],
+        lr=spec.get("lr", base.lr) * spec["lr_mult"],
         eval_every=spec["eval_every"],
         **spec.get("overrides", {}),
     )
@@ -66,6 +66,7 @@ def child(spec: dict) -> dict:
             finite, error = False, str(exc)
     return {
         **spec,
+        "lr_effective": config.lr,
         "finite": finite,
         "error": error,
         "curve": curve,
@@ -103,6 +104,8 @@ def specs(args: argparse.Namespace) -> list[dict]:
                     "eval_every": args.eval_every,
                     "lr_mult": args.lr_mult,
                 }
+                if args.lr is not None:
+                    spec["lr"] = args.lr
                 if args.quick:
                     spec["overrides"] = {"seq_len": 48, "batch_size": 2, "dim": 16, "depth": 1}
                 out.append(spec)
@@ -116,7 +119,7 @@ def final(record: dict, key: str) -> float | None:
 
 def table(records: list[dict]) -> str:
     lines = [
-        "| kind | task | seed | lr x | finite | final train loss | final val loss | val accuracy | s |",
+        "| kind | task | seed | lr | finite | final train loss | final val loss | val accuracy | s |",
         "|---|---|--:|--:|---|--:|--:|--:|--:|",
     ]
     for r in records:
@@ -124,8 +127,9 @@ def table(records: list[dict]) -> str:
         shown = ["–" if c is None else f"{c:.3f}" for c in cells]
         finite = {True: "yes", False: "**NaN**", None: f"error: {r.get('error')}"}[r["finite"]]
         seconds = f"{r['seconds']:.0f}" if "seconds" in r else "–"
+        lr = f"{r['lr_effective']:g}" if "lr_effective" in r else "–"
         lines.append(
-            f"| {r['kind']} | {r['task']} | {r['seed']} | {r['lr_mult']:g} | {finite} | "
+            f"| {r['kind']} | {r['task']} | {r['seed']} | {lr} | {finite} | "
             + " | ".join(shown)
             + f" | {seconds} |"
         )
@@ -163,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--eval-every", type=int, default=None)
     parser.add_argument("--lr-mult", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=None, help="base learning rate (default: TrainConfig's)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
     parser.add_argument("--quick", action="store_true", help="tiny model, few steps (smoke test)")

@@ -27,18 +27,46 @@ def test_quick_stability_run_records_a_finite_curve(sweep, tmp_path, capsys):
     (record,) = json.loads(out.read_text())["records"]
     assert record["finite"] is True and record["task"] == "recall" and record["steps"] == 3
     assert record["curve"][-1]["step"] == 3 and "val_accuracy" in record["curve"][-1]
-    assert "| titans-lmm | recall | 0 | 1 | yes |" in capsys.readouterr().out
+    assert record["lr_effective"] == 3e-3  # TrainConfig's default, times --lr-mult 1
+    assert "| titans-lmm | recall | 0 | 0.003 | yes |" in capsys.readouterr().out
+
+
+def test_lr_sets_the_base_learning_rate(sweep, tmp_path):
+    out = tmp_path / "stability.json"
+    argv = [
+        "stability",
+        "--quick",
+        "--kinds",
+        "transformer",
+        "--seeds",
+        "0",
+        "--lr",
+        "1e-3",
+        "--lr-mult",
+        "2",
+    ]
+    assert sweep.main([*argv, "--out", str(out)]) == 0
+    (record,) = json.loads(out.read_text())["records"]
+    assert record["lr_effective"] == 2e-3
 
 
 def test_tables_from_made_up_records(sweep):
     records = [
-        {"kind": "k", "task": "recall", "seed": s, "lr_mult": 3.0, "finite": f, "seconds": 1.0, "curve": c}
+        {
+            "kind": "k",
+            "task": "recall",
+            "seed": s,
+            "lr_effective": 9e-3,
+            "finite": f,
+            "seconds": 1.0,
+            "curve": c,
+        }
         for s, f, c in [
             (0, True, [{"step": 10, "val_accuracy": 0.2, "val_loss": 2.0, "train_loss": 2.1}]),
             (1, False, [{"step": 10, "val_accuracy": 0.4, "val_loss": 1.0}]),
         ]
     ]
     stability = sweep.table(records)
-    assert "| k | recall | 0 | 3 | yes | 2.100 | 2.000 | 0.200 | 1 |" in stability
-    assert "| k | recall | 1 | 3 | **NaN** | – | 1.000 | 0.400 | 1 |" in stability
+    assert "| k | recall | 0 | 0.009 | yes | 2.100 | 2.000 | 0.200 | 1 |" in stability
+    assert "| k | recall | 1 | 0.009 | **NaN** | – | 1.000 | 0.400 | 1 |" in stability
     assert "| k | 0.300 (0.20–0.40) |" in sweep.accuracy_table(records)
