@@ -204,3 +204,22 @@ def test_the_five_notebooks_exist_and_are_stored_without_outputs():
         nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
         nbformat.validate(nb)
         assert run_notebooks.stored_outputs(nb) == [], f"{name} is stored with outputs"
+
+
+def test_the_reproduction_page_says_plainly_when_there_is_no_report(build_docs, tmp_path):
+    assert build_docs.latest_report(tmp_path) is None
+    page = build_docs.render_reproduction(tmp_path, None)
+    assert "No `results/*/report.md` exists" in page
+
+
+def test_the_newest_reproduction_report_is_copied_with_its_files(build_docs, tmp_path):
+    run = tmp_path / "results" / "2026-01-01T00-00"
+    run.mkdir(parents=True)
+    (run / "report.md").write_text("# Report\n\n![loss](loss.png)\n\nSee [data](../../benchmarks/x.json).\n")
+    (run / "loss.png").write_bytes(b"png")
+    out = tmp_path / "docs"
+    (out / "reproduction").mkdir(parents=True)
+    page = build_docs.render_reproduction(out, build_docs.latest_report(tmp_path))
+    assert "## Report" in page and "![loss](loss.png)" in page
+    assert "data (`../../benchmarks/x.json`)" in page  # a file outside the report's folder: no dead link
+    assert (out / "reproduction" / "loss.png").read_bytes() == b"png"
