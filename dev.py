@@ -2,16 +2,18 @@
 """Developer entry point: one file, standard library only, works on a fresh machine with Python >= 3.10.
 
     python3 dev.py run       # the main job: equation report, short training run, small reproduction
-    python3 dev.py test      # the test job CI runs: pytest + coverage floor, ruff, registry, static checks
+    python3 dev.py test      # the test job CI runs: pytest, ruff, registry, docs, notebooks, static checks
     python3 dev.py test -- -k memory   # only pytest, with extra arguments (no coverage floor)
     python3 dev.py lint      # ruff + Dockerfile / compose / workflow checks
     python3 dev.py format    # ruff --fix and ruff format, in place
     python3 dev.py install   # (re)install the virtualenv unconditionally
     python3 dev.py mutate [MODULE ...]  # mutation testing (mutmut) of common/ and titans/, or of MODULEs
+    python3 dev.py docs      # generate the documentation pages and build the site (mkdocs, strict) in site/
+    python3 dev.py notebooks # execute the five notebooks in notebooks/ top to bottom
 
 Every command first makes sure ``.venv`` exists and is installed: ``pip install torch==2.13.0`` first
 (with ``--index-url $TORCH_INDEX_URL`` when that variable is set: that is how CI and Docker get the CPU
-build), then ``pip install -e ".[dev]"``. A stamp in the venv (hash of pyproject.toml + dev.py) skips
+build), then ``pip install -e ".[dev,docs]"``. A stamp in the venv (hash of pyproject.toml + dev.py) skips
 the install when nothing changed. ``NEURAL_MEMORY_VENV`` points at another venv (the Docker image uses
 ``/opt/venv``). Each command is printed before it runs; the first failing step stops the job.
 """
@@ -30,6 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 TORCH_PIN = "torch==2.13.0"
+# The extras the venv gets: tests and linters, and the documentation site and notebook runner (the test job
+# builds the docs and executes the notebooks).
+INSTALL_EXTRAS = "dev,docs"
 
 
 @dataclass(frozen=True)
@@ -77,12 +82,24 @@ STATIC_CHECKS: tuple[Step, ...] = (
     Step("workflow lint", ("actionlint", ".github/workflows/ci.yml")),
 )
 
+# The documentation site: pages generated from the registry and the last test run, then a strict build
+# (no network: KaTeX is vendored under docs/assets/katex). After the test run, which writes the statuses.
+DOCS_STEPS: tuple[Step, ...] = (
+    Step("generate the documentation pages", ("python", "scripts/build_docs.py")),
+    Step("documentation site (strict)", ("mkdocs", "build", "--strict")),
+)
+NOTEBOOK_STEPS: tuple[Step, ...] = (
+    Step("notebooks execute top to bottom", ("python", "scripts/run_notebooks.py")),
+)
+
 TEST_STEPS: tuple[Step, ...] = (
     PYTEST,
     RUFF_CHECK,
     RUFF_FORMAT_CHECK,
     Step("equation registry check", ("neural-memory", "equations", "--check")),
     Step("README status table is fresh", ("python", "scripts/update_readme.py", "--check")),
+    *DOCS_STEPS,
+    *NOTEBOOK_STEPS,
     *STATIC_CHECKS,
 )
 
@@ -105,6 +122,8 @@ JOBS: dict[str, tuple[Step, ...]] = {
     "format": FORMAT_STEPS,
     "install": (),
     "mutate": MUTATE_STEPS,
+    "docs": DOCS_STEPS,
+    "notebooks": NOTEBOOK_STEPS,
 }
 
 # Jobs whose single step takes the command line's extra arguments (``dev.py mutate src/.../scan.py``).
@@ -180,7 +199,7 @@ def ensure_venv(force: bool = False) -> None:
     # torch first and pinned: otherwise pip may resolve the range in pyproject to a multi-GB CUDA wheel.
     torch_index = os.environ.get("TORCH_INDEX_URL")
     torch_cmd = [*pip, *(["--index-url", torch_index] if torch_index else []), TORCH_PIN]
-    for argv in (torch_cmd, [*pip, "-e", ".[dev]"]):
+    for argv in (torch_cmd, [*pip, "-e", f".[{INSTALL_EXTRAS}]"]):
         if echo_and_run(argv, env=child_env()) != 0:
             raise JobFailed("installing the virtualenv failed (see pip's output above)")
     stamp_path().write_text(stamp + "\n")

@@ -95,12 +95,31 @@ def test_test_job_runs_every_required_check_in_order(dev: ModuleType) -> None:
         "ruff format --check .",
         "neural-memory equations --check",
         "python scripts/update_readme.py --check",
+        "python scripts/build_docs.py",
+        "mkdocs build --strict",
+        "python scripts/run_notebooks.py",
         "hadolint Dockerfile",
         "check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml",
         "actionlint .github/workflows/ci.yml",
     ]
     positions = [next(i for i, c in enumerate(commands) if c.startswith(want)) for want in expected_in_order]
     assert positions == sorted(positions)
+
+
+def test_docs_and_notebook_jobs_are_the_test_job_steps_and_their_extra_is_installed(dev: ModuleType) -> None:
+    assert set(dev.JOBS["docs"]) | set(dev.JOBS["notebooks"]) <= set(dev.TEST_STEPS)
+    assert [step.argv for step in dev.JOBS["docs"]] == [
+        ("python", "scripts/build_docs.py"),
+        ("mkdocs", "build", "--strict"),
+    ]
+    assert dev.INSTALL_EXTRAS == "dev,docs"
+    assert "\ndocs = [" in read("pyproject.toml") and (ROOT / "mkdocs.yml").is_file()
+
+
+def test_compose_jupyter_serves_the_notebooks_folder() -> None:
+    jupyter = read("docker-compose.yml").split("\n  jupyter:\n", 1)[1].split("\n  lint:\n", 1)[0]
+    assert "--notebook-dir=/app/notebooks" in jupyter
+    assert (ROOT / "notebooks").is_dir()
 
 
 def test_main_job_runs_report_then_training_then_optional_reproduction(dev: ModuleType) -> None:
