@@ -64,7 +64,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 EXPERIMENT = Experiment(
     name="miras-variants",
     mirrors="MIRAS Table 2",
-    description="Moneta, Yaad, Memora, Titans LMM, DeltaNet, Gated DeltaNet, linear attention: same data, budget.",
+    description="Moneta, Yaad, Memora, Titans LMM, DeltaNet, Gated DeltaNet, linear attention; same budget.",
     run=run,
     claims=claims,
     table=lm.table,
