@@ -78,9 +78,22 @@ class Claim:
     measured: str
     verdict: str
     rule: str = "95 % intervals separate in the claimed direction"
+    # the two intervals the rule compared and the claimed direction of a ("lower" or "higher" than b)
+    comparison: dict[str, Any] | None = None
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def compared_claim(claim: str, reference: str, paper: str, measured: str, a, b, direction: str) -> Claim:
+    """A claim "a is ``direction`` than b" with its verdict from the rule of :mod:`.stats`."""
+    from neural_memory.experiments.stats import verdict_higher, verdict_lower
+
+    if direction not in ("lower", "higher"):
+        raise ValueError(f"direction must be 'lower' or 'higher', got {direction!r}")
+    verdict = (verdict_lower if direction == "lower" else verdict_higher)(a, b)
+    comparison = {"a": a.to_dict(), "b": b.to_dict(), "direction": direction}
+    return Claim(claim, reference, paper, measured, verdict, comparison=comparison)
 
 
 @dataclass
@@ -324,7 +337,7 @@ def experiment_key(experiment: Experiment, ctx: Context) -> dict[str, Any]:
     """What decides an experiment's results: a stored JSON with the same key is reused."""
     from neural_memory.models.registry import available_kinds
 
-    return {
+    key = {
         "format": FORMAT,
         "experiment": experiment.name,
         "scale": ctx.scale.to_dict(),
@@ -332,6 +345,7 @@ def experiment_key(experiment: Experiment, ctx: Context) -> dict[str, Any]:
         "text_sha256": None if ctx.text is None else file_digest(ctx.text),
         "kinds": available_kinds(),
     }
+    return json.loads(json.dumps(key))  # as it reads back from the JSON file (tuples become lists)
 
 
 def run_experiment(experiment: Experiment, ctx: Context) -> dict[str, Any]:
@@ -359,8 +373,9 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict[str, Any]:
         "timings": {"seconds": time.perf_counter() - started},
     }
     experiment.plot(results, ctx.out / f"{experiment.name}.png")
-    _atomic_write(json_path, json.dumps(document, indent=1))
-    return document
+    text = json.dumps(document, indent=1)
+    _atomic_write(json_path, text)
+    return json.loads(text)
 
 
 __all__ = [
@@ -370,6 +385,7 @@ __all__ = [
     "Experiment",
     "Scale",
     "accuracy_interval",
+    "compared_claim",
     "evaluate_run",
     "get_scale",
     "loss_interval",

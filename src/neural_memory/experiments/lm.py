@@ -15,13 +15,14 @@ from neural_memory.experiments.base import (
     Claim,
     Context,
     Experiment,
+    compared_claim,
     loss_interval,
     train_config,
     train_variants,
 )
 from neural_memory.experiments.paper_claims import NL_TABLE2_760M_WIKI, TITANS_TABLE1_340M_WIKI
 from neural_memory.experiments.plots import bars_with_ci
-from neural_memory.experiments.stats import NOT_TESTED, verdict_lower
+from neural_memory.experiments.stats import NOT_TESTED
 
 MODEL_NOT_IMPLEMENTED = f"{NOT_TESTED}: model not implemented"
 
@@ -53,9 +54,8 @@ def lower_loss_claim(ci, a: str, b: str, *, claim: str, reference: str, paper: s
     if a not in ci or b not in ci:
         missing = ", ".join(k for k in (a, b) if k not in ci)
         return Claim(claim, reference, paper, f"({missing} not implemented)", MODEL_NOT_IMPLEMENTED)
-    return Claim(
-        claim, reference, paper, f"bpb {ci[a].text()} vs {ci[b].text()}", verdict_lower(ci[a], ci[b])
-    )
+    measured = f"bpb {ci[a].text()} vs {ci[b].text()}"
+    return compared_claim(claim, reference, paper, measured, ci[a], ci[b], "lower")
 
 
 ALL_KINDS = [

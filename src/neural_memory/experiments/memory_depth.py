@@ -15,6 +15,7 @@ from neural_memory.experiments.base import (
     Claim,
     Context,
     Experiment,
+    compared_claim,
     loss_interval,
     throughput_interval,
     train_config,
@@ -22,7 +23,6 @@ from neural_memory.experiments.base import (
 )
 from neural_memory.experiments.paper_claims import TITANS_FIG7, TITANS_FIG8
 from neural_memory.experiments.plots import lines_with_ci
-from neural_memory.experiments.stats import verdict_higher, verdict_lower
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -53,19 +53,23 @@ def claims(results: dict[str, Any]) -> list[Claim]:
     loss, speed = _intervals(results)
     shallow, deep = f"L_M={results['depths'][0]}", f"L_M={results['depths'][-1]}"
     return [
-        Claim(
+        compared_claim(
             claim=f"deeper memory lowers loss at equal budget ({deep} below {shallow})",
             reference="Titans Fig. 7 (§5.5)",
             paper=TITANS_FIG7,
             measured=f"bpb {loss[deep].text()} vs {loss[shallow].text()}",
-            verdict=verdict_lower(loss[deep], loss[shallow]),
+            a=loss[deep],
+            b=loss[shallow],
+            direction="lower",
         ),
-        Claim(
+        compared_claim(
             claim=f"deeper memory is slower ({deep} has lower throughput than {shallow})",
             reference="Titans Fig. 8 (§5.5)",
             paper=TITANS_FIG8,
             measured=f"tokens/s {speed[deep].text(0)} vs {speed[shallow].text(0)}",
-            verdict=verdict_higher(speed[shallow], speed[deep]),
+            a=speed[deep],
+            b=speed[shallow],
+            direction="lower",
         ),
     ]
 

@@ -18,12 +18,12 @@ from neural_memory.experiments.base import (
     Context,
     Experiment,
     accuracy_interval,
+    compared_claim,
     train_config,
     train_variants,
 )
 from neural_memory.experiments.paper_claims import NL_TABLE3_SWDE, TITANS_TABLE2_NIAH_N
 from neural_memory.experiments.plots import lines_with_ci
-from neural_memory.experiments.stats import verdict_higher
 
 
 def _name(kind: str, pairs: int, width: int) -> str:
@@ -64,7 +64,7 @@ def _claim(results, a: str, b: str, *, claim: str, reference: str, paper: str) -
     p, d = results["pairs"][-1], results["widths"][-1]
     ia, ib = _interval(results, a, p, d), _interval(results, b, p, d)
     measured = f"accuracy at P={p}, d={d}: {ia.text()} vs {ib.text()}"
-    return Claim(claim, reference, paper, measured, verdict_higher(ia, ib))
+    return compared_claim(claim, reference, paper, measured, ia, ib, "higher")
 
 
 def claims(results: dict[str, Any]) -> list[Claim]:

@@ -15,13 +15,13 @@ from neural_memory.experiments.base import (
     Claim,
     Context,
     Experiment,
+    compared_claim,
     loss_interval,
     train_config,
     train_variants,
 )
 from neural_memory.experiments.paper_claims import TITANS_TABLE5
 from neural_memory.experiments.plots import bars_with_ci
-from neural_memory.experiments.stats import verdict_lower
 
 # Table 5 row -> (kind, model_config)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -64,22 +64,26 @@ def claims(results: dict[str, Any]) -> list[Claim]:
     base_ppl = TITANS_TABLE5["LMM"][0]
     for name in ABLATIONS:
         rows.append(
-            Claim(
+            compared_claim(
                 claim=f"{name} hurts: the full LMM has lower loss than the LMM {name.lower()}",
                 reference="Titans Table 5",
                 paper=f"ppl {base_ppl} (LMM) vs {TITANS_TABLE5[name][0]}",
                 measured=f"bpb {ci['LMM'].text()} vs {ci[name].text()}",
-                verdict=verdict_lower(ci["LMM"], ci[name]),
+                a=ci["LMM"],
+                b=ci[name],
+                direction="lower",
             )
         )
     for name in WITH_ATTENTION:
         rows.append(
-            Claim(
+            compared_claim(
                 claim=f"adding attention helps: {name[7:-1]} has lower loss than the LMM alone",
                 reference="Titans Table 5",
                 paper=f"ppl {TITANS_TABLE5[name][0]} vs {base_ppl} (LMM)",
                 measured=f"bpb {ci[name].text()} vs {ci['LMM'].text()}",
-                verdict=verdict_lower(ci[name], ci["LMM"]),
+                a=ci[name],
+                b=ci["LMM"],
+                direction="lower",
             )
         )
     return rows

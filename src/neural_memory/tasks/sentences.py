@@ -87,4 +87,14 @@ def generate_text(n_chars: int, seed: int = 0) -> str:
     return SentenceGenerator(seed).text(n_chars)
 
 
-__all__ = ["ADJECTIVES", "NAMES", "NOUNS", "PLACES", "TEMPLATES", "SentenceGenerator", "generate_text"]
+__all__ = [
+    "ADJECTIVES",
+    "NAMES",
+    "NOUNS",
+    "PLACES",
+    "TEMPLATES",
+    "TIMES",
+    "VERBS",
+    "SentenceGenerator",
+    "generate_text",
+]
