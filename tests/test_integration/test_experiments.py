@@ -245,6 +245,7 @@ def test_experiment_command_runs_on_a_text_file_and_prints_its_claims(tmp_path, 
             "--text /no/such/file.txt: no such file",
         ),
         (["experiment", "lm", "--scale", "test", "--seeds", "-1"], "--seeds must be integers >= 0"),
+        (["reproduce", "--scale", "test", "--threads", "0"], "--threads must be an integer >= 1"),
     ],
 )
 def test_bad_input_exits_non_zero_with_a_message_and_no_traceback(argv, message, capsys, tmp_path):

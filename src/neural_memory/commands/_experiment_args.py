@@ -27,6 +27,14 @@ def add_common_options(parser: argparse.ArgumentParser, *, default_scale: str | 
         help="text file of the LM experiments (default: generated sentences)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", metavar="S", help="seeds (default: the scale's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch intra-op threads (default 1: the models are small, and on a shared CPU a second thread "
+        "made training 30x slower in our measurements)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -43,6 +51,9 @@ def context(args: argparse.Namespace, command: str):
         raise fail(command, f"--text {args.text}: no such file")
     if args.seeds is not None and any(s < 0 for s in args.seeds):
         raise fail(command, f"--seeds must be integers >= 0, got {args.seeds}")
+    if args.threads < 1:
+        raise fail(command, f"--threads must be an integer >= 1, got {args.threads}")
+    _configure_process(args.threads)
     scale = get_scale(args.scale)
     out = args.out
     if out is None:
@@ -50,6 +61,15 @@ def context(args: argparse.Namespace, command: str):
     seeds = tuple(args.seeds) if args.seeds is not None else scale.seeds
     progress = False if args.no_progress else None
     return Context(scale, out, seeds, text=args.text, progress=progress)
+
+
+def _configure_process(threads: int) -> None:
+    import torch
+
+    from neural_memory.common.runtime import configure_allocator
+
+    configure_allocator()  # this process owns its allocator, as `neural-memory train` does
+    torch.set_num_threads(threads)
 
 
 def check_text(ctx, command: str) -> None:
