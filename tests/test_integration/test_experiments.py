@@ -63,7 +63,15 @@ def _raw_intervals(document: dict) -> list[tuple[float, float, float]]:
     for variant in document["results"]["variants"].values():
         runs = variant["runs"]
         metrics = runs[0]["metrics"]
-        if "bpb_windows" in metrics:
+        if "accuracy" in metrics:  # needle: one Wilson interval per (form, length) cell
+            for cell in metrics["accuracy"]:
+                found.append(
+                    _wilson_bounds(
+                        sum(r["metrics"]["accuracy"][cell]["hits"] for r in runs),
+                        sum(r["metrics"]["accuracy"][cell]["n"] for r in runs),
+                    )
+                )
+        elif "bpb_windows" in metrics:
             found.append(_t_bounds([w for r in runs for w in r["metrics"]["bpb_windows"]]))
         else:
             found.append(
@@ -116,6 +124,11 @@ def test_experiment_json_has_the_schema_and_its_plot_is_a_png(shared, name):
                 assert len(metrics["bpb_windows"]) == get_scale("test").eval_windows
                 assert math.isclose(metrics["bpb"], statistics.fmean(metrics["bpb_windows"]), rel_tol=1e-12)
                 assert all(0 < w < 20 for w in metrics["bpb_windows"])  # bits per byte of a 256-way model
+            elif "accuracy" in metrics:
+                assert all(
+                    0 <= c["hits"] <= c["n"] == get_scale("test").needle_samples
+                    for c in metrics["accuracy"].values()
+                )
             else:
                 assert 0 <= metrics["hits"] <= metrics["n"] and metrics["n"] > 0
     assert stored["claims"], f"{name} states no claim"

@@ -44,6 +44,10 @@ class Scale:
     recall_widths: tuple[int, ...]
     memory_depths: tuple[int, ...]
     throughput_repeats: int
+    needle_train_len: int = 128  # prompt bytes of the needle task's training samples
+    needle_lengths: tuple[int, ...] = (128, 256, 512)  # prompt bytes it is evaluated at
+    needle_samples: int = 200  # per form and length
+    recall_seq_len: int | None = None  # bytes per recall sequence (None: seq_len); must fit 2 P + 2
     lr: float = 3e-3
 
     def to_dict(self) -> dict[str, Any]:
@@ -52,12 +56,44 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     # seconds: for the tests
-    "test": Scale("test", 16, 1, 32, 2, 2, (0,), 4, (2,), (16,), (1, 2), 2),
+    "test": Scale("test", 16, 1, 32, 2, 2, (0,), 4, (2,), (16,), (1, 2), 2, 64, (64, 80), 4),
     # the default of `reproduce`: well under 10 minutes on 2 CPU cores
-    "tiny": Scale("tiny", 32, 1, 64, 8, 150, (0,), 64, (4, 12), (32,), (1, 2, 3, 4), 5),
-    "small": Scale("small", 64, 2, 128, 8, 600, (0, 1, 2), 128, (4, 8, 16), (32, 64), (1, 2, 3, 4), 10),
+    "tiny": Scale(
+        "tiny", 32, 1, 64, 8, 150, (0,), 64, (4, 12), (32,), (1, 2, 3, 4), 5, 128, (128, 256, 512), 100
+    ),
+    "small": Scale(
+        "small",
+        64,
+        2,
+        128,
+        8,
+        600,
+        (0, 1, 2),
+        128,
+        (4, 8, 16),
+        (32, 64),
+        (1, 2, 3, 4),
+        10,
+        256,
+        (256, 512, 1024),
+        200,
+    ),
     "medium": Scale(
-        "medium", 128, 4, 256, 16, 3000, (0, 1, 2), 256, (4, 8, 16, 24), (64, 128), (1, 2, 3, 4), 10
+        "medium",
+        128,
+        4,
+        256,
+        16,
+        3000,
+        (0, 1, 2),
+        256,
+        (4, 8, 16, 24),
+        (64, 128),
+        (1, 2, 3, 4),
+        10,
+        512,
+        (1024, 2048, 4096),
+        200,
     ),
 }
 

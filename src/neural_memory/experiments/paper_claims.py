@@ -63,6 +63,17 @@ TITANS_TABLE2_NIAH_N: dict[str, tuple[float, float]] = {
     "Titans (MAC)": (99.6, 97.4),
 }
 
+# Titans v1 Table 2 (RULER S-NIAH accuracy %): PK 2K/4K/8K/16K, N 2K/4K/8K/16K, W 2K/4K/8K/16K.
+TITANS_TABLE2_NIAH: dict[str, tuple[float, ...]] = {
+    "TTT": (98.4, 98.8, 98.0, 88.4, 60.2, 36.6, 10.2, 4.4, 78.8, 28.0, 4.4, 0.0),
+    "Mamba2": (98.6, 61.4, 31.0, 5.4, 98.4, 55.8, 14.2, 0.0, 42.2, 4.2, 0.0, 0.0),
+    "DeltaNet": (96.8, 98.8, 98.6, 71.4, 47.2, 15.4, 12.8, 5.4, 46.2, 20.0, 1.6, 0.0),
+    "Titans (LMM)": (99.8, 98.4, 98.2, 96.2, 100.0, 99.8, 93.4, 80.2, 90.4, 89.4, 85.8, 80.6),
+    "Titans (MAC)": (99.2, 98.8, 99.0, 98.4, 99.6, 98.2, 97.6, 97.4, 98.2, 98.2, 95.6, 95.2),
+    "Titans (MAG)": (99.4, 98.0, 97.4, 97.4, 99.2, 98.8, 97.2, 98.6, 98.0, 98.0, 90.2, 88.2),
+    "Titans (MAL)": (98.8, 98.6, 98.8, 97.8, 99.8, 98.1, 96.8, 96.4, 98.0, 97.4, 92.0, 90.4),
+}
+
 # Figures with only qualitative statements in the text.
 TITANS_FIG7 = (
     "Fig. 7: deeper memory (L_M = 1..4) gives lower perplexity at every sequence length (no numbers)"
@@ -76,6 +87,7 @@ __all__ = [
     "TITANS_FIG7",
     "TITANS_FIG8",
     "TITANS_TABLE1_340M_WIKI",
+    "TITANS_TABLE2_NIAH",
     "TITANS_TABLE2_NIAH_N",
     "TITANS_TABLE5",
 ]

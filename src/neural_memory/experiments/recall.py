@@ -37,7 +37,11 @@ def run(ctx: Context) -> dict[str, Any]:
     kinds = [k for k in lm.ALL_KINDS if k in present] + [k for k in present if k not in lm.ALL_KINDS]
     s = ctx.scale
     variants = {
-        _name(kind, p, d): (lambda seed, k=kind, p=p, d=d: train_config(ctx, k, seed, recall_pairs=p, dim=d))
+        _name(kind, p, d): (
+            lambda seed, k=kind, p=p, d=d: train_config(
+                ctx, k, seed, recall_pairs=p, dim=d, seq_len=s.recall_seq_len or s.seq_len
+            )
+        )
         for kind in kinds
         for d in s.recall_widths
         for p in s.recall_pairs

@@ -19,13 +19,6 @@ NOT_IMPLEMENTED = f"{NOT_TESTED}: experiment not implemented yet"
 
 # experiment of the plan (issue 12) that does not exist yet -> its claims (claim, reference, paper numbers)
 PLANNED_CLAIMS: dict[str, list[tuple[str, str, str]]] = {
-    "needle": [
-        (
-            "Titans keeps single-needle accuracy as context grows (S-NIAH PK/N/W)",
-            "Titans Table 2",
-            "MAC S-NIAH-N 99.6 % at 2K, 97.4 % at 16K; DeltaNet 47.2 % -> 5.4 %",
-        )
-    ],
     "babilong": [
         (
             "Titans (MAC) beats the baselines on BABILong as facts move further back",

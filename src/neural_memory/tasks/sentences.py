@@ -74,11 +74,11 @@ class SentenceGenerator:
     def text(self, n_chars: int) -> str:
         """At least ``n_chars`` characters of sentences, space-separated, cut to exactly ``n_chars``."""
         check_int("n_chars", n_chars, 1)
-        parts: list[str] = []
-        length = 0
+        parts = [self.sentence()]
+        length = len(parts[0])  # of " ".join(parts)
         while length < n_chars:
             parts.append(self.sentence())
-            length += len(parts[-1]) + 1
+            length += 1 + len(parts[-1])
         return " ".join(parts)[:n_chars]
 
 
