@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from neural_memory.experiments.needle import DIGITS, needle_batch
+from neural_memory.tasks.babilong import PEOPLE, fact_sample, fact_sentence, question
 from neural_memory.tasks.needle import FORMS, NOISE, needle_sample
 from neural_memory.tasks.sentences import (
     ADJECTIVES,
@@ -112,3 +113,42 @@ def test_needle_bad_arguments_name_the_argument():
         needle_sample("number", 20, random.Random(0))
     with pytest.raises(ValueError, match="digits must be an int >= 2"):
         needle_sample("passkey", 200, random.Random(0), digits=1)
+
+
+# ---- bAbI-style facts in distractor text ---------------------------------------------------------------
+
+FACT = re.compile(r" (\w+) moved to the (\w+)\. ")
+
+
+@pytest.mark.parametrize("context_len", [130, 300, 900])
+def test_fact_sample_answer_is_the_last_place_of_the_asked_person_read_back_from_the_prompt(context_len):
+    rng = random.Random(context_len)
+    for _ in range(30):
+        sample = fact_sample(context_len, rng)
+        assert len(sample.prompt) == context_len and sample.prompt.isascii()
+        assert sample.prompt.endswith(question(sample.person))
+        # recompute the answer from the text alone: the facts in order, then the newest about the person
+        facts = FACT.findall(sample.prompt)
+        assert tuple(facts) == sample.facts
+        assert [place for person, place in facts if person == sample.person][-1] == sample.answer
+
+
+def test_distractors_never_mention_the_cast_or_the_fact_verb():
+    sample = fact_sample(5000, random.Random(2), n_facts=1)
+    body = sample.prompt.replace(fact_sentence(*sample.facts[0]), " ", 1)[: -len(question(sample.person))]
+    assert "moved to" not in body
+    assert not any(re.search(rf"\b{name}\b", body) for name in PEOPLE)
+
+
+def test_fact_sample_is_a_pure_function_of_the_rng_state():
+    assert fact_sample(400, random.Random(9)) == fact_sample(400, random.Random(9))
+    assert fact_sample(400, random.Random(9)) != fact_sample(400, random.Random(10))
+
+
+def test_fact_sample_bad_arguments_name_the_argument():
+    with pytest.raises(ValueError, match="context_len must be >= "):
+        fact_sample(40, random.Random(0))
+    with pytest.raises(ValueError, match="n_facts must be an int >= 1"):
+        fact_sample(400, random.Random(0), n_facts=0)
+    with pytest.raises(ValueError, match="names must be a non-empty tuple"):
+        SentenceGenerator(0, names=())

@@ -56,10 +56,10 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     # seconds: for the tests
-    "test": Scale("test", 16, 1, 32, 2, 2, (0,), 4, (2,), (16,), (1, 2), 2, 64, (64, 80), 4),
-    # the default of `reproduce`: well under 10 minutes on 2 CPU cores
+    "test": Scale("test", 16, 1, 32, 2, 2, (0,), 4, (2,), (16,), (1, 2), 2, 100, (100, 128), 4),
+    # the default of `reproduce`: under 10 minutes on 2 shared CPU cores; a smoke run of the whole pipeline
     "tiny": Scale(
-        "tiny", 32, 1, 64, 8, 150, (0,), 64, (4, 12), (32,), (1, 2, 3, 4), 5, 128, (128, 256, 512), 100
+        "tiny", 32, 1, 64, 8, 60, (0,), 64, (4, 12), (32,), (1, 2, 3, 4), 5, 112, (112, 224, 448), 100, 32
     ),
     "small": Scale(
         "small",

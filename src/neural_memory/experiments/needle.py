@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,25 +37,34 @@ ANSWER_BYTES = max(len(needle_sample(f, 200, random.Random(0), digits=d).answer)
 EVAL_SEED = 31_415
 
 
-def needle_batch(forms_rng: random.Random, n: int, context_len: int, forms=FORMS):
-    """A :class:`~neural_memory.data.Batch` of ``n`` samples (forms cycling), mask on the answer bytes.
+def answer_batch(samples: list[tuple[str, str]], context_len: int, answer_bytes: int):
+    """A :class:`~neural_memory.data.Batch` of ``(prompt, answer)`` pairs, the mask on the answer bytes.
 
-    Every row is ``prompt + answer`` padded with ``.`` to ``context_len + ANSWER_BYTES + 1`` bytes.
+    Every prompt has ``context_len`` bytes; every row is ``prompt + answer`` padded with ``.`` to
+    ``context_len + answer_bytes + 1`` bytes.
     """
     import torch
 
     from neural_memory.data import Batch
 
-    total = context_len + ANSWER_BYTES + 1
-    rows, mask = [], torch.zeros(n, total - 1, dtype=torch.bool)
-    for i in range(n):
-        form = forms[i % len(forms)]
-        sample = needle_sample(form, context_len, forms_rng, digits=DIGITS[form])
-        rows.append(list((sample.prompt + sample.answer).ljust(total, ".").encode("ascii")))
+    total = context_len + answer_bytes + 1
+    rows, mask = [], torch.zeros(len(samples), total - 1, dtype=torch.bool)
+    for i, (prompt, answer) in enumerate(samples):
+        rows.append(list((prompt + answer).ljust(total, ".").encode("ascii")))
         # target t is byte t + 1: the answer bytes are targets context_len - 1 .. context_len + len - 2
-        mask[i, context_len - 1 : context_len - 1 + len(sample.answer)] = True
+        mask[i, context_len - 1 : context_len - 1 + len(answer)] = True
     seq = torch.tensor(rows, dtype=torch.long)
     return Batch(seq[:, :-1], seq[:, 1:], mask)
+
+
+def needle_batch(rng: random.Random, n: int, context_len: int, forms=FORMS):
+    """``n`` needle samples (forms cycling) as an :func:`answer_batch`."""
+    samples = []
+    for i in range(n):
+        form = forms[i % len(forms)]
+        sample = needle_sample(form, context_len, rng, digits=DIGITS[form])
+        samples.append((sample.prompt, sample.answer))
+    return answer_batch(samples, context_len, ANSWER_BYTES)
 
 
 def exact_matches(model, batch) -> int:
@@ -67,11 +77,17 @@ def exact_matches(model, batch) -> int:
     return int((~wrong.any(dim=1)).sum())
 
 
-def train_needle(ctx: Context, config) -> dict[str, Any]:
-    """Train ``config.kind`` on needle samples (cached in ``OUT/runs``) and score it at every length."""
+def train_answer_task(
+    ctx: Context, prefix: str, config, train_batch: Callable, eval_batches: dict[str, Callable]
+) -> dict[str, Any]:
+    """Train ``config.kind`` on ``train_batch(rng)`` batches and count exact matches of each eval batch.
+
+    The optimizer, schedule and update step are the training loop's (:mod:`neural_memory.training`); the
+    record is cached in ``OUT/runs/PREFIX-RUN/result.json`` like every other run.
+    """
     from neural_memory.training import build_model, lr_at, make_optimizer, train_step
 
-    run_dir = ctx.runs_dir / f"needle-{run_name(config)}"
+    run_dir = ctx.runs_dir / f"{prefix}-{run_name(config)}"
     record_path = run_dir / "result.json"
     if record_path.is_file():
         record = json.loads(record_path.read_text("utf-8"))
@@ -82,18 +98,13 @@ def train_needle(ctx: Context, config) -> dict[str, Any]:
     rng = random.Random(config.seed)
     started = time.perf_counter()
     for step in range(config.steps):
-        batch = needle_batch(rng, config.batch_size, config.seq_len)
-        train_step(model, optimizer, batch, lr_at(step, config), config.grad_clip)
+        train_step(model, optimizer, train_batch(rng), lr_at(step, config), config.grad_clip)
     seconds = time.perf_counter() - started
     model.eval()
     accuracy = {}
-    for form in FORMS:
-        for length in ctx.scale.needle_lengths:
-            batch = needle_batch(random.Random(EVAL_SEED + length), ctx.scale.needle_samples, length, (form,))
-            accuracy[f"{form}@{length}"] = {
-                "hits": exact_matches(model, batch),
-                "n": ctx.scale.needle_samples,
-            }
+    for cell, make in eval_batches.items():
+        batch = make()
+        accuracy[cell] = {"hits": exact_matches(model, batch), "n": batch.inputs.shape[0]}
     record = {
         "config": config.to_dict(),
         "params": sum(p.numel() for p in model.parameters()),
@@ -107,28 +118,46 @@ def train_needle(ctx: Context, config) -> dict[str, Any]:
     return record
 
 
-def run(ctx: Context) -> dict[str, Any]:
+def train_needle(ctx: Context, config) -> dict[str, Any]:
+    """Train on all three forms at the training length; score each form at every length."""
+    s = ctx.scale
+    evals = {
+        f"{form}@{n}": (
+            lambda form=form, n=n: needle_batch(random.Random(EVAL_SEED + n), s.needle_samples, n, (form,))
+        )
+        for form in FORMS
+        for n in s.needle_lengths
+    }
+    return train_answer_task(
+        ctx, "needle", config, lambda rng: needle_batch(rng, config.batch_size, s.needle_train_len), evals
+    )
+
+
+def kind_answer_runs(ctx: Context, desc: str, kinds: list[str], train_one: Callable) -> dict[str, Any]:
+    """``train_one(ctx, config)`` for every available kind of ``kinds`` and seed, with a progress bar."""
     from tqdm.auto import tqdm
 
     from neural_memory.models.registry import available_kinds
 
     present = available_kinds()
-    kinds = [k for k in KINDS if k in present]
-    jobs = [(kind, seed) for kind in kinds for seed in ctx.seeds]
-    variants: dict[str, dict[str, Any]] = {kind: {"kind": kind, "runs": []} for kind in kinds}
+    jobs = [(kind, seed) for kind in kinds if kind in present for seed in ctx.seeds]
+    variants: dict[str, dict[str, Any]] = {k: {"kind": k, "runs": []} for k in kinds if k in present}
     disable = None if ctx.progress is None else not ctx.progress
-    with tqdm(total=len(jobs), desc="needle", unit="run", disable=disable, leave=False) as bar:
+    with tqdm(total=len(jobs), desc=desc, unit="run", disable=disable, leave=False) as bar:
         for kind, seed in jobs:
             bar.set_postfix_str(f"{kind} seed {seed}", refresh=True)
-            config = train_config(ctx, kind, seed, seq_len=ctx.scale.needle_train_len + ANSWER_BYTES)
-            variants[kind]["runs"].append(train_needle(ctx, config))
+            variants[kind]["runs"].append(train_one(ctx, kind, seed))
             bar.update(1)
-    return {
-        "forms": list(FORMS),
-        "lengths": list(ctx.scale.needle_lengths),
-        "variants": variants,
-        "missing_kinds": [k for k in KINDS if k not in present],
-    }
+    return {"variants": variants, "missing_kinds": [k for k in kinds if k not in present]}
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    def one(ctx: Context, kind: str, seed: int):
+        seq_len = ctx.scale.needle_train_len + ANSWER_BYTES
+        return train_needle(ctx, train_config(ctx, kind, seed, seq_len=seq_len))
+
+    results = kind_answer_runs(ctx, "needle", KINDS, one)
+    return {"forms": list(FORMS), "lengths": list(ctx.scale.needle_lengths), **results}
 
 
 def accuracy(results: dict[str, Any], kind: str, form: str, length: int):

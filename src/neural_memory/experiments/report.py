@@ -19,13 +19,6 @@ NOT_IMPLEMENTED = f"{NOT_TESTED}: experiment not implemented yet"
 
 # experiment of the plan (issue 12) that does not exist yet -> its claims (claim, reference, paper numbers)
 PLANNED_CLAIMS: dict[str, list[tuple[str, str, str]]] = {
-    "babilong": [
-        (
-            "Titans (MAC) beats the baselines on BABILong as facts move further back",
-            "Titans Fig. 6",
-            "figure only, no numbers in the text",
-        )
-    ],
     "scaling": [
         (
             "the LMM is slightly slower than Gated DeltaNet; MAL is faster than the baselines",

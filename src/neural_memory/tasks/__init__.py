@@ -4,6 +4,16 @@ Every generator is a deterministic function of its seed, and every task sample c
 can check it.
 """
 
+from neural_memory.tasks.babilong import FactSample, fact_sample
+from neural_memory.tasks.needle import FORMS, NeedleSample, needle_sample
 from neural_memory.tasks.sentences import SentenceGenerator, generate_text
 
-__all__ = ["SentenceGenerator", "generate_text"]
+__all__ = [
+    "FORMS",
+    "FactSample",
+    "NeedleSample",
+    "SentenceGenerator",
+    "fact_sample",
+    "generate_text",
+    "needle_sample",
+]

@@ -51,17 +51,23 @@ TEMPLATES = (
 
 
 class SentenceGenerator:
-    """Sentences from :data:`TEMPLATES`, drawn with ``random.Random(seed)`` (the same seed, the same text)."""
+    """Sentences from :data:`TEMPLATES`, drawn with ``random.Random(seed)`` (the same seed, the same text).
 
-    def __init__(self, seed: int = 0):
+    ``names`` replaces :data:`NAMES` (the long-context tasks keep their cast out of the distractors).
+    """
+
+    def __init__(self, seed: int = 0, *, names: tuple[str, ...] = NAMES):
         check_int("seed", seed, 0)
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f"names must be a non-empty tuple of non-empty strings, got {names!r}")
         self.rng = random.Random(seed)
+        self.names = tuple(names)
 
     def sentence(self) -> str:
         r = self.rng
         time = r.choice(TIMES)
         return r.choice(TEMPLATES).format(
-            name=r.choice(NAMES),
+            name=r.choice(self.names),
             noun=r.choice(NOUNS),
             noun2=r.choice(NOUNS),
             adj=r.choice(ADJECTIVES),
