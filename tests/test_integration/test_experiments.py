@@ -276,3 +276,40 @@ def test_a_text_too_short_for_the_scale_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["reproduce", "--scale", "test", "--text", str(short), "--out", str(tmp_path / "out")])
     assert "fewer than seq_len + 1" in str(exit_info.value.code)
+
+
+def test_a_run_interrupted_mid_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    import neural_memory.training
+    from neural_memory.experiments.base import run_name, run_training, train_config
+    from neural_memory.training import train
+
+    resumed_flags: list[bool] = []
+
+    def spy(*args, **kwargs):
+        resumed_flags.append(kwargs["resume"])
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(neural_memory.training, "train", spy)
+
+    text = tmp_path / "text.txt"
+    text.write_text(generate_text(4000, seed=1), encoding="ascii")
+    fresh, interrupted = _context(tmp_path / "fresh"), _context(tmp_path / "interrupted")
+    config = train_config(fresh, "titans-lmm", 0, text=str(text), steps=4, eval_every=2)
+    name = run_name(config)
+    train(config, interrupted.runs_dir / name, stop_at=2, progress=False, log=lambda _: None)
+    assert not (interrupted.runs_dir / name / "result.json").exists()
+    resumed = run_training(interrupted, name, config)
+    straight = run_training(fresh, name, config)
+    assert resumed_flags == [True, False]  # the interrupted run continued; the fresh one started anew
+    assert resumed["metrics"] == straight["metrics"]
+
+
+def test_an_interrupted_reproduce_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    import neural_memory.experiments.base as base
+
+    def interrupt(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(base, "run_experiment", interrupt)
+    assert main(["reproduce", "--scale", "test", "--out", str(tmp_path), "--no-progress"]) == 130
+    assert f"resume with: neural-memory reproduce --scale test --out {tmp_path}" in capsys.readouterr().out
