@@ -313,3 +313,15 @@ def test_an_interrupted_reproduce_says_how_to_resume(tmp_path, monkeypatch, caps
     monkeypatch.setattr(base, "run_experiment", interrupt)
     assert main(["reproduce", "--scale", "test", "--out", str(tmp_path), "--no-progress"]) == 130
     assert f"resume with: neural-memory reproduce --scale test --out {tmp_path}" in capsys.readouterr().out
+
+
+def test_reusing_a_stored_experiment_recomputes_its_verdicts_from_the_stored_numbers(shared):
+    out, documents = shared
+    path = out / "lm.json"
+    tampered = json.loads(path.read_text("utf-8"))
+    for claim in tampered["claims"]:
+        claim["verdict"] = "reproduced"  # as if written by an older, wrong rule
+    path.write_text(json.dumps(tampered), encoding="utf-8")
+    again = run_experiment(get_experiment("lm"), _context(out))
+    assert again["claims"] == documents["lm"]["claims"]
+    assert json.loads(path.read_text("utf-8"))["claims"] == documents["lm"]["claims"]

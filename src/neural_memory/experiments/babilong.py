@@ -9,6 +9,7 @@ every byte of the place is the most likely next byte. Wilson 95 % intervals over
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,10 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def accuracy(results: dict[str, Any], kind: str, length: int):
-    cells = [r["metrics"]["accuracy"][str(length)] for r in results["variants"][kind]["runs"]]
-    return wilson_interval(sum(c["hits"] for c in cells), sum(c["n"] for c in cells))
+    runs = results["variants"][kind]["runs"]
+    cells = [r["metrics"]["accuracy"][str(length)] for r in runs]
+    interval = wilson_interval(sum(c["hits"] for c in cells), sum(c["n"] for c in cells))
+    return replace(interval, method=f"{len(runs)} seed(s), {interval.method} over samples")
 
 
 def claims(results: dict[str, Any]) -> list[Claim]:

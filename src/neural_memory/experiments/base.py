@@ -129,7 +129,9 @@ def compared_claim(claim: str, reference: str, paper: str, measured: str, a, b, 
         raise ValueError(f"direction must be 'lower' or 'higher', got {direction!r}")
     verdict = (verdict_lower if direction == "lower" else verdict_higher)(a, b)
     comparison = {"a": a.to_dict(), "b": b.to_dict(), "direction": direction}
-    return Claim(claim, reference, paper, measured, verdict, comparison=comparison)
+    # say what the intervals cover (seeds, or only the evaluation samples of one training run)
+    methods = a.method if a.method == b.method else f"{a.method}; {b.method}"
+    return Claim(claim, reference, paper, f"{measured} ({methods})", verdict, comparison=comparison)
 
 
 @dataclass
@@ -345,7 +347,7 @@ def loss_interval(records: list[dict[str, Any]]):
     if len(records) >= 3:
         return t_interval([r["metrics"]["bpb"] for r in records], "t over seeds")
     windows = [w for r in records for w in r["metrics"]["bpb_windows"]]
-    return t_interval(windows, "t over held-out windows (evaluation noise only)")
+    return t_interval(windows, f"{len(records)} seed(s), t over held-out windows: evaluation noise only")
 
 
 def accuracy_interval(records: list[dict[str, Any]]):
@@ -361,7 +363,8 @@ def throughput_interval(records: list[dict[str, Any]]):
     """t 95 % interval of the timed passes' tokens per second, pooled over seeds."""
     from neural_memory.experiments.stats import t_interval
 
-    return t_interval([v for r in records for v in r["timings"]["throughput"]], "t over timed passes")
+    rates = [v for r in records for v in r["timings"]["throughput"]]
+    return t_interval(rates, f"{len(records)} seed(s), t over timed passes")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -384,6 +387,12 @@ def experiment_key(experiment: Experiment, ctx: Context) -> dict[str, Any]:
     return json.loads(json.dumps(key))  # as it reads back from the JSON file (tuples become lists)
 
 
+def _judge(experiment: Experiment, results: dict[str, Any]) -> dict[str, Any]:
+    """The claims (with verdicts) and the table of ``results``, as stored in the JSON."""
+    claims = [c.to_dict() for c in experiment.claims(results)]
+    return json.loads(json.dumps({"claims": claims, "table": experiment.table(results)}))
+
+
 def run_experiment(experiment: Experiment, ctx: Context) -> dict[str, Any]:
     """Run (or reuse) ``experiment``; write ``NAME.json`` and ``NAME.png`` in ``ctx.out``; return the JSON."""
     ctx.out.mkdir(parents=True, exist_ok=True)
@@ -392,20 +401,23 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict[str, Any]:
     if json_path.is_file():
         stored = json.loads(json_path.read_text("utf-8"))
         if stored.get("key") == key:
+            # claims and table are a function of the results: recompute them, so a changed rule applies
+            # without training again
+            fresh = {**stored, **_judge(experiment, stored["results"])}
+            if fresh != stored:
+                _atomic_write(json_path, json.dumps(fresh, indent=1))
             if not (ctx.out / f"{experiment.name}.png").is_file():
                 experiment.plot(stored["results"], ctx.out / f"{experiment.name}.png")
-            return stored
+            return json.loads(json.dumps(fresh))
     started = time.perf_counter()
     results = experiment.run(ctx)
-    claims = [c.to_dict() for c in experiment.claims(results)]
     document = {
         "key": key,
         "experiment": experiment.name,
         "mirrors": experiment.mirrors,
         "description": experiment.description,
         "results": results,
-        "claims": claims,
-        "table": experiment.table(results),
+        **_judge(experiment, results),
         "timings": {"seconds": time.perf_counter() - started},
     }
     experiment.plot(results, ctx.out / f"{experiment.name}.png")

@@ -13,6 +13,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,8 @@ def run(ctx: Context) -> dict[str, Any]:
 def accuracy(results: dict[str, Any], kind: str, form: str, length: int):
     runs = results["variants"][kind]["runs"]
     cells = [r["metrics"]["accuracy"][f"{form}@{length}"] for r in runs]
-    return wilson_interval(sum(c["hits"] for c in cells), sum(c["n"] for c in cells))
+    interval = wilson_interval(sum(c["hits"] for c in cells), sum(c["n"] for c in cells))
+    return replace(interval, method=f"{len(runs)} seed(s), {interval.method} over samples")
 
 
 FORM_COLUMN = {"passkey": 3, "number": 7, "uuid": 11}  # 16K column of each form in TITANS_TABLE2_NIAH

@@ -107,8 +107,11 @@ def write_report(
         "direction; otherwise it is **not reproduced at this scale**; a claim whose model or experiment "
         "does not exist is **not tested**. Losses are bits per byte on held-out windows (t interval over "
         "seeds when there are 3 or more, else over the held-out windows, which covers evaluation noise "
-        "only); accuracies have Wilson intervals. The papers report perplexities of 170M-1.3B models on "
-        "billions of tokens, so only the direction of each comparison is tested, never the value.",
+        "only); accuracies have Wilson intervals over samples (over answers for recall, whose answers share "
+        "a sequence, so those intervals are optimistic). With one seed no interval covers the variation "
+        "between training runs, so a 'reproduced' at the tiny scale is weak evidence; the measured column "
+        "says what each interval covers. The papers report perplexities of 170M-1.3B models on billions "
+        "of tokens, so only the direction of each comparison is tested, never the value.",
         "",
         f"## Claims ({counts})",
         "",
