@@ -354,9 +354,10 @@ def accuracy_interval(records: list[dict[str, Any]]):
     """Wilson 95 % interval of the answer accuracy pooled over seeds."""
     from neural_memory.experiments.stats import wilson_interval
 
-    return wilson_interval(
-        sum(r["metrics"]["hits"] for r in records), sum(r["metrics"]["n"] for r in records)
-    )
+    hits, n = sum(r["metrics"]["hits"] for r in records), sum(r["metrics"]["n"] for r in records)
+    interval = wilson_interval(hits, n)
+    # the answers of one sequence share its context, so they are not independent: the interval is optimistic
+    return replace(interval, method=f"{len(records)} seed(s), {interval.method} over answers")
 
 
 def throughput_interval(records: list[dict[str, Any]]):

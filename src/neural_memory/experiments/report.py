@@ -96,8 +96,9 @@ def write_report(
     lines = [
         f"# neural-memory reproduction report (scale `{scale['name']}`)",
         "",
-        f"Written {datetime.datetime.now().isoformat(timespec='seconds')}; the experiments took "
-        f"{seconds:.0f} s (reused results count as 0 s). Scale: width {scale['dim']}, depth "
+        f"Written {datetime.datetime.now().isoformat(timespec='seconds')}. The experiments took "
+        f"{sum(doc['timings']['seconds'] for doc in documents):.0f} s when they ran; this invocation took "
+        f"{seconds:.0f} s (finished experiments and runs are reused). Scale: width {scale['dim']}, depth "
         f"{scale['depth']}, sequence length {scale['seq_len']}, batch {scale['batch_size']}, "
         f"{scale['steps']} steps, seeds {list(scale['seeds'])}, {scale['eval_windows']} held-out samples "
         "per run.",
