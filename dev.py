@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Developer entry point: one file, standard library only, works on a fresh machine with Python >= 3.10.
 
-    python3 dev.py run       # the main job: equation report, short training run, small reproduction
+    python3 dev.py run       # the main job: equation report, short training run, tiny reproduction
     python3 dev.py test      # the test job CI runs: pytest, ruff, registry, docs, notebooks, static checks
     python3 dev.py test -- -k memory   # only pytest, with extra arguments (no coverage floor)
     python3 dev.py lint      # ruff + Dockerfile / compose / workflow checks
@@ -55,7 +55,7 @@ class Step:
 RUN_STEPS: tuple[Step, ...] = (
     Step("equation report", ("neural-memory", "equations")),
     Step("short training run", ("neural-memory", "train", "titans-mac", "--steps", "200")),
-    Step("small-scale reproduction suite", ("neural-memory", "reproduce", "--scale", "small"), optional=True),
+    Step("tiny-scale reproduction of the papers' claims", ("neural-memory", "reproduce")),
 )
 
 PYTEST = Step(

@@ -122,12 +122,12 @@ def test_compose_jupyter_serves_the_notebooks_folder() -> None:
     assert (ROOT / "notebooks").is_dir()
 
 
-def test_main_job_runs_report_then_training_then_optional_reproduction(dev: ModuleType) -> None:
+def test_main_job_runs_report_then_training_then_tiny_reproduction(dev: ModuleType) -> None:
     argvs = [step.argv for step in dev.RUN_STEPS]
     assert argvs[0] == ("neural-memory", "equations")
     assert argvs[1] == ("neural-memory", "train", "titans-mac", "--steps", "200")
-    assert argvs[2] == ("neural-memory", "reproduce", "--scale", "small")
-    assert [step.optional for step in dev.RUN_STEPS] == [False, False, True]
+    assert argvs[2] == ("neural-memory", "reproduce")  # the default scale, tiny: minutes on 2 CPU cores
+    assert [step.optional for step in dev.RUN_STEPS] == [False, False, False]
 
 
 @pytest.mark.parametrize("metavar", [None, "COMMAND"])
@@ -141,7 +141,8 @@ def test_subcommands_are_read_from_real_argparse_help(dev: ModuleType, metavar: 
 
 
 def test_missing_optional_subcommand_is_skipped_and_missing_required_one_fails(dev: ModuleType) -> None:
-    reproduce, train = dev.RUN_STEPS[2], dev.RUN_STEPS[1]
+    reproduce = dev.Step("optional reproduction", ("neural-memory", "reproduce"), optional=True)
+    train = dev.RUN_STEPS[1]
     assert dev.check_available(reproduce, {"equations", "train"}) is False
     assert dev.check_available(reproduce, {"equations", "train", "reproduce"}) is True
     with pytest.raises(dev.JobFailed, match="neural-memory train"):
