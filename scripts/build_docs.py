@@ -62,6 +62,11 @@ API_AREAS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "neural_memory.commands",
         ),
     ),
+    (
+        "experiments",
+        "Experiments, tasks and evaluation",
+        ("neural_memory.experiments", "neural_memory.tasks", "neural_memory.evaluation"),
+    ),
     ("registry", "Equation registry", ("neural_memory.registry",)),
 )
 API_SKIPPED = ("neural_memory.__main__", "neural_memory.registry._pytest_collect", "neural_memory")
