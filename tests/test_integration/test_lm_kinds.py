@@ -25,13 +25,25 @@ CONFIGS = {
     "moneta": MEMORY,
     "yaad": MEMORY,
     "memora": MEMORY,
+    "hope": {"cms_chunk_sizes": (4, 2), "chunk_size": 3, "other_chunk_size": 3, "cms_rates": 0.005},
+    "hope-attention": {"cms_chunk_sizes": (4, 2), "cms_rates": 0.005, "heads": 2},
 }
 
 
 # Properties every kind must have; no equation markers here: Eq. 21-31 are verified by the tests of
 # tests/test_equations/titans/test_mac.py, test_mag.py and test_mal.py, which compute them by hand, and
 # MIRAS Eq. 24-32 by tests/test_equations/miras/test_memory.py and test_chunked.py.
-KINDS = ["titans-mac", "titans-mag", "titans-mal", "titans-lmm", "moneta", "yaad", "memora"]
+KINDS = [
+    "titans-mac",
+    "titans-mag",
+    "titans-mal",
+    "titans-lmm",
+    "moneta",
+    "yaad",
+    "memora",
+    "hope",
+    "hope-attention",
+]
 
 
 def make_lm(kind, *, dtype=torch.float64, seed=0, depth=2, **overrides):

@@ -63,6 +63,9 @@ MEMORIES = ("residual_mlp", "linear")
 OBJECTIVES = ("l2", "dot")
 RULES = ("dgd", "gd")
 VALUES = ("generated", "shared")
+# α is a sigmoid; in float32 it underflows to 0 for logits below about -88, and the chunk form divides by α
+# (the gated delta rule's β = η/α), so it is kept at or above this floor (a retention of 1e-4 still erases)
+ALPHA_MIN = 1e-4
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
@@ -443,7 +446,7 @@ class SelfModifyingTitans(nn.Module):
             "v": self.to_v(x),
             "q": self._norm(self.to_q(x)),
             "eta": _gate(self.eta_readout, x),
-            "alpha": _gate(self.alpha_readout, x),
+            "alpha": _gate(self.alpha_readout, x).clamp_min(ALPHA_MIN),
         }
 
     def generate(self, x: Tensor, snapshot: dict[str, Weights]) -> dict[str, Tensor]:
@@ -456,7 +459,7 @@ class SelfModifyingTitans(nn.Module):
             "v": self.read(snapshot["v"], x),
             "q": self._norm(q),
             "eta": _gate(self.eta_readout, self.read(snapshot["eta"], x)),
-            "alpha": _gate(self.alpha_readout, self.read(snapshot["alpha"], x)),
+            "alpha": _gate(self.alpha_readout, self.read(snapshot["alpha"], x)).clamp_min(ALPHA_MIN),
         }
 
     def target(self, name: str, weights: Weights, v: Tensor) -> Tensor:
