@@ -85,7 +85,7 @@ class HopeBlock(nn.Module):
 
     Args:
         dim: model width.
-        cms_chunk_sizes: :math:`C^{(\ell)}` per CMS level, slowest first; ``>= 1`` level, dividing one another.
+        cms_chunk_sizes: :math:`C^{(\ell)}` per CMS level, slowest first; ``>= 1`` level, dividing each other.
         cms_rates: CMS learning rates :math:`\eta^{(\ell)} \ge 0` (one float or one per level).
         cms_hidden: CMS blocks' hidden width (default ``4 * dim``).
         chunk_size, other_chunk_size: chunk sizes of the main memory and of the other memories (Eq. 90).
@@ -129,12 +129,19 @@ class HopeBlock(nn.Module):
                 chunk_size=chunk_size,
                 other_chunk_size=other_chunk_size,
                 qk_norm=True,
+                v_norm=True,
                 **(titans or {}),
             )
             self.out_norm = nn.RMSNorm(dim)
             self.to_out = nn.Linear(dim, dim, bias=False)
         self.cms = ContinuumMemory(
-            dim, cms_chunk_sizes, rates=cms_rates, hidden=cms_hidden, signal="reconstruction", residual=True
+            dim,
+            cms_chunk_sizes,
+            rates=cms_rates,
+            hidden=cms_hidden,
+            signal="reconstruction",
+            residual=True,
+            pre_norm=True,
         )
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> HopeState:
