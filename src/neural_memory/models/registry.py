@@ -28,6 +28,7 @@ PROVIDER_MODULES: list[str] = [
     "neural_memory.titans.models",
     "neural_memory.miras.models",
     "neural_memory.miras.baseline_models",
+    "neural_memory.nl.models",
 ]
 
 # Keys build_lm consumes itself; everything else in ``config`` goes to the mixer builder.

@@ -88,7 +88,12 @@ def mlp_block(a: Tensor, weights: Weights, activation: str = "silu") -> Tensor:
 
 @implements("nl", 70)
 def cms_chain(
-    x: Tensor, levels: Sequence[Weights], *, activation: str = "silu", residual: bool = False
+    x: Tensor,
+    levels: Sequence[Weights],
+    *,
+    activation: str = "silu",
+    residual: bool = False,
+    pre_norm: bool = False,
 ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
     r"""The CMS forward chain (NL v1, Eq. 70).
 
@@ -98,23 +103,28 @@ def cms_chain(
 
     Each block reads the previous block's output; ``residual=True`` adds each block to its input,
     :math:`a_\ell = a_{\ell-1} + \mathrm{MLP}^{(\ell)}(a_{\ell-1})` (the paper omits normalisations and
-    residuals from the formula). Levels apply in the order given: the paper's level 1 is the slowest
-    (Eq. 73's prose), so pass the slowest level first to follow it.
+    residuals from the formula). ``pre_norm=True`` feeds each block the RMS-normalised input
+    :math:`\bar a = a/\mathrm{rms}(a)` (no gain), :math:`a_\ell = a_{\ell-1} +
+    \mathrm{MLP}^{(\ell)}(\bar a_{\ell-1})`, as the language model pre-norms the feed-forward block a level
+    replaces (Hope, docs/errata.md NL Eq. 94–97). Levels apply in the order given: the paper's level 1 is the
+    slowest (Eq. 73's prose), so pass the slowest level first to follow it.
 
     Args:
         x: ``(batch, n, dim)``.
         levels: per level, its weights (see :func:`mlp_block`), each ``(batch, d_in, d_out)``.
         activation: ``"silu"`` or ``"gelu"``.
         residual: add each block's output to its input.
+        pre_norm: RMS-normalise each block's input.
 
     Returns:
-        ``y (batch, n, dim)`` and, per level, ``(input, block output)`` (the block output without the
-        residual), which the reconstruction signal uses.
+        ``y (batch, n, dim)`` and, per level, ``(block input, block output)`` (the input after the norm, the
+        output without the residual), which the reconstruction signal uses.
     """
     pairs, a = [], x
     for weights in levels:
-        out = mlp_block(a, weights, activation)
-        pairs.append((a, out))
+        block_in = F.rms_norm(a, a.shape[-1:]) if pre_norm else a
+        out = mlp_block(block_in, weights, activation)
+        pairs.append((block_in, out))
         a = a + out if residual else out
     return a, pairs
 
@@ -273,6 +283,7 @@ class ContinuumMemory(nn.Module):
         gated: SwiGLU blocks like the language model's FFN (default) or plain ``σ(a W_u) W_d``.
         activation: ``"silu"`` (default) or ``"gelu"``.
         residual: add each block to its input.
+        pre_norm: RMS-normalise each block's input (chain variants only, see :func:`cms_chain`).
     """
 
     def __init__(
@@ -288,6 +299,7 @@ class ContinuumMemory(nn.Module):
         gated: bool = True,
         activation: str = "silu",
         residual: bool = False,
+        pre_norm: bool = False,
     ):
         super().__init__()
         self.dim = check_int("dim", dim)
@@ -298,7 +310,11 @@ class ContinuumMemory(nn.Module):
         self.signal = _check_choice("signal", signal, SIGNALS)
         self.window = _check_choice("window", window, WINDOWS)
         self.activation = _check_choice("activation", activation, tuple(ACTIVATIONS))
-        self.residual = bool(residual)
+        self.residual, self.pre_norm = bool(residual), bool(pre_norm)
+        if self.pre_norm and variant == "independent":
+            raise ValueError(
+                "pre_norm applies to the chain variants ('sequential', 'nested'), not 'independent'"
+            )
         self.levels = nn.ModuleList(_Level(self.dim, self.hidden, bool(gated)) for _ in self.chunk_sizes)
         k = len(self.chunk_sizes)
         self.mix = nn.Parameter(torch.full((k,), 1.0 / k)) if variant == "independent" else None
@@ -367,7 +383,9 @@ class ContinuumMemory(nn.Module):
             return cms_independent(
                 x, weights, self.mix.to(x.dtype), activation=self.activation, residual=self.residual
             )
-        return cms_chain(x, weights, activation=self.activation, residual=self.residual)
+        return cms_chain(
+            x, weights, activation=self.activation, residual=self.residual, pre_norm=self.pre_norm
+        )
 
     def forward(self, x: Tensor, state: CMSState | None = None, *, loss_fn: LossFn | None = None):
         """Run ``x (batch, T, dim)`` from ``state`` (a fresh stream if None); returns ``(y, new_state)``.

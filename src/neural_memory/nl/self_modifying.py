@@ -63,6 +63,9 @@ MEMORIES = ("residual_mlp", "linear")
 OBJECTIVES = ("l2", "dot")
 RULES = ("dgd", "gd")
 VALUES = ("generated", "shared")
+# α is a sigmoid; in float32 it underflows to 0 for logits below about -88, and the chunk form divides by α
+# (the gated delta rule's β = η/α), so it is kept at or above this floor (a retention of 1e-4 still erases)
+ALPHA_MIN = 1e-4
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
@@ -347,6 +350,9 @@ class SelfModifyingTitans(nn.Module):
             sizes must divide the other.
         objective: ``"l2"`` (default) or ``"dot"``, see :func:`inner_loss`.
         qk_norm: l2-normalise q and k (Hope, N-U16; default True).
+        v_norm: l2-normalise v too (Hope's stabiliser, default False): v is also every memory's input for
+            its self-generated value :math:`\mathcal M_\square(v_t)`, so without it :math:`\hat v_v =
+            \mathcal M_v(\mathcal M_v(x_t))` compounds the value memory's gain (docs/errata.md, NL Eq. 94–97).
         activation: σ of the residual MLP, ``"silu"`` or ``"gelu"``.
     """
 
@@ -364,6 +370,7 @@ class SelfModifyingTitans(nn.Module):
         objective: str = "l2",
         rule: str = "dgd",
         qk_norm: bool = True,
+        v_norm: bool = False,
         activation: str = "silu",
     ):
         super().__init__()
@@ -386,6 +393,7 @@ class SelfModifyingTitans(nn.Module):
             bool(adaptive_q),
             bool(qk_norm),
         )
+        self.v_norm = bool(v_norm)
         if self.self_modifying:
             names = ("k", "v", "q", "eta", "alpha") if self.adaptive_q else ("k", "v", "eta", "alpha")
         else:
@@ -433,6 +441,9 @@ class SelfModifyingTitans(nn.Module):
     def _norm(self, t: Tensor) -> Tensor:
         return nn.functional.normalize(t, dim=-1) if self.qk_norm else t
 
+    def _norm_v(self, v: Tensor) -> Tensor:
+        return nn.functional.normalize(v, dim=-1) if self.v_norm else v
+
     @implements("nl", 76)
     def static_projections(self, x: Tensor) -> dict[str, Tensor]:
         r"""The static projections of Eq. 76, :math:`k, v, q = xW_{k,v,q}` and :math:`\eta, \alpha =
@@ -440,10 +451,10 @@ class SelfModifyingTitans(nn.Module):
         only. ``x (N, n, d)`` → k, v, q ``(N, n, d)``, eta, alpha ``(N, n)``."""
         return {
             "k": self._norm(self.to_k(x)),
-            "v": self.to_v(x),
+            "v": self._norm_v(self.to_v(x)),
             "q": self._norm(self.to_q(x)),
             "eta": _gate(self.eta_readout, x),
-            "alpha": _gate(self.alpha_readout, x),
+            "alpha": _gate(self.alpha_readout, x).clamp_min(ALPHA_MIN),
         }
 
     def generate(self, x: Tensor, snapshot: dict[str, Weights]) -> dict[str, Tensor]:
@@ -453,10 +464,10 @@ class SelfModifyingTitans(nn.Module):
         q = self.read(snapshot["q"], x) if self.adaptive_q else self.to_q(x)
         return {
             "k": self._norm(self.read(snapshot["k"], x)),
-            "v": self.read(snapshot["v"], x),
+            "v": self._norm_v(self.read(snapshot["v"], x)),
             "q": self._norm(q),
             "eta": _gate(self.eta_readout, self.read(snapshot["eta"], x)),
-            "alpha": _gate(self.alpha_readout, self.read(snapshot["alpha"], x)),
+            "alpha": _gate(self.alpha_readout, self.read(snapshot["alpha"], x)).clamp_min(ALPHA_MIN),
         }
 
     def target(self, name: str, weights: Weights, v: Tensor) -> Tensor:

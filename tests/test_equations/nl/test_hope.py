@@ -1,0 +1,212 @@
+"""Hope (NL v1, Eq. 94–97): self-modifying Titans followed by the CMS chain.
+
+The block is recomputed here from its parts: the convolution, the token-by-token self-modifying Titans
+reference (Eq. 86–88, verified in test_self_modifying.py), the read-out ``W_O RMSNorm(o)`` and the CMS chain
+written out token by token (SwiGLU blocks, each level's reconstruction gradient by autograd of a loss written
+here, applied at its chunk ends). float64 throughout.
+"""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from neural_memory.cli import main
+from neural_memory.nl.hope import HopeBlock
+from neural_memory.nl.self_modifying import self_modifying_reference
+
+F64 = torch.float64
+DIM = 4
+
+
+def _block(seed=0, **kwargs) -> HopeBlock:
+    torch.manual_seed(seed)
+    config = {
+        "cms_chunk_sizes": (4, 2),
+        "cms_rates": 0.02,
+        "cms_hidden": 6,
+        "chunk_size": 2,
+        "memory_hidden": 3,
+    }
+    return HopeBlock(DIM, **{**config, **kwargs}).double()
+
+
+def _x(batch: int, length: int, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
+    return scale * torch.randn(batch, length, DIM, dtype=F64, generator=torch.Generator().manual_seed(seed))
+
+
+def _swiglu(a: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    return (F.silu(a @ gate) * (a @ up)) @ down
+
+
+def _rms(a: torch.Tensor) -> torch.Tensor:
+    return a / torch.sqrt((a * a).mean(-1, keepdim=True))
+
+
+def _titans_read_out(block: HopeBlock, x: torch.Tensor) -> torch.Tensor:
+    """Eq. 94–96 by the token-by-token reference, then ``W_O RMSNorm(o)``."""
+    u, _ = block.conv(x)
+    o, _ = self_modifying_reference(block.front, u)
+    normed = _rms(o) * block.out_norm.weight
+    return normed @ block.to_out.weight.T
+
+
+def _cms_chain_by_hand(block: HopeBlock, o: torch.Tensor) -> torch.Tensor:
+    """Eq. 97 with Eq. 71: token by token, one sequence at a time, levels slowest first."""
+    cms = block.cms
+    out = torch.empty_like(o)
+    for b in range(o.shape[0]):
+        levels = [[w.detach().clone() for w in level.weights()] for level in cms.levels]
+        sums = [[torch.zeros_like(w) for w in level] for level in levels]
+        for t in range(o.shape[1]):
+            a = o[b, t]
+            for ell, (weights, rate) in enumerate(zip(levels, cms.rates, strict=True)):
+                with torch.enable_grad():
+                    leaves = [w.clone().requires_grad_(True) for w in weights]
+                    n = _rms(a)  # the level's input after the pre-norm
+                    branch = _swiglu(n, *leaves)
+                    loss = 0.5 * ((branch - n) ** 2).sum()  # the level reconstructs its own input
+                    grads = torch.autograd.grad(loss, leaves)
+                sums[ell] = [s + g for s, g in zip(sums[ell], grads, strict=True)]
+                a = a + branch.detach()
+                if (t + 1) % cms.chunk_sizes[ell] == 0:
+                    levels[ell] = [w - rate * s for w, s in zip(weights, sums[ell], strict=True)]
+                    sums[ell] = [torch.zeros_like(s) for s in sums[ell]]
+            out[b, t] = a
+    return out
+
+
+@pytest.mark.equation("nl", 94)
+@pytest.mark.equation("nl", 97)
+@pytest.mark.parametrize("other_chunk_size", [2, 4])
+def test_block_is_self_modifying_titans_then_the_cms_chain_token_by_token(other_chunk_size):
+    block = _block(other_chunk_size=other_chunk_size)
+    x = _x(2, 9)
+    with torch.no_grad():
+        expected = _cms_chain_by_hand(block, _titans_read_out(block, x))
+    got, _ = block(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.equation("nl", 97)
+def test_zero_rates_and_one_level_is_self_modifying_titans_plus_ffn():
+    block = _block(cms_chunk_sizes=(3,), cms_rates=0.0)
+    x = _x(2, 7, seed=1)
+    o = _titans_read_out(block, x)
+    ffn = block.cms.levels[0]
+    expected = o + _swiglu(_rms(o), ffn.gate, ffn.up, ffn.down)  # a pre-norm residual SwiGLU FFN
+    got, state = block(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(state.cms.weights[0][0][0], ffn.gate, rtol=0, atol=0)
+
+
+@pytest.mark.equation("nl", 95)
+def test_a_memory_with_zero_second_layer_regresses_the_shared_value():
+    # catalog Eq. 84/95: W_{□,1} = 0 makes M_□(v) = v, so that memory's first chunk regresses v itself, as in
+    # the shared-value design; M_k keeps its second layer (else k = v and every error vanishes), so its
+    # self-generated value M_k(v) differs from v and so does its update
+    generated, shared = _block(seed=2), _block(seed=2, titans={"values": "shared"})
+    with torch.no_grad():
+        for name in generated.front.names:
+            if name != "k":
+                generated.front.initial[f"{name}_1"].zero_()
+    shared.load_state_dict(generated.state_dict())
+    x = _x(2, 2, seed=2)  # one chunk (C = 2)
+    _, state_gen = generated(x)
+    _, state_shared = shared(x)
+    for name in generated.front.names:
+        gap = max(
+            (a - b).abs().max().item()
+            for a, b in zip(*(s.front.current[name] for s in (state_gen, state_shared)), strict=True)
+        )
+        assert gap > 1e-6 if name == "k" else gap < 1e-12, name
+
+
+@pytest.mark.equation("nl", 95)
+def test_self_generated_values_are_each_memorys_read_of_the_normalised_value():
+    block = _block(seed=3)
+    x = _x(1, 2, seed=3)
+    front = block.front
+    state = front.init_state(1, dtype=F64)
+    u, _ = block.conv(x)
+    gen = front.generate(u, state.snapshot)
+    w_in, w_out = (front.initial["v_0"], front.initial["v_1"])
+    v = u + F.silu(u @ w_in) @ w_out
+    v = v / v.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(gen["v"], v, rtol=0, atol=1e-12)
+    for name in front.names:
+        a, b = front.initial[f"{name}_0"], front.initial[f"{name}_1"]
+        expected = v + F.silu(v @ a) @ b  # v̂_□ = M_□(v) (Eq. 95), the residual MLP of Eq. 89
+        torch.testing.assert_close(
+            front.target(name, state.snapshot[name], gen["v"]), expected, rtol=0, atol=1e-12
+        )
+    block(x)  # the block runs with these targets (the equality above is its Eq. 95)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stability: what the paper's normalisations bound (docs/errata.md, NL Eq. 94–97)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_self_modifying_memories_stay_bounded_on_a_long_stream(seed):
+    # without v's normalisation v̂_v = M_v(M_v(x)) compounds the value memory's gain: every seed reached inf
+    # within 300 tokens of unit-RMS input (float64, default initialisation; "beta must be finite" once the
+    # gates read non-finite memories)
+    torch.manual_seed(seed)
+    block = HopeBlock(8, cms_chunk_sizes=(4,), cms_rates=0.0, chunk_size=3).double()
+    x = F.rms_norm(_x(2, 300, seed=seed).repeat(1, 1, 2), (8,))
+    state = None
+    with torch.no_grad():
+        for t in range(0, 300, 30):
+            y, state = block.front(x[:, t : t + 30], state)  # Hope's self-modifying Titans
+            largest = max(w.abs().max().item() for ws in state.current.values() for w in ws)
+            assert torch.isfinite(y).all() and largest < 10.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+def test_cms_levels_stay_bounded_whatever_the_scale_of_their_input(seed, scale):
+    # each level reads its input RMS-normalised: the curvature of its reconstruction loss no longer grows with
+    # the fourth power of the input's scale (SwiGLU), which took a level to NaN within a few chunks
+    block = _block(seed=seed, cms_rates=0.05)
+    x = _x(2, 64, seed=seed, scale=scale)
+    with torch.no_grad():
+        y, state = block.cms(x, None)
+    largest = max(w.abs().max().item() for level in state.weights for w in level)
+    assert torch.isfinite(y).all() and largest < 10.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"cms_chunk_sizes": (4, 3)}, "chunk_sizes must divide one another"),
+        ({"cms_chunk_sizes": ()}, "chunk_sizes must be a sequence of >= 1 ints"),
+        ({"cms_rates": -0.1}, r"rates\[0\] must be a finite float >= 0"),
+        ({"chunk_size": 2, "other_chunk_size": 3}, "must divide one another"),
+        ({"conv_kernel": -1}, "conv_kernel"),
+        ({"chunk_size": 0}, "chunk_size"),
+    ],
+)
+def test_bad_configurations_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _block(**kwargs)
+
+
+def test_bad_inputs_raise():
+    block = _block()
+    with pytest.raises(ValueError, match=r"x must be \(batch, T, dim=4\)"):
+        block(_x(1, 3)[..., :3])
+    with pytest.raises(ValueError, match=r"x must be \(batch, T, dim=4\)"):
+        block([1.0])
+
+
+def test_neural_memory_train_hope_runs_three_finite_steps(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(b"hello world, hello memory. " * 40)
+    argv = ["train", "hope", "--text", str(corpus), "--steps", "3", "--out", str(tmp_path / "run")]
+    argv += ["--seq-len", "16", "--batch-size", "2", "--dim", "8", "--depth", "1", "--no-progress"]
+    argv += ["--config", "cms_chunk_sizes=(4,2)", "--config", "chunk_size=4"]
+    assert main(argv) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    loss = float(summary.split("train_loss=")[1].split()[0])
+    assert summary.startswith("kind=hope steps=3") and loss == loss and loss < 10.0
