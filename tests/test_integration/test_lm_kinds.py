@@ -1,5 +1,5 @@
-"""Titans and MIRAS LM kinds (titans-mac/-mag/-mal/-lmm, moneta, yaad, memora): causality, streaming,
-bounded state, training, sizes."""
+"""Titans and MIRAS LM kinds (titans-mac/-mag/-mal/-lmm, moneta, yaad, memora) and the sliding-window
+baseline (swa): causality, streaming, bounded state, training, sizes."""
 
 import itertools
 
@@ -25,13 +25,14 @@ CONFIGS = {
     "moneta": MEMORY,
     "yaad": MEMORY,
     "memora": MEMORY,
+    "swa": {"heads": 2, "window": 3},  # the sliding-window baseline: its cache is bounded like a memory's
 }
 
 
 # Properties every kind must have; no equation markers here: Eq. 21-31 are verified by the tests of
 # tests/test_equations/titans/test_mac.py, test_mag.py and test_mal.py, which compute them by hand, and
 # MIRAS Eq. 24-32 by tests/test_equations/miras/test_memory.py and test_chunked.py.
-KINDS = ["titans-mac", "titans-mag", "titans-mal", "titans-lmm", "moneta", "yaad", "memora"]
+KINDS = ["titans-mac", "titans-mag", "titans-mal", "titans-lmm", "moneta", "yaad", "memora", "swa"]
 
 
 def make_lm(kind, *, dtype=torch.float64, seed=0, depth=2, **overrides):
@@ -44,6 +45,7 @@ def test_the_kinds_are_registered_with_documented_defaults():
     assert get_kind("titans-mac").defaults["segment_len"] == 64
     assert get_kind("titans-mag").defaults["window"] == 64
     assert get_kind("titans-lmm").defaults["memory_depth"] == 2
+    assert get_kind("swa").defaults == {"window": 64}
     assert get_kind("moneta").defaults == {"memory_depth": 2, "memory_chunk_size": 16, "memory_heads": 4}
 
 
@@ -135,6 +137,7 @@ def test_parameter_counts_by_hand(kind):
         "moneta": memory_numel(),  # the same block; the bias and retention have no parameters
         "yaad": memory_numel() + d * 2 + 2,  # + the threshold gate delta_t (one per head, with a bias)
         "memora": memory_numel(),
+        "swa": attention,  # fused W_QKV and W_O; RoPE and the window have no parameters
     }[kind]
     lm = make_lm(kind, depth=2)
     counts = count_parameters(lm)
