@@ -57,8 +57,31 @@ def _wilson_bounds(hits: int, n: int) -> tuple[float, float, float]:
     return p, max(0.0, centre - half), min(1.0, centre + half)
 
 
+def _slope_bounds(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
+    slope, intercept = statistics.linear_regression(xs, ys)
+    rss = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys, strict=True))
+    sxx = sum((x - statistics.fmean(xs)) ** 2 for x in xs)
+    half = T_975[len(xs) - 3] * math.sqrt(rss / (len(xs) - 2) / sxx)
+    return slope, slope - half, slope + half
+
+
+def _scaling_intervals(results: dict) -> list[tuple[float, float, float]]:
+    """Exponents (log cost on log length) and tokens/s at the longest length, from the raw timings."""
+    found, longest = [], results["lengths"][-1]
+    for record in results["kinds"].values():
+        points = record["points"]
+        for quantity in ("train_seconds", "infer_seconds", "train_peak_mib"):
+            pairs = [(math.log(int(n)), v) for n, p in points.items() for v in p[quantity]]
+            floor = 4 / 1024 if quantity.endswith("mib") else 0.0  # memory: one page, the resolution
+            found.append(_slope_bounds([x for x, _ in pairs], [math.log(max(v, floor)) for _, v in pairs]))
+        found.append(_t_bounds([longest / s for s in points[str(longest)]["train_seconds"]]))
+    return found
+
+
 def _raw_intervals(document: dict) -> list[tuple[float, float, float]]:
     """Every interval an experiment could compare, computed here from the runs' raw numbers."""
+    if document["experiment"] == "scaling":
+        return _scaling_intervals(document["results"])
     found = []
     for variant in document["results"]["variants"].values():
         runs = variant["runs"]
@@ -115,7 +138,7 @@ def test_experiment_json_has_the_schema_and_its_plot_is_a_png(shared, name):
     assert stored["timings"]["seconds"] >= 0
     header, *rows = stored["table"]
     assert rows and all(len(row) == len(header) for row in rows)
-    for variant in stored["results"]["variants"].values():
+    for variant in stored["results"].get("variants", {}).values():
         for run in variant["runs"]:
             assert run["params"] > 0 and run["timings"]["train_seconds"] > 0
             assert run["config"]["steps"] == get_scale("test").steps
@@ -150,6 +173,37 @@ def test_experiment_verdicts_follow_the_rule_on_the_numbers_it_produced(shared, 
         assert claim["verdict"] == ("reproduced" if separated else "not reproduced at this scale"), claim[
             "claim"
         ]
+
+
+def test_scaling_measures_every_kind_at_every_length(shared):
+    _, documents = shared
+    scale = get_scale("test")
+    results = documents["scaling"]["results"]
+    assert set(results["kinds"]) == set(available_kinds())
+    assert results["lengths"] == list(scale.scaling_lengths) and results["batch_size"] == 1
+    for record in results["kinds"].values():
+        assert record["params"] > 0
+        assert list(record["points"]) == [str(n) for n in scale.scaling_lengths]
+        for point in record["points"].values():
+            for name in ("train", "infer"):
+                assert len(point[f"{name}_seconds"]) == scale.scaling_repeats
+                assert all(s > 0 for s in point[f"{name}_seconds"])
+                peaks = point[f"{name}_peak_mib"]
+                assert len(peaks) == scale.scaling_repeats and all(p >= 0 for p in peaks)  # Linux: measured
+    rows = {row[0]: row for row in documents["scaling"]["table"][1:]}
+    assert set(rows) == set(available_kinds())
+
+
+def test_scaling_memory_meter_sees_a_large_tensor():
+    # 32 MiB of float32 touched inside the work: the meter reports at least that much resident growth
+    import torch
+
+    from neural_memory.experiments.peak_memory import memory_meter
+
+    meter = memory_meter()
+    assert meter is not None  # the project's CI and this machine run Linux
+    mib = meter(lambda: torch.ones(8 * 1024 * 1024).sum())
+    assert 31.5 <= mib < 80
 
 
 def test_claims_of_a_model_that_does_not_exist_are_not_tested(shared):
@@ -325,3 +379,16 @@ def test_reusing_a_stored_experiment_recomputes_its_verdicts_from_the_stored_num
     again = run_experiment(get_experiment("lm"), _context(out))
     assert again["claims"] == documents["lm"]["claims"]
     assert json.loads(path.read_text("utf-8"))["claims"] == documents["lm"]["claims"]
+
+
+def test_optimizers_trains_one_model_with_each_optimizer(shared):
+    _, documents = shared
+    variants = documents["optimizers"]["results"]["variants"]
+    assert list(variants) == ["adamw", "muon", "m3"]
+    configs = [dict(v["runs"][0]["config"]) for v in variants.values()]
+    assert [c.pop("optimizer") for c in configs] == ["adamw", "muon", "m3"]
+    assert configs[0] == configs[1] == configs[2]  # everything else equal: same model, data, budget
+    assert [c["claim"] for c in documents["optimizers"]["claims"]] == [
+        "M3 reaches lower loss than AdamW at equal budget",
+        "M3 reaches lower loss than Muon at equal budget",
+    ]

@@ -1,5 +1,5 @@
-"""Titans and MIRAS LM kinds (titans-mac/-mag/-mal/-lmm, moneta, yaad, memora): causality, streaming,
-bounded state, training, sizes."""
+"""Titans and MIRAS LM kinds (titans-mac/-mag/-mal/-lmm, moneta, yaad, memora) and the sliding-window
+baseline (swa): causality, streaming, bounded state, training, sizes."""
 
 import itertools
 
@@ -27,6 +27,7 @@ CONFIGS = {
     "memora": MEMORY,
     "hope": {"cms_chunk_sizes": (4, 2), "chunk_size": 3, "other_chunk_size": 3, "cms_rates": 0.005},
     "hope-attention": {"cms_chunk_sizes": (4, 2), "cms_rates": 0.005, "heads": 2},
+    "swa": {"heads": 2, "window": 3},  # the sliding-window baseline: its cache is bounded like a memory's
 }
 
 
@@ -43,6 +44,7 @@ KINDS = [
     "memora",
     "hope",
     "hope-attention",
+    "swa",
 ]
 
 
@@ -56,6 +58,7 @@ def test_the_kinds_are_registered_with_documented_defaults():
     assert get_kind("titans-mac").defaults["segment_len"] == 64
     assert get_kind("titans-mag").defaults["window"] == 64
     assert get_kind("titans-lmm").defaults["memory_depth"] == 2
+    assert get_kind("swa").defaults == {"window": 64}
     assert get_kind("moneta").defaults == {"memory_depth": 2, "memory_chunk_size": 16, "memory_heads": 4}
 
 
@@ -168,6 +171,7 @@ def test_parameter_counts_by_hand(kind):
         # + CMS (2 levels, SwiGLU gate/up/down of d x 4d)
         "hope": (4 * d + d + d * d + d) + 5 * 2 * d * d + d * d + 2 * (d + 1) + d + d * d + 2 * 3 * d * 4 * d,
         "hope-attention": attention + 2 * 3 * d * 4 * d,  # attention (fused W_QKV, W_O) + the same CMS
+        "swa": attention,  # fused W_QKV and W_O; RoPE and the window have no parameters
     }[kind]
     lm = make_lm(kind, depth=2)
     counts = count_parameters(lm)

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neural_memory.models import build_lm
@@ -79,8 +79,11 @@ def test_rope_needs_an_even_width_and_matching_positions():
 # ------------------------------------------------------------------------------------------------
 
 
-def reference_attention(layer: CausalSelfAttention, x: torch.Tensor) -> torch.Tensor:
-    """Token by token, head by head: explicit softmax over j <= i; RoPE as complex multiplication."""
+def reference_attention(
+    layer: CausalSelfAttention, x: torch.Tensor, window: int | None = None
+) -> torch.Tensor:
+    """Token by token, head by head: explicit softmax over j <= i (and j > i - window); RoPE as complex
+    multiplication."""
     b, n, dim = x.shape
     h, dh = layer.heads, layer.head_dim
     w_q, w_k, w_v = layer.to_qkv.weight.chunk(3, dim=0)
@@ -91,10 +94,11 @@ def reference_attention(layer: CausalSelfAttention, x: torch.Tensor) -> torch.Te
         if layer.rope:
             q, k = _complex_rope(q, layer.rope_base), _complex_rope(k, layer.rope_base)
         for i in range(n):
-            scores = torch.stack([(q[:, i] * k[:, j]).sum(-1) for j in range(i + 1)], -1) / math.sqrt(dh)
+            seen = range(i + 1) if window is None else range(max(0, i - window + 1), i + 1)
+            scores = torch.stack([(q[:, i] * k[:, j]).sum(-1) for j in seen], -1) / math.sqrt(dh)
             weights = torch.exp(scores - scores.max(-1, keepdim=True).values)
             weights = weights / weights.sum(-1, keepdim=True)
-            out[:, i, rows] = sum(weights[:, j, None] * v[:, j] for j in range(i + 1))
+            out[:, i, rows] = sum(weights[:, c, None] * v[:, j] for c, j in enumerate(seen))
     return out @ layer.to_out.weight.T
 
 
@@ -114,6 +118,52 @@ def test_attention_equals_the_reference(rope):
     y, cache = layer(x)
     torch.testing.assert_close(y, reference_attention(layer, x), rtol=0, atol=1e-10)
     assert cache.position == 7
+
+
+@pytest.mark.parametrize(("window", "block_size"), [(1, None), (3, 2), (3, 5), (4, 1), (20, None)])
+def test_sliding_window_attention_equals_the_reference(window, block_size):
+    # block sizes smaller than, equal to and larger than the window; window 20 > T is full attention
+    torch.manual_seed(0)
+    layer = CausalSelfAttention(12, heads=3, rope_base=50.0, window=window, block_size=block_size).double()
+    x = torch.randn(2, 9, 12, dtype=F64)
+    y, cache = layer(x)
+    torch.testing.assert_close(y, reference_attention(layer, x, window), rtol=0, atol=1e-10)
+    assert cache.position == 9 and cache.keys.shape[2] == min(window - 1, 9)
+
+
+@given(cuts=st.lists(st.integers(1, 15), min_size=1, max_size=5, unique=True), window=st.integers(1, 6))
+@settings(max_examples=25)
+def test_sliding_window_streams_in_pieces_with_a_bounded_cache(cuts, window):
+    torch.manual_seed(0)
+    layer = CausalSelfAttention(8, heads=2, window=window, block_size=2).double()
+    x = torch.randn(1, 16, 8, dtype=F64)
+    whole, _ = layer(x)
+    cache, pieces = None, []
+    for start, stop in itertools.pairwise([0, *sorted(cuts), 16]):
+        y, cache = layer(x[:, start:stop], cache)
+        pieces.append(y)
+        assert cache.keys.shape[2] == min(window - 1, stop)  # never more than window - 1 old keys
+    torch.testing.assert_close(torch.cat(pieces, 1), whole, rtol=0, atol=1e-12)
+    assert cache.position == 16
+
+
+def test_a_token_outside_the_window_changes_nothing():
+    # window 3: output 7 sees tokens 5, 6, 7; changing token 4 must leave it unchanged, token 5 must not
+    torch.manual_seed(0)
+    model = build_lm("swa", vocab_size=50, dim=16, depth=1, heads=2, window=3).double()
+    tokens = torch.arange(10)[None]
+    far, near = tokens.clone(), tokens.clone()
+    far[0, 4], near[0, 5] = 33, 33
+    base = model(tokens)[0][0, 7]
+    torch.testing.assert_close(model(far)[0][0, 7], base, rtol=0, atol=0)
+    assert (model(near)[0][0, 7] - base).abs().max() > 1e-6
+
+
+def test_bad_window_arguments():
+    with pytest.raises(ValueError, match="window must be an int >= 1"):
+        CausalSelfAttention(8, window=0)
+    with pytest.raises(ValueError, match="block_size must be an int >= 1"):
+        CausalSelfAttention(8, window=2, block_size=0)
 
 
 def _lm(depth=2, dtype=torch.float32, **config):

@@ -15,6 +15,7 @@ from neural_memory.experiments.stats import (
     NOT_TESTED,
     REPRODUCED,
     Interval,
+    slope_interval,
     t_interval,
     t_quantile,
     verdict_higher,
@@ -112,3 +113,40 @@ def test_bad_inputs_name_the_argument():
         compared_claim("c", "r", "p", "m", Interval(1, 1, 1, "t"), Interval(1, 1, 1, "t"), "equal")
     with pytest.raises(ValueError, match="low <= estimate <= high"):
         Interval(2.0, 0.0, 1.0, "t")
+
+
+def test_slope_interval_by_hand():
+    # x = 0, 1, 2, 3; y = 1, 3, 4, 8: mean x 1.5, mean y 4, Sxx = 5,
+    # Sxy = (-1.5)(-3) + (-0.5)(-1) + 0.5(0) + 1.5(4) = 11, slope 11/5 = 2.2;
+    # residuals y - 4 - 2.2 (x - 1.5) = 0.3, 0.1, -1.1, 0.7; RSS = 0.09 + 0.01 + 1.21 + 0.49 = 1.8;
+    # se = sqrt(1.8 / 2 / 5) = sqrt(0.18); t_{0.975, 2} = 4.303
+    interval = slope_interval([0, 1, 2, 3], [1, 3, 4, 8])
+    half = 4.303 * math.sqrt(0.18)
+    assert interval.estimate == pytest.approx(2.2, abs=1e-12)
+    assert (interval.low, interval.high) == pytest.approx((2.2 - half, 2.2 + half), abs=1e-12)
+    assert interval.method == "least-squares slope (n=4)"
+
+
+@given(
+    st.lists(st.floats(-50, 50), min_size=3, max_size=12, unique=True),
+    st.floats(-5, 5),
+    st.floats(-5, 5),
+)
+def test_slope_interval_of_exact_power_law_points_is_the_exponent_with_no_width(xs, slope, intercept):
+    # y = intercept + slope x exactly: the residuals vanish, so the interval is the slope itself
+    if max(xs) - min(xs) < 1e-3:
+        return
+    interval = slope_interval(xs, [intercept + slope * x for x in xs])
+    assert interval.estimate == pytest.approx(slope, abs=1e-8)
+    assert interval.high - interval.low == pytest.approx(0.0, abs=1e-6)
+
+
+def test_slope_interval_bad_input():
+    with pytest.raises(ValueError, match="at least 3 points"):
+        slope_interval([1, 2], [1, 2])
+    with pytest.raises(ValueError, match="same length"):
+        slope_interval([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="two distinct"):
+        slope_interval([1, 1, 1], [1, 2, 3])
+    with pytest.raises(ValueError, match="finite"):
+        slope_interval([1, 2, math.inf], [1, 2, 3])

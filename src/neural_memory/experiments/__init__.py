@@ -17,11 +17,13 @@ MODULES: dict[str, str] = {
     "lm": "neural_memory.experiments.lm",
     "needle": "neural_memory.experiments.needle",
     "babilong": "neural_memory.experiments.babilong",
+    "scaling": "neural_memory.experiments.scaling",
+    "optimizers": "neural_memory.experiments.optimizers",
 }
 
 # experiments of the reproduction plan (issue 12) that are not implemented yet; their claims are in
 # neural_memory.experiments.report.PLANNED_CLAIMS and the report lists them as not tested
-PLANNED: tuple[str, ...] = ("scaling", "optimizers")
+PLANNED: tuple[str, ...] = ()
 
 
 def experiment_names() -> list[str]:

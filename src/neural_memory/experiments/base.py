@@ -49,6 +49,8 @@ class Scale:
     needle_samples: int = 200  # per form and length
     recall_seq_len: int | None = None  # bytes per recall sequence (None: seq_len); must fit 2 P + 2
     lr: float = 3e-3
+    scaling_lengths: tuple[int, ...] = (256, 512, 1024)  # sequence lengths the scaling experiment times
+    scaling_repeats: int = 3  # timed passes per (kind, length, pass)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,27 +58,52 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     # seconds: for the tests
-    "test": Scale("test", 16, 1, 32, 2, 2, (0,), 4, (2,), (16,), (1, 2), 2, 100, (100, 128), 4),
+    "test": Scale(
+        "test",
+        16,
+        1,
+        32,
+        2,
+        2,
+        (0,),
+        4,
+        (2,),
+        (16,),
+        (1, 2),
+        2,
+        100,
+        (100, 128),
+        4,
+        scaling_lengths=(16, 32, 64),
+        scaling_repeats=2,
+    ),
     # the default of `reproduce`: under 10 minutes on 2 shared CPU cores; a smoke run of the whole pipeline
     "tiny": Scale(
         "tiny", 32, 1, 64, 8, 60, (0,), 64, (4, 12), (32,), (1, 2, 3, 4), 5, 112, (112, 224, 448), 100, 32
     ),
+    # `reproduce --scale small --text tinyshakespeare.txt` in about an hour on 2 shared cores (estimated from
+    # measured per-step times: 0.07 s transformer, 0.5 s Titans, 1.6 s MIRAS per step of 8 x 128 bytes at
+    # width 64, depth 2, one thread). Cut from the first plan (600 steps, seeds 0-2, recall pairs 4/8/16 at
+    # widths 32/64, 200 needle samples), which came to about 25 hours: one seed (so intervals cover held-out
+    # windows, not training runs), 120 steps, recall pairs 4/16 at width 32, 100 needle samples per cell;
+    # estimate: about 55 min of training, 10 min of evaluation, 5 min of scaling timings (~70 min).
     "small": Scale(
         "small",
         64,
         2,
         128,
         8,
-        600,
-        (0, 1, 2),
+        120,
+        (0,),
         128,
-        (4, 8, 16),
-        (32, 64),
+        (4, 16),
+        (32,),
         (1, 2, 3, 4),
-        10,
+        5,
         256,
         (256, 512, 1024),
-        200,
+        100,
+        scaling_lengths=(512, 1024, 2048, 4096),
     ),
     "medium": Scale(
         "medium",
@@ -94,6 +121,7 @@ SCALES: dict[str, Scale] = {
         512,
         (1024, 2048, 4096),
         200,
+        scaling_lengths=(1024, 2048, 4096, 8192, 16384),
     ),
 }
 

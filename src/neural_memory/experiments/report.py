@@ -18,22 +18,7 @@ from neural_memory.experiments.stats import NOT_TESTED
 NOT_IMPLEMENTED = f"{NOT_TESTED}: experiment not implemented yet"
 
 # experiment of the plan (issue 12) that does not exist yet -> its claims (claim, reference, paper numbers)
-PLANNED_CLAIMS: dict[str, list[tuple[str, str, str]]] = {
-    "scaling": [
-        (
-            "the LMM is slightly slower than Gated DeltaNet; MAL is faster than the baselines",
-            "Titans Fig. 9",
-            "figure only, no numbers in the text",
-        )
-    ],
-    "optimizers": [
-        (
-            "M3 reaches lower loss than AdamW and Muon",
-            "NL Fig. 11 (§9.7)",
-            "figure only, no numbers in the text",
-        )
-    ],
-}
+PLANNED_CLAIMS: dict[str, list[tuple[str, str, str]]] = {}
 
 
 def planned_rows(planned: Sequence[str]) -> list[Claim]:

@@ -87,6 +87,35 @@ def wilson_interval(hits: int, n: int) -> Interval:
     return Interval(p, max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)), f"Wilson (n={n})")
 
 
+def slope_interval(xs: Sequence[float], ys: Sequence[float], method: str = "least-squares slope") -> Interval:
+    r"""Least-squares slope of ``ys`` on ``xs`` with its Student-t 95 % interval (``n - 2`` degrees of
+    freedom).
+
+    .. math::
+        \hat b = \frac{\sum (x_i - \bar x)(y_i - \bar y)}{\sum (x_i - \bar x)^2}, \qquad
+        \mathrm{se}(\hat b) = \sqrt{\frac{\sum r_i^2 / (n - 2)}{\sum (x_i - \bar x)^2}}
+
+    On log–log axes the slope is the exponent of a power law ``y = c x^b`` (the scaling experiment's
+    "time grows like length^b"). Needs at least 3 points, at least two distinct ``xs``, all finite.
+    """
+    xs, ys = [float(x) for x in xs], [float(y) for y in ys]
+    if len(xs) != len(ys):
+        raise ValueError(f"xs and ys must have the same length, got {len(xs)} and {len(ys)}")
+    if len(xs) < 3:
+        raise ValueError(f"a slope interval needs at least 3 points, got {len(xs)}")
+    if not all(math.isfinite(v) for v in xs + ys):
+        raise ValueError("xs and ys must all be finite")
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        raise ValueError("xs must hold at least two distinct values")
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    residuals = [y - my - slope * (x - mx) for x, y in zip(xs, ys, strict=True)]
+    half = t_quantile(n - 2) * math.sqrt(sum(r * r for r in residuals) / (n - 2) / sxx)
+    return Interval(slope, slope - half, slope + half, f"{method} (n={n})")
+
+
 def lower_is_separated(a: Interval, b: Interval) -> bool:
     """True when ``a`` lies entirely below ``b`` (the 95 % intervals do not overlap)."""
     return a.high < b.low
@@ -110,6 +139,7 @@ __all__ = [
     "REPRODUCED",
     "Interval",
     "lower_is_separated",
+    "slope_interval",
     "t_interval",
     "t_quantile",
     "verdict_higher",

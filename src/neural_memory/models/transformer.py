@@ -1,9 +1,15 @@
-r"""The Transformer baseline: multi-head full causal softmax attention as a mixer (kind ``"transformer"``).
+r"""The attention baselines: multi-head causal softmax attention as a mixer, full (kind ``"transformer"``) or
+in a sliding window (kind ``"swa"``).
 
 Every token attends to every earlier token of the stream (Titans Eq. 2 per head, with rotary position
 embeddings on queries and keys). Streaming keeps a KV cache in the state: the keys and values of every token
 seen so far. That cache **grows by one key and one value per token** — inherent to full attention, and the
 cost the recurrent memories of Titans/MIRAS/NL avoid (their state has a fixed size).
+
+With a ``window`` a token attends only to the ``window`` most recent tokens (itself included), the
+sliding-window attention (SWA) baseline of Titans §5 and of the needle experiment: the cache keeps only the
+last ``window - 1`` keys and values, so its state is bounded, and queries are processed in blocks, so time
+and memory grow linearly with the sequence, not quadratically.
 """
 
 from __future__ import annotations
@@ -59,7 +65,9 @@ class KVCache:
     """The keys and values of every token seen so far (keys already rotated).
 
     Attributes:
-        keys, values: ``(batch, heads, position, head_dim)``; grows with the stream.
+        keys, values: ``(batch, heads, L, head_dim)``, the keys/values of positions ``position - L ..
+            position - 1``; ``L = position`` for full attention (grows with the stream), ``L <= window - 1``
+            with a window.
         position: tokens seen, i.e. the absolute position of the next token.
     """
 
@@ -86,13 +94,29 @@ class CausalSelfAttention(nn.Module):
         heads: number of heads, dividing ``dim`` (head width ``dim // heads``, even when ``rope``).
         rope: rotate queries and keys by their absolute position (RoPE).
         rope_base: RoPE frequency base.
+        window: ``None`` for full causal attention; else how many most recent tokens (itself included) a
+            query sees, ``>= 1`` (:func:`~neural_memory.common.masks.window_mask_from_positions`).
+        block_size: queries per attention call when ``window`` is set; default ``max(window, 128)``.
 
     Shapes:
         ``forward(x (B, T, dim), cache | None) -> (y (B, T, dim), KVCache)``.
     """
 
-    def __init__(self, dim: int, *, heads: int = 4, rope: bool = True, rope_base: float = 10000.0):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        heads: int = 4,
+        rope: bool = True,
+        rope_base: float = 10000.0,
+        window: int | None = None,
+        block_size: int | None = None,
+    ):
         super().__init__()
+        if window is not None:
+            check_int("window", window)
+        if block_size is not None:
+            check_int("block_size", block_size)
         check_int("dim", dim)
         check_int("heads", heads)
         if dim % heads:
@@ -103,6 +127,10 @@ class CausalSelfAttention(nn.Module):
             raise ValueError(f"rope_base must be > 1, got {rope_base}")
         self.dim, self.heads, self.head_dim = dim, heads, dim // heads
         self.rope, self.rope_base = rope, float(rope_base)
+        self.window = window
+        self.block_size = (
+            (max(window, 128) if window is not None else None) if block_size is None else block_size
+        )
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.to_out = nn.Linear(dim, dim, bias=False)
 
@@ -127,14 +155,40 @@ class CausalSelfAttention(nn.Module):
         if self.rope:
             q = rotary_embedding(q, query_pos, base=self.rope_base)
             k = rotary_embedding(k, query_pos, base=self.rope_base)
-        keys = torch.cat([cache.keys, k], dim=2)  # (B, H, position + T, d_h)
+        keys = torch.cat(
+            [cache.keys, k], dim=2
+        )  # (B, H, L + T, d_h): positions position - L .. position + T - 1
         values = torch.cat([cache.values, v], dim=2)
-        key_pos = torch.arange(cache.position + n, device=x.device)
-        # a window covering the whole stream is plain causal masking: key j is visible iff j <= query
-        mask = window_mask_from_positions(query_pos, key_pos, cache.position + n)
-        y = masked_attention(q, keys, values, mask)  # (B, H, T, d_h)
+        if self.window is None:
+            key_pos = torch.arange(cache.position + n, device=x.device)
+            # a window covering the whole stream is plain causal masking: key j is visible iff j <= query
+            mask = window_mask_from_positions(query_pos, key_pos, cache.position + n)
+            y = masked_attention(q, keys, values, mask)  # (B, H, T, d_h)
+            new_cache = KVCache(keys, values, cache.position + n)
+        else:
+            y = self._windowed(q, keys, values, cache.position)
+            keep = min(self.window - 1, keys.shape[2])  # the next query sees at most window - 1 old keys
+            start = keys.shape[2] - keep
+            new_cache = KVCache(keys[:, :, start:], values[:, :, start:], cache.position + n)
         y = self.to_out(y.transpose(1, 2).reshape(b, n, self.dim))
-        return y, KVCache(keys, values, cache.position + n)
+        return y, new_cache
+
+    def _windowed(self, q: Tensor, keys: Tensor, values: Tensor, position: int) -> Tensor:
+        """Windowed attention of ``q (B, H, T, d_h)`` in query blocks: ``O(T (block + window))`` work."""
+        n_query, n_cached = q.shape[2], keys.shape[2] - q.shape[2]
+        outputs = []
+        for lo_q in range(0, n_query, self.block_size):
+            hi_q = min(lo_q + self.block_size, n_query)
+            # the keys this block can see: from (first query - window + 1) to its last query
+            lo = max(0, n_cached + lo_q - (self.window - 1))
+            hi = n_cached + hi_q
+            query_pos = torch.arange(position + lo_q, position + hi_q, device=q.device)
+            key_pos = torch.arange(position - n_cached + lo, position - n_cached + hi, device=q.device)
+            mask = window_mask_from_positions(query_pos, key_pos, self.window)
+            outputs.append(masked_attention(q[:, :, lo_q:hi_q], keys[:, :, lo:hi], values[:, :, lo:hi], mask))
+        if not outputs:
+            return q.new_zeros(q.shape)
+        return torch.cat(outputs, dim=2)
 
 
 def transformer_mixer(
@@ -144,10 +198,33 @@ def transformer_mixer(
     return CausalSelfAttention(dim, heads=heads, rope=rope, rope_base=rope_base)
 
 
+def sliding_window_mixer(
+    *,
+    dim: int,
+    layer_index: int,
+    heads: int = 4,
+    window: int = 64,
+    rope: bool = True,
+    rope_base: float = 10000.0,
+) -> CausalSelfAttention:
+    """Builder of kind ``"swa"``: causal attention over the last ``window`` tokens (``layer_index`` unused).
+
+    The default window, 64, is that of Titans MAG/MAL here (:mod:`neural_memory.titans.models`), so the
+    sliding-window baseline sees as far back as their attention branch.
+    """
+    return CausalSelfAttention(dim, heads=heads, rope=rope, rope_base=rope_base, window=window)
+
+
 register_kind(
     "transformer",
     transformer_mixer,
     description="full causal softmax attention with RoPE (KV cache grows with the stream)",
 )
+register_kind(
+    "swa",
+    sliding_window_mixer,
+    defaults={"window": 64},
+    description="sliding-window causal softmax attention with RoPE (cache of the last window - 1 tokens)",
+)
 
-__all__ = ["CausalSelfAttention", "KVCache", "rotary_embedding", "transformer_mixer"]
+__all__ = ["CausalSelfAttention", "KVCache", "rotary_embedding", "sliding_window_mixer", "transformer_mixer"]
