@@ -18,8 +18,18 @@ allocated), then ``--iters`` timed ones; each reports the median seconds of ``op
 default settings (lr 3e-3, weight decay 0.1) and reports the final train and held-out loss and answer
 accuracy.
 
+DMGD (``dmgd``, Deep Momentum GD, NL Eq. 50) is measured the same way, on every parameter.
+
 Derived lines (PASS / FAIL / N/A) per model: M3's step within 1.5x of our Muon's, our Muon's within 1.2x of
-``torch.optim.Muon``'s. DMGD is not among the training optimizers yet; once it is, ``--optimizers`` takes it.
+``torch.optim.Muon``'s.
+
+The Eq. 53 toy (``neural_memory.nl.toy_problems.curvature_toy``, the paper's Fig. 4 setting): ψ after
+``--toy-steps`` steps from ``CURVATURE_TOY_START`` = (−3.5, 2) at each learning rate of ``toy_lrs``, for
+GD with momentum (Eq. 33, α = 0.9), Delta momentum (Eq. 48–49, α = 0.9) with the printed correction step
+ζ = 1 and with a small ζ = 1e-5, DMGD (Eq. 50, α = 0.9, 16 hidden units) and Adam (torch, as a reference).
+Muon and M3 are not applicable: the toy's parameter (r, θ) is a 2-vector, and Muon orthogonalises a matrix
+(Newton–Schulz of a vector only normalises it; M3 sends vectors to its AdamW fallback). A run whose ψ is
+not finite or exceeds 1e12 is reported as diverged, with its step.
 
     python benchmarks/nl_optimizers.py --quick      # smoke run, seconds
     python benchmarks/nl_optimizers.py              # full run
@@ -41,16 +51,20 @@ import torch
 from torch import nn
 
 from neural_memory.models import lm_loss
+from neural_memory.nl.optimizers import DeepMomentumGD, DeltaMomentum, MomentumGD
+from neural_memory.nl.toy_problems import CURVATURE_TOY_START, curvature_toy, curvature_toy_grad
 from neural_memory.training import Task, TrainConfig, build_model, train
 from neural_memory.training_optimizers import OPTIMIZER_NAMES, OptimizerChain, build_optimizer, state_bytes
 
-DEFAULT_OPTIMIZERS = ["adamw", "muon", "torch-muon", "m3"]
+DEFAULT_OPTIMIZERS = ["adamw", "muon", "torch-muon", "m3", "dmgd"]
 FULL = {
     "lm": {"kind": "titans-mac", "dim": 64, "depth": 2, "seq_len": 128, "batch_size": 8, "recall_pairs": 8},
     "mlp": {"dim": 256, "hidden": 1024, "batch": 64},
     "warmup": 3,
     "iters": 20,
     "recall_steps": 300,
+    "toy_steps": 2000,
+    "toy_lrs": [1e-3, 3e-3, 1e-2],
 }
 QUICK = {
     "lm": {"kind": "titans-mac", "dim": 16, "depth": 1, "seq_len": 16, "batch_size": 2, "recall_pairs": 3},
@@ -58,6 +72,8 @@ QUICK = {
     "warmup": 1,
     "iters": 2,
     "recall_steps": 2,
+    "toy_steps": 20,
+    "toy_lrs": [1e-3, 1e-2],
 }
 LR, WEIGHT_DECAY, GRAD_CLIP = 3e-3, 0.1, 1.0  # the defaults of neural-memory train
 TARGETS = (("m3", "muon", 1.5), ("muon", "torch-muon", 1.2))  # (numerator, denominator, max ratio)
@@ -156,6 +172,51 @@ def recall_run(name: str, cfg: dict) -> dict:
     }
 
 
+TOY_OPTIMIZERS = {
+    "momentum": lambda p, lr: MomentumGD(p, lr=lr, alpha=0.9),
+    "delta-momentum zeta=1 (printed)": lambda p, lr: DeltaMomentum(p, lr=lr, alpha=0.9, delta_lr=1.0),
+    "delta-momentum zeta=1e-5": lambda p, lr: DeltaMomentum(p, lr=lr, alpha=0.9, delta_lr=1e-5),
+    "dmgd": lambda p, lr: DeepMomentumGD(p, lr=lr, alpha=0.9, hidden=16),
+    "adam (torch)": lambda p, lr: torch.optim.Adam(p, lr=lr),
+}
+TOY_NOT_APPLICABLE = {
+    "muon": "the parameter (r, theta) is a 2-vector; Muon orthogonalises matrices",
+    "m3": "the parameter is a 2-vector; M3 orthogonalises matrices (vectors go to its AdamW fallback)",
+}
+TOY_DIVERGED = 1e12
+
+
+def toy_run(name: str, lr: float, steps: int) -> dict:
+    """ψ (Eq. 53) after ``steps`` steps of ``name`` from the paper's start, float64, closed-form gradients."""
+    point = torch.tensor(CURVATURE_TOY_START, dtype=torch.float64, requires_grad=True)
+    optimizer = TOY_OPTIMIZERS[name]([point], lr)
+    row = {"optimizer": name, "lr": lr, "steps": steps}
+    for step in range(steps):
+        point.grad = curvature_toy_grad(point.detach())
+        optimizer.step()
+        psi = curvature_toy(point.detach()).item()
+        if not psi < TOY_DIVERGED:  # also catches NaN
+            return row | {"status": "diverged", "at_step": step + 1, "loss": psi}
+    return row | {"status": "ok", "loss": psi, "point": point.detach().tolist()}
+
+
+def toy_rows(cfg: dict) -> list[dict]:
+    rows = [toy_run(name, lr, cfg["toy_steps"]) for name in TOY_OPTIMIZERS for lr in cfg["toy_lrs"]]
+    return rows + [{"optimizer": n, "status": "n/a", "reason": r} for n, r in TOY_NOT_APPLICABLE.items()]
+
+
+def toy_table(rows: list[dict]) -> str:
+    out = ["| optimizer (Eq. 53 toy) | lr | steps | psi |", "|---|---|---|---|"]
+    for r in rows:
+        if r["status"] == "n/a":
+            out.append(f"| {r['optimizer']} | | | n/a: {r['reason']} |")
+        elif r["status"] == "diverged":
+            out.append(f"| {r['optimizer']} | {r['lr']:g} | {r['steps']} | diverged at step {r['at_step']} |")
+        else:
+            out.append(f"| {r['optimizer']} | {r['lr']:g} | {r['steps']} | {r['loss']:.3e} |")
+    return "\n".join(out)
+
+
 def derived(rows: list[dict]) -> list[dict]:
     """Step-time ratios against the targets, per model."""
     step = {(r["model"], r["optimizer"]): r["step_ms"] for r in rows if r.get("status") == "ok"}
@@ -191,7 +252,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def write(path: Path, cfg: dict, rows: list[dict], lines: list[dict]) -> None:
+def write(path: Path, cfg: dict, rows: list[dict], lines: list[dict], toy: list[dict] | None = None) -> None:
     report = {
         "config": cfg,
         "environment": {
@@ -210,6 +271,7 @@ def write(path: Path, cfg: dict, rows: list[dict], lines: list[dict]) -> None:
         },
         "rows": rows,
         "derived": lines,
+        "toy": toy or [],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1) + "\n")
@@ -224,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=list(PROBLEMS), default=list(PROBLEMS))
     parser.add_argument("--iters", type=int, default=None, help="timed steps per row")
     parser.add_argument("--recall-steps", type=int, default=None, help="0: no recall runs")
+    parser.add_argument("--toy-steps", type=int, default=None, help="0: no Eq. 53 toy runs")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
@@ -232,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg["iters"] = args.iters
     if args.recall_steps is not None:
         cfg["recall_steps"] = args.recall_steps
+    if args.toy_steps is not None:
+        cfg["toy_steps"] = args.toy_steps
     cfg |= {"optimizers": args.optimizers, "models": args.models, "threads": args.threads, "lr": LR}
     cfg |= {"weight_decay": WEIGHT_DECAY}
     torch.set_num_threads(args.threads)
@@ -254,9 +319,13 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             write(args.out, cfg, rows, derived(rows))
     lines = derived(rows)
-    write(args.out, cfg, rows, lines)
+    toy = toy_rows(cfg) if cfg["toy_steps"] > 0 else []
+    write(args.out, cfg, rows, lines, toy)
     print()
     print(table(rows))
+    if toy:
+        print()
+        print(toy_table(toy))
     print("\nDerived")
     for line in lines:
         value = "–" if line["value"] is None else f"{line['value']:.2f}x"

@@ -14,20 +14,36 @@
   the Titans persistent tokens, the memory's initial weights (3-D, one matrix per head), convolutions,
   norms, gates and biases go to AdamW. Both Muons use ``adjust_lr_fn="match_rms_adamw"``, the scaling made
   to reuse AdamW's learning rate and weight decay, so one ``--lr`` serves both groups.
+  M3 runs in the EMA reading of Algorithm 1 (:data:`M3_TRAINING_OPTIONS`; catalog, Algorithm 1 (c)):
+  ``M1 ← 0.9 M1 + 0.1 g``, ``V ← 0.999 V + 0.001 g²``, ``M2 ← 0.9 M2 + 0.1 Σg`` and ε = 0.1. The class's
+  defaults (the printed sums, ε = 1e-8) diverge in the LM at the default ``--lr``: the orthogonalised
+  numerator does not shrink with the gradient, so ``lr·O/(√V + ε)`` is huge wherever ``|g| ≪ 1/√d``
+  (docs/errata.md, NL Eq. 75 and Algorithm 1).
 * ``dgd``: :class:`~neural_memory.nl.optimizers.DeltaGradientDescent` on every hidden ``nn.Linear`` (weight
   and bias), whose inputs it records with forward hooks (:meth:`DeltaGradientDescent.track`); AdamW on the
-  rest. The correction is summed over every token of the batch (the optimizer's Gram matrix is a sum, the
-  LM loss a mean), so it shrinks the weights along the inputs strongly unless ``--lr`` is small.
+  rest. The Gram matrix is the per-token mean ``gram="mean"`` (the LM loss is a mean over the batch's
+  tokens): the step is the argmin of Eq. 56 averaged over the tokens, not summed (a sum would make the
+  correction B·T times stronger relative to the mean loss's gradient; docs/errata.md).
 * ``momentum``: :class:`~neural_memory.nl.optimizers.MomentumGD` (Eq. 33, α = 0.9) on every parameter.
 * ``adam-nl``: :class:`~neural_memory.nl.optimizers.ElementwiseMomentum` in Appendix B's Adam form
   (Eq. 105 with EMAs and bias correction, decays (0.9, 0.95)) on every parameter: Adam built as an
   associative memory, equal to ``adamw`` up to float round-off.
+* ``dmgd``: :class:`~neural_memory.nl.optimizers.DeepMomentumGD` (Eq. 50: the momentum is a tanh MLP with
+  16 hidden units trained by the dot-product objective, α = 0.9, memory step ``lr``) on every parameter.
+* ``delta-momentum``: :class:`~neural_memory.nl.optimizers.DeltaMomentum` (Eq. 48–49, α = 0.9, the printed
+  correction step ζ = 1, P = I) on every parameter. Along a parameter's top gradient direction the
+  momentum is multiplied by α − ζσ₁(g)² each step; the loop clips the gradient norm to ``grad_clip``
+  (default 1), so σ₁² <= 1 < 1 + α and the printed ζ = 1 stays stable (with ``grad_clip`` above
+  √1.9 ≈ 1.38 it may not: docs/errata.md, NL Eq. 48–49).
+
+Both momentum memories take any tensor (a vector is one column, higher ranks flatten to ``(shape[0], -1)``),
+so, like ``momentum``, they hold every parameter.
 
 The learning-rate schedule sets every group's ``lr`` to the scheduled rate times the group's ``lr_scale``
 (1 unless stated; ``adam-nl`` uses √β₂ so that its step is Adam's at the same rate). Weight decay is
 decoupled (``p ← (1 − lr·wd) p`` before the update) on tensors of >= 2 dims: by AdamW and the Muons
 themselves, and by :class:`OptimizerChain` for the optimizers that have none (M3, DGD, momentum,
-adam-nl), through the group key ``chain_weight_decay``.
+adam-nl, dmgd, delta-momentum), through the group key ``chain_weight_decay``.
 """
 
 from __future__ import annotations
@@ -40,10 +56,35 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from neural_memory.nl.optimizers import M3, DeltaGradientDescent, ElementwiseMomentum, MomentumGD, Muon
+from neural_memory.nl.optimizers import (
+    M3,
+    DeepMomentumGD,
+    DeltaGradientDescent,
+    DeltaMomentum,
+    ElementwiseMomentum,
+    MomentumGD,
+    Muon,
+)
 
-OPTIMIZER_NAMES = ("adamw", "muon", "torch-muon", "m3", "dgd", "momentum", "adam-nl")
+OPTIMIZER_NAMES = (
+    "adamw",
+    "muon",
+    "torch-muon",
+    "m3",
+    "dgd",
+    "momentum",
+    "adam-nl",
+    "dmgd",
+    "delta-momentum",
+)
 ADAMW_BETAS = (0.9, 0.95)
+M3_TRAINING_OPTIONS: dict[str, Any] = {  # the EMA reading of Algorithm 1 that trains the LM (errata)
+    "beta1": 0.1,
+    "beta2": 0.001,
+    "beta3": 0.1,
+    "decays": (0.9, 0.999, 0.9),
+    "eps": 0.1,
+}
 DECAY_KEY = (
     "chain_weight_decay"  # weight decay applied by OptimizerChain (torch AdamW owns "decoupled_weight_decay")
 )
@@ -170,7 +211,7 @@ def _matrix_optimizer(name: str, model: nn.Module, lr: float, weight_decay: floa
     elif name == "torch-muon":
         main = torch.optim.Muon(matrices, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
     else:
-        main = M3([{"params": matrices, DECAY_KEY: weight_decay}], lr=lr)
+        main = M3([{"params": matrices, DECAY_KEY: weight_decay}], lr=lr, **M3_TRAINING_OPTIONS)
     return _with_fallback(main, rest, lr, weight_decay)
 
 
@@ -180,17 +221,21 @@ def _dgd(model: nn.Module, lr: float, weight_decay: float) -> OptimizerChain:
     if not linears:
         raise ValueError("--optimizer dgd needs at least one nn.Linear besides the head")
     params = [p for m in linears for p in (m.weight, m.bias) if p is not None]
-    main = DeltaGradientDescent(_decay_split(params, weight_decay, DECAY_KEY), lr=lr)
+    main = DeltaGradientDescent(_decay_split(params, weight_decay, DECAY_KEY), lr=lr, gram="mean")
     for module in linears:
         main.track(module)
     return _with_fallback(main, _without(_trainable(model), params), lr, weight_decay)
 
 
 def _elementwise(name: str, model: nn.Module, lr: float, weight_decay: float) -> OptimizerChain:
-    """MomentumGD or App. B's Adam on every parameter, decay by the chain."""
+    """MomentumGD, DMGD, Delta momentum or App. B's Adam on every parameter, decay by the chain."""
     groups = _decay_split(_trainable(model), weight_decay, DECAY_KEY)
     if name == "momentum":
         return OptimizerChain({"main": MomentumGD(groups, lr=lr, alpha=0.9)})
+    if name == "dmgd":
+        return OptimizerChain({"main": DeepMomentumGD(groups, lr=lr, alpha=0.9, hidden=16)})
+    if name == "delta-momentum":
+        return OptimizerChain({"main": DeltaMomentum(groups, lr=lr, alpha=0.9, delta_lr=1.0)})
     beta1, beta2 = 1 - ADAMW_BETAS[0], 1 - ADAMW_BETAS[1]
     for group in groups:
         group["lr_scale"] = math.sqrt(beta2)  # ElementwiseMomentum(lr) = Adam(lr / √β₂)
@@ -254,6 +299,7 @@ def state_bytes(optimizer: Optimizer | OptimizerChain) -> int:
 
 __all__ = [
     "ADAMW_BETAS",
+    "M3_TRAINING_OPTIONS",
     "OPTIMIZER_NAMES",
     "OptimizerChain",
     "build_optimizer",

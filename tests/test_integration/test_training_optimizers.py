@@ -12,6 +12,7 @@ from torch import nn
 
 from neural_memory.cli import main
 from neural_memory.commands.train import OPTIMIZERS
+from neural_memory.nl.optimizers import M3, DeepMomentumGD, DeltaMomentum
 from neural_memory.training import (
     Task,
     TrainConfig,
@@ -101,6 +102,68 @@ def test_matrix_optimizers_get_the_hidden_linear_weights_and_adamw_the_rest(name
     assert main_params == expected
     assert id(model.head.weight) not in main_params and id(model.embedding.weight) not in main_params
     assert all(p.dim() == 2 for g in optimizer.optimizers["main"].param_groups for p in g["params"])
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "options"),
+    [
+        ("dmgd", DeepMomentumGD, {"alpha": 0.9, "hidden": 16, "objective": "dot", "activation": "tanh"}),
+        ("delta-momentum", DeltaMomentum, {"alpha": 0.9, "delta_lr": 1.0, "precondition": None}),
+    ],
+)
+def test_momentum_memories_hold_every_parameter_with_the_chain_decay(name, cls, options):
+    # DMGD and Delta momentum take any tensor (a vector is one column, higher ranks flatten), so, like
+    # momentum, they get every parameter, the matrices decayed by the chain and the vectors not at all.
+    model = build_model(_config(name, kind="titans-mac"))
+    optimizer = build_optimizer(name, model, lr=1e-3, weight_decay=0.1)
+    assert isinstance(optimizer, OptimizerChain) and list(optimizer.optimizers) == ["main"]
+    main = optimizer.optimizers["main"]
+    assert isinstance(main, cls)
+    held = [p for g in main.param_groups for p in g["params"]]
+    assert {id(p) for p in held} == {id(p) for p in model.parameters()}
+    for group in main.param_groups:
+        assert {k: group[k] for k in options} == options and group["lr"] == 1e-3
+        expected = 0.1 if group["params"][0].dim() >= 2 else 0.0
+        assert group["chain_weight_decay"] == expected
+        assert all((p.dim() >= 2) == (expected > 0) for p in group["params"])
+
+
+def test_delta_momentum_in_the_loop_is_eq49_by_hand():
+    # Two steps on an MLP with fixed gradients G1, G2 per parameter (weight decay 0): by Eq. 48–49 with
+    # ζ = 1, P = I: m1 = −η G1, m2 = m1 (α I − G2ᵀG2) − η G2 (a vector as one column), W2 = W0 + m1 + m2.
+    lr, alpha = 0.1, 0.9
+    model = _mlp()
+    optimizer = build_optimizer("delta-momentum", model, lr=lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(3)
+    grads = [[torch.randn(p.shape, dtype=torch.float64, generator=generator) for p in model.parameters()]]
+    grads.append([torch.randn(p.shape, dtype=torch.float64, generator=generator) for p in model.parameters()])
+    start = [p.detach().clone() for p in model.parameters()]
+    for step_grads in grads:
+        for p, g in zip(model.parameters(), step_grads, strict=True):
+            p.grad = g.clone()
+        optimizer.step()
+    for p, w0, g1, g2 in zip(model.parameters(), start, *grads, strict=True):
+        g1m, g2m = (g.reshape(g.shape[0], -1) for g in (g1, g2))
+        m1 = -lr * g1m
+        m2 = m1 @ (alpha * torch.eye(g2m.shape[1], dtype=torch.float64) - g2m.T @ g2m) - lr * g2m
+        torch.testing.assert_close(p.detach(), w0 + (m1 + m2).reshape(w0.shape), rtol=1e-12, atol=1e-14)
+
+
+def test_m3_in_the_loop_is_the_ema_reading_of_algorithm_1_and_the_paper_default_stays_the_class_default():
+    # --optimizer m3: M ← 0.9 M + 0.1 g, V ← 0.999 V + 0.001 g², slow M2 ← 0.9 M2 + 0.1 Σg, ε = 0.1 (the
+    # catalog's EMA reading; the printed sums with ε = 1e-8 diverge in the LM, see the module docstring).
+    model = build_model(_config("m3"))
+    main = build_optimizer("m3", model, lr=1e-3, weight_decay=0.1).optimizers["main"]
+    expected = {"beta1": 0.1, "beta2": 0.001, "beta3": 0.1, "decays": (0.9, 0.999, 0.9), "eps": 0.1}
+    assert all({k: g[k] for k in expected} == expected for g in main.param_groups)
+    paper = M3(model.parameters()).defaults
+    assert {k: paper[k] for k in expected} == {
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "beta3": 0.9,
+        "decays": (1.0, 1.0, 1.0),
+        "eps": 1e-8,
+    }
 
 
 @pytest.mark.parametrize(("ours", "reference"), [("adam-nl", "adamw"), ("muon", "torch-muon")])
@@ -199,25 +262,30 @@ def test_with_zero_gradients_only_the_weight_decay_acts(name):
         torch.testing.assert_close(p.detach(), expected, rtol=1e-12, atol=1e-15)
 
 
-def test_dgd_step_is_the_decayed_proximal_step_on_the_recorded_inputs():
-    # By hand: W ← (1 − η·wd) W, then W ← (W − η G)(I + η Σ x xᵀ)⁻¹ with G = 0; a bias is a column with
-    # input 1 and no decay: b ← b / (1 + η n). Layer 2's inputs are tanh of layer 1's outputs.
-    lr, wd = 0.1, 0.5
+def test_dgd_step_is_the_decayed_proximal_step_on_the_mean_gram_of_the_recorded_inputs():
+    # By hand: W ← (1 − η·wd) W, then W ← (W − η G)(I + η XᵀX / n)⁻¹ with the per-token mean Gram (the loss
+    # is a mean over the n tokens); a bias is a column with input 1 and no decay: b ← (b − η g_b) / (1 + η).
+    # Layer 2's inputs are tanh of layer 1's outputs.
+    lr, wd, n = 0.1, 0.5, 5
     model = _mlp()
     optimizer = build_optimizer("dgd", model, lr=lr, weight_decay=wd)
     assert list(optimizer.optimizers) == ["main"]  # an MLP has no head: every layer is DGD's
-    x = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert all(group["gram"] == "mean" for group in optimizer.param_groups)
+    x = torch.randn(n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     first, second = model[0], model[2]
     hidden = torch.tanh(first(x)).detach()
+    generator = torch.Generator().manual_seed(2)
+    grads = [torch.randn(p.shape, dtype=torch.float64, generator=generator) for p in model.parameters()]
     expected = []
-    for layer, inputs in ((first, x), (second, hidden)):
-        system = torch.eye(inputs.shape[1], dtype=torch.float64) + lr * inputs.T @ inputs
-        weight = (1 - lr * wd) * layer.weight.detach() @ torch.linalg.inv(system)
-        expected += [weight, layer.bias.detach() / (1 + lr * inputs.shape[0])]
+    for i, (layer, inputs) in enumerate(((first, x), (second, hidden))):
+        g_weight, g_bias = grads[2 * i], grads[2 * i + 1]
+        system = torch.eye(inputs.shape[1], dtype=torch.float64) + lr * inputs.T @ inputs / n
+        weight = ((1 - lr * wd) * layer.weight.detach() - lr * g_weight) @ torch.linalg.inv(system)
+        expected += [weight, (layer.bias.detach() - lr * g_bias) / (1 + lr)]
     optimizer.zero_grad()
     model(x)  # the hooks record the inputs
-    for p in model.parameters():
-        p.grad = torch.zeros_like(p)
+    for p, g in zip(model.parameters(), grads, strict=True):
+        p.grad = g.clone()
     optimizer.step()
     got = [first.weight, first.bias, second.weight, second.bias]
     for g, e in zip(got, expected, strict=True):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "nl_optimizers.py"
 
@@ -59,3 +61,33 @@ def test_derived_verdicts_from_made_up_rows(bench):
     lm_muon = by_name["lm: step time muon / torch-muon (target <= 1.2)"]
     assert lm_muon["verdict"] == "FAIL" and lm_muon["value"] == pytest.approx(1.25)
     assert by_name["mlp: step time m3 / muon (target <= 1.5)"]["verdict"] == "N/A"
+
+
+def _heavy_ball_psi(lr: float, steps: int, k=10.0, a=0.5, w=2.0) -> float:
+    """Eq. 33 on Eq. 53 written out: m ← 0.9 m − lr ∇ψ, (r, θ) ← (r, θ) + m, gradient by hand."""
+    r, theta, m_r, m_theta = -3.5, 2.0, 0.0, 0.0
+    for _ in range(steps):
+        e = r - theta + a * math.sin(w * r)
+        g_r, g_theta = 2 * r + 2 * k * e * (1 + a * w * math.cos(w * r)), -2 * k * e
+        m_r, m_theta = 0.9 * m_r - lr * g_r, 0.9 * m_theta - lr * g_theta
+        r, theta = r + m_r, theta + m_theta
+    return r**2 + k * (r - theta + a * math.sin(w * r)) ** 2
+
+
+def test_quick_run_has_dmgd_and_the_eq53_toy(bench, tmp_path, capsys):
+    out = tmp_path / "nl_optimizers.json"
+    argv = ["--quick", "--iters", "1", "--recall-steps", "0", "--models", "mlp", "--out", str(out)]
+    assert bench.main([*argv, "--optimizers", "dmgd"]) == 0
+    report = json.loads(out.read_text())
+    assert [(r["model"], r["optimizer"], r["status"]) for r in report["rows"]] == [("mlp", "dmgd", "ok")]
+    toy = {(r["optimizer"], r.get("lr")): r for r in report["toy"]}
+    assert {name for name, _ in toy} == set(bench.TOY_OPTIMIZERS) | {"muon", "m3"}
+    assert toy["muon", None]["status"] == toy["m3", None]["status"] == "n/a"
+    assert toy["momentum", 1e-2]["steps"] == 20
+    assert toy["momentum", 1e-2]["loss"] == pytest.approx(_heavy_ball_psi(1e-2, 20), rel=1e-12)
+    # the printed ζ = 1 flips and grows the momentum where ‖g‖² ≈ 1e4 (docs/errata.md, NL Eq. 48–49)
+    assert all(toy["delta-momentum zeta=1 (printed)", lr]["status"] == "diverged" for lr in (1e-3, 1e-2))
+    start = bench.curvature_toy(torch.tensor(bench.CURVATURE_TOY_START, dtype=torch.float64)).item()
+    assert toy["dmgd", 1e-3]["status"] == "ok" and toy["dmgd", 1e-3]["loss"] < start / 10
+    printed = capsys.readouterr().out
+    assert "| muon | | | n/a:" in printed and "| momentum | 0.01 | 20 |" in printed

@@ -41,11 +41,14 @@ OPTIMIZERS: dict[str, str] = {
     "adamw": "torch.optim.AdamW on every parameter (default)",
     "muon": "NL Muon (Eq. 42) on the hidden nn.Linear weights, AdamW on embeddings, head, norms, biases",
     "torch-muon": "torch.optim.Muon on the hidden nn.Linear weights, AdamW on the rest",
-    "m3": "NL M3 (Algorithm 1) on the hidden nn.Linear weights, AdamW on the rest",
+    "m3": "NL M3 (Algorithm 1, EMA reading: decays 0.9/0.999/0.9, eps 0.1) on the hidden nn.Linear "
+    "weights, AdamW on the rest",
     "dgd": "Delta Gradient Descent (Eq. 56-57) on every hidden nn.Linear, its inputs recorded by forward "
-    "hooks (summed over the batch's tokens: use a small --lr); AdamW on the rest",
+    "hooks (Gram averaged over the batch's tokens, as the loss); AdamW on the rest",
     "momentum": "GD with momentum (Eq. 33, alpha 0.9) on every parameter",
     "adam-nl": "App. B's Adam form of the element-wise momentum (Eq. 105) on every parameter",
+    "dmgd": "Deep Momentum GD (Eq. 50, a 16-unit tanh MLP momentum, alpha 0.9) on every parameter",
+    "delta-momentum": "Delta momentum (Eq. 48-49, alpha 0.9, printed correction step 1) on every parameter",
 }
 
 

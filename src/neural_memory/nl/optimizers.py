@@ -637,6 +637,8 @@ class M3(Optimizer):
     Measured (errata): the printed sums do not settle on a convex quadratic (``decays < 1`` do), and
     with a tiny ``eps`` an entry whose gradient is small next to its row and column steps by about
     ``lr · O / (|g| + eps)`` — a gradient entry that stays 0 steps by ``lr · O / eps``.
+    ``neural-memory train --optimizer m3`` therefore uses the EMA reading with ``eps = 0.1``
+    (``neural_memory.training_optimizers.M3_TRAINING_OPTIONS``); the defaults here stay the printed sums.
 
     Parameters that are not matrices (biases, norms) are updated by AdamW with the ``adamw_*``
     hyper-parameters (the paper is silent; Muon's usual fallback). The paper gives no hyper-parameter
@@ -833,13 +835,24 @@ class DeltaGradientDescent(Optimizer):
     recorded while gradients are enabled, from the last :meth:`zero_grad` (or step) to the step; hooks
     are not part of ``state_dict`` (call :meth:`track` again after loading).
 
+    ``gram="mean"`` divides the Gram matrix by the number ``N`` of recorded inputs,
+    :math:`W_{t+1} = (W_t - \eta G)(I + \tfrac{\eta}{N}\sum_j x_jx_j^\top)^{-1}`: the exact argmin of
+    Eq. 56 averaged over the inputs, :math:`\frac1N\sum_j\tfrac12\|Wx_j - u_j\|^2
+    + \frac{1}{2\eta}\|W - W_t\|^2` with :math:`u_j = -\nabla_{y_j}\ell_j`, for a loss that is the
+    *mean* of per-input losses :math:`\ell_j` (``G`` is then the mean's gradient). With the default
+    ``"sum"`` and a mean loss the correction is ``N`` times stronger relative to the gradient than
+    Eq. 56's (docs/errata.md, NL Eq. 56–57 in the training loop). For one input both are Eq. 57.
+
     Args:
-        params: parameters or groups (group option ``delta``).
+        params: parameters or groups (group options ``delta``, ``gram``).
         lr: η >= 0 (1e-2; the paper gives none).
+        gram: ``"sum"`` (the summed objective, for a summed loss) or ``"mean"`` (for a mean loss).
     """
 
-    def __init__(self, params: Params, lr: float = 1e-2) -> None:
-        super().__init__(params, {"lr": _check_nonneg("lr", lr), "delta": True})
+    def __init__(self, params: Params, lr: float = 1e-2, gram: str = "sum") -> None:
+        if gram not in ("sum", "mean"):
+            raise ValueError(f"gram must be 'sum' or 'mean', got {gram!r}")
+        super().__init__(params, {"lr": _check_nonneg("lr", lr), "delta": True, "gram": gram})
 
     def track(self, module: nn.Linear) -> torch.utils.hooks.RemovableHandle:
         """Record the inputs of ``module`` (an ``nn.Linear`` whose parameters this optimizer holds)."""
@@ -855,13 +868,15 @@ class DeltaGradientDescent(Optimizer):
             state.pop("key_rows", None)
 
     @staticmethod
-    def _delta_step(p: Tensor, grad: Tensor, state: dict, lr: float) -> None:
+    def _delta_step(p: Tensor, grad: Tensor, state: dict, lr: float, mean: bool) -> None:
         if "key_gram" not in state:
             raise ValueError(
                 f"DeltaGradientDescent has no recorded input for a parameter of shape {tuple(p.shape)}: "
                 "call track(module) on its nn.Linear, or put it in a group with delta=False"
             )
         gram, rows = state.pop("key_gram"), state.pop("key_rows")
+        if mean:  # (1/N) Σ x xᵀ: the Gram of the per-token mean objective
+            gram = gram / rows
         w, g = p.view(p.shape[0], -1), grad.view(p.shape[0], -1)  # a bias is one column
         if rows == 1:  # Eq. 57 (Sherman–Morrison): W − η'(W x xᵀ + G), η' = η/(1 + η‖x‖²)
             eta = lr / (1 + lr * gram.trace())
@@ -876,7 +891,7 @@ class DeltaGradientDescent(Optimizer):
         for group in self.param_groups:
             for p, grad, state in _grads(self, group):
                 if group["delta"]:
-                    self._delta_step(p, grad, state, group["lr"])
+                    self._delta_step(p, grad, state, group["lr"], group.get("gram", "sum") == "mean")
                 else:
                     p.sub_(grad, alpha=group["lr"])
         return loss

@@ -877,6 +877,47 @@ def test_dgd_optimizer_on_a_batch_is_the_proximal_step_of_the_summed_objective()
 
 
 @pytest.mark.equation("nl", 56)
+def test_dgd_optimizer_with_the_mean_gram_is_the_proximal_step_of_the_per_token_mean_objective():
+    # gram="mean": the loss is the mean of per-token losses ℓ_j = ½‖W x_j − y_j‖², and the step is the argmin
+    # of (1/N) Σ_j ½‖W x_j − u_j‖² + ‖W − W_t‖²/(2η), u_j = −∇_{y_j} ℓ_j: Eq. 56 averaged over the N tokens.
+    torch.manual_seed(2)
+    layer = torch.nn.Linear(4, 3, bias=False).double()
+    opt = DeltaGradientDescent(layer.parameters(), lr=0.3, gram="mean")
+    opt.track(layer)
+    w0 = layer.weight.detach().clone()
+    x, y = _randn(6, 4, seed=57), _randn(6, 3, seed=58)
+    opt.zero_grad()
+    (0.5 * ((layer(x) - y) ** 2).sum(-1)).mean().backward()
+    opt.step()
+    u = -(x @ w0.T - y)
+    objective = lambda m: 0.5 * ((x @ m.T - u) ** 2).sum(-1).mean() + ((m - w0) ** 2).sum() / 0.6  # noqa: E731
+    iterate, step = w0.clone(), 1 / (torch.linalg.eigvalsh(x.T @ x / 6).max().item() + 1 / 0.3)
+    for _ in range(600):
+        iterate = iterate - step * _autograd(objective, iterate)
+    torch.testing.assert_close(layer.weight.detach(), iterate, rtol=0, atol=1e-10)
+
+
+@pytest.mark.equation("nl", 56)
+def test_dgd_mean_gram_on_one_input_is_the_sum_and_bad_gram_is_refused():
+    # N = 1: the mean is the sum (Eq. 57's single-input step); a bias sees the constant input 1 per token
+    x, target = _randn(4, seed=59), _randn(3, seed=60)
+    results = []
+    for gram in ("sum", "mean"):
+        torch.manual_seed(3)
+        layer = torch.nn.Linear(4, 3).double()
+        opt = DeltaGradientDescent(layer.parameters(), lr=0.3, gram=gram)
+        opt.track(layer)
+        opt.zero_grad()
+        (0.5 * ((layer(x) - target) ** 2).sum()).backward()
+        opt.step()
+        results.append([p.detach().clone() for p in layer.parameters()])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="gram must be 'sum' or 'mean'"):
+        DeltaGradientDescent(torch.nn.Linear(2, 2).parameters(), gram="max")
+
+
+@pytest.mark.equation("nl", 56)
 def test_dgd_optimizer_never_skips_an_untracked_parameter():
     layer = torch.nn.Linear(3, 2).double()
     free = _param(torch.ones(2, dtype=F64))
