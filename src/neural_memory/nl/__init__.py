@@ -23,6 +23,9 @@
   time-varying-curvature toy (Eq. 53).
 * :mod:`neural_memory.nl.self_modifying` — self-modifying Titans: memories that generate their own keys,
   values, learning rates and retention gates, updated by DGD with weight decay, chunk-parallel (Eq. 76–93).
+* :mod:`neural_memory.nl.hope` — Hope: self-modifying Titans followed by the CMS chain, and Hope-Attention
+  (softmax attention + CMS) (Eq. 94–97, N-U16); :mod:`neural_memory.nl.models` — the LM kinds ``hope`` and
+  ``hope-attention`` of :func:`neural_memory.models.registry.build_lm`.
 """
 
 from neural_memory.nl.backprop import (
@@ -41,6 +44,7 @@ from neural_memory.nl.cms import (
     continuum_memory_reference,
 )
 from neural_memory.nl.gradient_descent import ftrl_iterate, output_surprise_step, sgd_step
+from neural_memory.nl.hope import HopeBlock, HopeState
 from neural_memory.nl.knowledge_transfer import (
     adapted_memory_loss,
     meta_learned_initialisation,
@@ -88,6 +92,8 @@ __all__ = [
     "AdaTransformerBlock",
     "CMSState",
     "ContinuumMemory",
+    "HopeBlock",
+    "HopeState",
     "OjaObjective",
     "SelfModifyingState",
     "SelfModifyingTitans",

@@ -15,6 +15,7 @@ from hypothesis.extra.numpy import arrays
 
 from neural_memory.nl.optimizers import dgd_effective_lr, dgd_step
 from neural_memory.nl.self_modifying import (
+    ALPHA_MIN,
     SelfModifyingTitans,
     chunk_recurrence,
     inner_loss,
@@ -392,6 +393,30 @@ def test_with_zero_second_layers_generated_values_are_the_shared_value():
             for a, b in zip(state.current[name], states[0].current[name], strict=True):
                 torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-14)
         assert not torch.equal(states[0].current[name][1], torch.zeros_like(states[0].current[name][1]))
+
+
+@pytest.mark.equation("nl", 90)
+@pytest.mark.parametrize("memory", ["residual_mlp", "linear"])
+def test_alpha_floor_keeps_the_float32_chunk_form_finite_and_equal_to_the_reference(memory):
+    # σ(-200) underflows to exactly 0 in float32; the chunk form divides by α (β = η/α of the gated delta
+    # rule), so without the floor ALPHA_MIN it fails (β = inf) while the token loop would not
+    torch.manual_seed(0)
+    module = SelfModifyingTitans(DIM, hidden=HIDDEN, memory=memory, chunk_size=3)
+    with torch.no_grad():
+        module.alpha_readout.weight.zero_()
+        module.alpha_readout.bias.fill_(-200.0)
+    assert torch.sigmoid(torch.tensor(-200.0)).item() == 0.0
+    x = 0.5 * torch.randn(2, 7, DIM, generator=torch.Generator().manual_seed(1))
+    alpha = module.generate(x, module.init_state(2).current)["alpha"]
+    assert torch.equal(alpha, torch.full((2, 7), ALPHA_MIN))
+    y, state = module(x)
+    y_ref, state_ref = self_modifying_reference(module, x)
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)  # float32 round-off
+    for name in module.names:
+        for a, b in zip(state.current[name], state_ref.current[name], strict=True):
+            assert torch.isfinite(a).all()
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------------
