@@ -65,9 +65,13 @@ def test_curvature_toy_evaluates_a_batch_of_points_row_by_row():
 def test_curvature_toy_grad_is_autograd_of_the_printed_formula(point, k, alpha, omega):
     x = point.clone().requires_grad_(True)
     r, theta = x[0], x[1]
-    (r**2 + k * (r - theta + alpha * torch.sin(omega * r)) ** 2).backward()
+    printed = r**2 + k * (r - theta + alpha * torch.sin(omega * r)) ** 2
+    printed.backward()
     got = curvature_toy_grad(point, k=k, alpha=alpha, omega=omega)
     torch.testing.assert_close(got, x.grad, rtol=1e-12, atol=1e-10)
+    # and the objective itself is the printed formula, so the gradient is that of curvature_toy
+    value = curvature_toy(point, k=k, alpha=alpha, omega=omega)
+    torch.testing.assert_close(value, printed.detach(), rtol=1e-12, atol=1e-10)
 
 
 @pytest.mark.equation("nl", 53)
