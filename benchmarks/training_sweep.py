@@ -11,6 +11,8 @@ validation loss against steps), whether every training loss was finite, and the 
         --out benchmarks/results/stability_lr3.json     # the same at 3x the default learning rate
     python benchmarks/training_sweep.py recall --steps 2000 --seeds 0 1 2 \\
         --out benchmarks/results/recall.json            # answer accuracy vs steps
+    python benchmarks/training_sweep.py recall --steps 1500 --seeds 0 1 2 --kinds transformer titans-lmm \\
+        --overrides '{"batch_size": 32, "model_config": {"embedding_std": 1.0}}'  # issue 7's open lead
     python benchmarks/training_sweep.py stability --quick       # smoke run, seconds
 
 Defaults are the training defaults of ``neural-memory train`` (``TrainConfig``), nothing tuned here.
@@ -106,8 +108,9 @@ def specs(args: argparse.Namespace) -> list[dict]:
                 }
                 if args.lr is not None:
                     spec["lr"] = args.lr
-                if args.quick:
-                    spec["overrides"] = {"seq_len": 48, "batch_size": 2, "dim": 16, "depth": 1}
+                quick = {"seq_len": 48, "batch_size": 2, "dim": 16, "depth": 1} if args.quick else {}
+                if quick or args.overrides:
+                    spec["overrides"] = {**quick, **(args.overrides or {})}
                 out.append(spec)
     return out
 
@@ -168,6 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=None)
     parser.add_argument("--lr-mult", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=None, help="base learning rate (default: TrainConfig's)")
+    parser.add_argument(
+        "--overrides",
+        type=json.loads,
+        default=None,
+        metavar="JSON",
+        help='TrainConfig fields, e.g. \'{"batch_size": 32, "model_config": {"embedding_std": 1.0}}\'',
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
     parser.add_argument("--quick", action="store_true", help="tiny model, few steps (smoke test)")

@@ -161,12 +161,21 @@ def test_provider_with_a_missing_dependency_raises(monkeypatch, tmp_path):
         ({"vocab_size": 0}, ValueError, "vocab_size must be an int >= 1"),
         ({"mlp_mult": 0}, ValueError, "mlp_mult must be an int >= 1"),
         ({"tie_embeddings": 1}, TypeError, "tie_embeddings must be a bool"),
+        ({"embedding_std": 0.0}, ValueError, "embedding_std must be a finite number > 0"),
+        ({"embedding_std": float("inf")}, ValueError, "embedding_std must be a finite number > 0"),
     ],
 )
 def test_bad_model_arguments(args, error, match):
     torch.manual_seed(0)
     with pytest.raises(error, match=match):
         build_lm("transformer", **{"vocab_size": 10, "dim": 8, "depth": 1, **args})
+
+
+def test_embedding_std_sets_the_embedding_init_and_leaves_an_untied_head_at_the_default():
+    torch.manual_seed(0)
+    model = build_lm("transformer", vocab_size=4096, dim=16, depth=1, embedding_std=1.5, tie_embeddings=False)
+    assert abs(model.embedding.weight.std().item() - 1.5) < 0.02  # 65536 draws: std error about 0.004
+    assert abs(model.head.weight.std().item() - 0.02) < 0.001
 
 
 # ------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ A mixer is registered under a *kind* name in :mod:`neural_memory.models.registry
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -131,6 +132,10 @@ class LanguageModel(nn.Module):
         mixers: one mixer per block, each following the mixer protocol (module docstring).
         mlp_mult: the SwiGLU hidden width is ``mlp_mult * dim``, ``>= 1``.
         tie_embeddings: the head reuses the embedding matrix (no separate head weights).
+        embedding_std: standard deviation of the embedding's normal initialisation, ``> 0`` (an untied
+            head keeps ``EMBEDDING_STD``). Issue 7's recall runs suggest that GPT-2's 0.02 with a tied head
+            delays the escape from the recall task's shortcut plateau; the default is unchanged until that
+            is measured on every kind.
 
     Shapes:
         ``forward(tokens (B, T) long, state) -> (logits (B, T, vocab_size), LMState)``.
@@ -144,6 +149,7 @@ class LanguageModel(nn.Module):
         mixers: Sequence[nn.Module],
         mlp_mult: int = 4,
         tie_embeddings: bool = True,
+        embedding_std: float = EMBEDDING_STD,
     ):
         super().__init__()
         check_int("vocab_size", vocab_size)
@@ -151,11 +157,17 @@ class LanguageModel(nn.Module):
         check_int("mlp_mult", mlp_mult)
         if not isinstance(tie_embeddings, bool):
             raise TypeError(f"tie_embeddings must be a bool, got {type(tie_embeddings).__name__}")
+        if (
+            isinstance(embedding_std, bool)
+            or not isinstance(embedding_std, (int, float))
+            or not 0 < embedding_std < math.inf
+        ):
+            raise ValueError(f"embedding_std must be a finite number > 0, got {embedding_std!r}")
         if len(mixers) < 1 or not all(isinstance(m, nn.Module) for m in mixers):
             raise ValueError("mixers must be a non-empty sequence of nn.Module (one per block)")
         self.vocab_size, self.dim, self.depth = vocab_size, dim, len(mixers)
         self.embedding = nn.Embedding(vocab_size, dim)
-        nn.init.normal_(self.embedding.weight, std=EMBEDDING_STD)
+        nn.init.normal_(self.embedding.weight, std=float(embedding_std))
         self.blocks = nn.ModuleList(Block(dim, mixer, mlp_mult) for mixer in mixers)
         self.norm = nn.RMSNorm(dim, eps=NORM_EPS)
         self.head = None if tie_embeddings else nn.Linear(dim, vocab_size, bias=False)

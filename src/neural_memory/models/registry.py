@@ -32,7 +32,7 @@ PROVIDER_MODULES: list[str] = [
 ]
 
 # Keys build_lm consumes itself; everything else in ``config`` goes to the mixer builder.
-LM_KEYS = ("mlp_mult", "tie_embeddings")
+LM_KEYS = ("mlp_mult", "tie_embeddings", "embedding_std")
 
 
 @dataclass(frozen=True)
