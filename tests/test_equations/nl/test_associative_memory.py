@@ -26,27 +26,14 @@ from neural_memory.nl.associative_memory import (
     proximal_step,
 )
 
-F64 = torch.float64
-
-
-def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(seed))
-
-
-def tensors(*shape: int, bound: float = 3.0):
-    """float64 tensors of the given shape with bounded elements."""
-    return arrays(np.float64, shape, elements=st.floats(-bound, bound)).map(torch.from_numpy)
+from .helpers import F64, tensors
+from .helpers import autograd as _autograd
+from .helpers import randn as _randn
 
 
 def integer_tensors(*shape: int):
     """float64 tensors with small integer entries: exactly rank-deficient draws, no near-singular ones."""
     return arrays(np.float64, shape, elements=st.integers(-3, 3).map(float)).map(torch.from_numpy)
-
-
-def _autograd(loss_fn, at: torch.Tensor) -> torch.Tensor:
-    x = at.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(loss_fn(x), x)
-    return grad
 
 
 def _argmin_by_descent(loss_fn, start: torch.Tensor, lr: float, steps: int) -> torch.Tensor:

@@ -11,7 +11,6 @@ import sympy as sp
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 from neural_memory.nl.associative_memory import DotProductObjective, L2RegressionObjective
 from neural_memory.nl.backprop import (
@@ -24,15 +23,9 @@ from neural_memory.nl.backprop import (
 )
 from neural_memory.nl.optimizers import dgd_step
 
-F64 = torch.float64
-
-
-def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(seed))
-
-
-def tensors(*shape: int, bound: float = 2.0):
-    return arrays(np.float64, shape, elements=st.floats(-bound, bound)).map(torch.from_numpy)
+from .helpers import F64
+from .helpers import randn as _randn
+from .helpers import small_tensors as tensors
 
 
 def _mlp(seed: int = 0):

@@ -17,12 +17,10 @@ from torch.nn import functional as F
 from neural_memory.models.lm import GatedMLP
 from neural_memory.nl.cms import ContinuumMemory, cms_chain, cms_independent, continuum_memory_reference
 
-F64 = torch.float64
+from .helpers import F64
+from .helpers import randn as _randn
+
 DIM, HIDDEN = 3, 4
-
-
-def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(seed))
 
 
 def _cms(chunk_sizes, rates, seed=0, **kwargs) -> ContinuumMemory:

@@ -11,27 +11,14 @@ import sympy as sp
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 from neural_memory.nl.associative_memory import L2RegressionObjective, associative_memory
 from neural_memory.nl.gradient_descent import ftrl_iterate, output_surprise_step, sgd_step
 from neural_memory.nl.training_objective import expected_loss, minimise_expected_loss
 
-F64 = torch.float64
-
-
-def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(seed))
-
-
-def tensors(*shape: int, bound: float = 3.0):
-    return arrays(np.float64, shape, elements=st.floats(-bound, bound)).map(torch.from_numpy)
-
-
-def _autograd(loss_fn, at: torch.Tensor) -> torch.Tensor:
-    x = at.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(loss_fn(x), x)
-    return grad
+from .helpers import F64, tensors
+from .helpers import autograd as _autograd
+from .helpers import randn as _randn
 
 
 def _sympy_matrix(name: str, rows: int, cols: int) -> sp.Matrix:

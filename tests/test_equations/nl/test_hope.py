@@ -14,7 +14,8 @@ from neural_memory.cli import main
 from neural_memory.nl.hope import HopeBlock
 from neural_memory.nl.self_modifying import self_modifying_reference
 
-F64 = torch.float64
+from .helpers import F64
+
 DIM = 4
 
 

@@ -5,13 +5,10 @@ Expectations: linear attention's own outputs (Eq. 14–16), numbers worked by ha
 hand-derived MAML gradient, sympy, and the normal equations of the meta-objective. float64.
 """
 
-import numpy as np
 import pytest
 import sympy as sp
 import torch
 from hypothesis import given
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 from neural_memory.nl.gradient_descent import sgd_step
 from neural_memory.nl.knowledge_transfer import (
@@ -21,15 +18,8 @@ from neural_memory.nl.knowledge_transfer import (
 )
 from neural_memory.nl.linear_attention import linear_attention
 
-F64 = torch.float64
-
-
-def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(seed))
-
-
-def tensors(*shape: int, bound: float = 3.0):
-    return arrays(np.float64, shape, elements=st.floats(-bound, bound)).map(torch.from_numpy)
+from .helpers import F64, tensors
+from .helpers import randn as _randn
 
 
 def _scalar_context(k: float, v: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,27 +35,17 @@ from neural_memory.nl.learning_rules import (
     sliding_window_attention,
 )
 
-F64 = torch.float64
+from .helpers import F64
+from .helpers import autograd as _autograd
+from .helpers import randn as _randn
+from .helpers import small_tensors as tensors
+
 B, T, DK, DV = 2, 7, 3, 4
-
-
-def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(seed))
 
 
 def _rand(*shape: int, seed: int = 0, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
     u = torch.rand(*shape, dtype=F64, generator=torch.Generator().manual_seed(seed))
     return low + (high - low) * u
-
-
-def tensors(*shape: int, bound: float = 2.0):
-    return arrays(np.float64, shape, elements=st.floats(-bound, bound)).map(torch.from_numpy)
-
-
-def _autograd(loss_fn, at: torch.Tensor) -> torch.Tensor:
-    x = at.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(loss_fn(x), x)
-    return grad
 
 
 def _qkv(seed: int = 0):

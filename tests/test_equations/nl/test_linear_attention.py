@@ -23,15 +23,8 @@ from neural_memory.nl.linear_attention import (
     linear_attention_write,
 )
 
-F64 = torch.float64
-
-
-def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(seed))
-
-
-def tensors(*shape: int, bound: float = 3.0):
-    return arrays(np.float64, shape, elements=st.floats(-bound, bound)).map(torch.from_numpy)
+from .helpers import F64, tensors
+from .helpers import randn as _randn
 
 
 def _weights(d_in: int = 4, d_k: int = 3, d_v: int = 2, seed: int = 0):

@@ -8,12 +8,9 @@ memory MLP. float64 throughout.
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 from neural_memory.nl.associative_memory import DotProductObjective, gd_step
 from neural_memory.nl.optimizers import (
@@ -29,37 +26,12 @@ from neural_memory.nl.optimizers import (
     value_momentum_objective,
 )
 
-F64 = torch.float64
-
-
-def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(seed))
-
-
-def tensors(*shape: int, bound: float = 2.0):
-    return arrays(np.float64, shape, elements=st.floats(-bound, bound)).map(torch.from_numpy)
-
-
-def _param(t: torch.Tensor) -> torch.nn.Parameter:
-    return torch.nn.Parameter(t.clone())
-
-
-def _run(optimizer, params, grads_per_step):
-    history = []
-    for grads in grads_per_step:
-        for p, g in zip(params, grads, strict=True):
-            p.grad = g.clone()
-        optimizer.step()
-        history.append([p.detach().clone() for p in params])
-    return history
-
-
-def _same_steps(ours, reference, params_ours, params_ref, grads_per_step, atol):
-    for a, b in zip(
-        _run(ours, params_ours, grads_per_step), _run(reference, params_ref, grads_per_step), strict=True
-    ):
-        for x, y in zip(a, b, strict=True):
-            torch.testing.assert_close(x, y, rtol=0, atol=atol)
+from .helpers import F64
+from .helpers import param as _param
+from .helpers import randn as _randn
+from .helpers import run_with_grads as _run
+from .helpers import same_steps as _same_steps
+from .helpers import small_tensors as tensors
 
 
 def _stream(shape, steps, seed, scale=1.0):

@@ -14,7 +14,6 @@ import sympy as sp
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 from neural_memory.nl.associative_memory import (
     DotProductObjective,
@@ -45,46 +44,12 @@ from neural_memory.nl.optimizers import (
     sherman_morrison_inverse,
 )
 
-F64 = torch.float64
-
-
-def _randn(*shape: int, seed: int = 0, dtype: torch.dtype = F64) -> torch.Tensor:
-    return torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))
-
-
-def tensors(*shape: int, bound: float = 3.0):
-    return arrays(np.float64, shape, elements=st.floats(-bound, bound)).map(torch.from_numpy)
-
-
-def _autograd(loss_fn, at: torch.Tensor) -> torch.Tensor:
-    x = at.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(loss_fn(x), x)
-    return grad
-
-
-def _param(t: torch.Tensor) -> torch.nn.Parameter:
-    return torch.nn.Parameter(t.clone())
-
-
-def _run_with_grads(optimizer, params, grads_per_step):
-    """Feed given gradients, one list per step; returns the parameters after each step."""
-    history = []
-    for grads in grads_per_step:
-        for p, g in zip(params, grads, strict=True):
-            p.grad = g.clone()
-        optimizer.step()
-        history.append([p.detach().clone() for p in params])
-    return history
-
-
-def _same_steps(ours, reference, params_ours, params_ref, grads_per_step, atol):
-    for a, b in zip(
-        _run_with_grads(ours, params_ours, grads_per_step),
-        _run_with_grads(reference, params_ref, grads_per_step),
-        strict=True,
-    ):
-        for x, y in zip(a, b, strict=True):
-            torch.testing.assert_close(x, y, rtol=0, atol=atol)
+from .helpers import F64, tensors
+from .helpers import autograd as _autograd
+from .helpers import param as _param
+from .helpers import randn as _randn
+from .helpers import run_with_grads as _run_with_grads
+from .helpers import same_steps as _same_steps
 
 
 def _grad_stream(shape, steps, seed, dtype=F64):

@@ -6,12 +6,10 @@ losses written here, and from NL part 1's ``dgd_step``; the chunk-parallel modul
 its own token-by-token reference (outputs, final states, outer gradients). float64 throughout.
 """
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 from neural_memory.nl.optimizers import dgd_effective_lr, dgd_step
 from neural_memory.nl.self_modifying import (
@@ -26,21 +24,16 @@ from neural_memory.nl.self_modifying import (
     self_modifying_step,
 )
 
-F64 = torch.float64
+from .helpers import F64
+from .helpers import randn as _randn
+from .helpers import small_tensors as tensors
+
 DIM, HIDDEN = 4, 3
-
-
-def _randn(*shape: int, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
-    return scale * torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(seed))
 
 
 def _module(seed=0, **kwargs) -> SelfModifyingTitans:
     torch.manual_seed(seed)
     return SelfModifyingTitans(DIM, hidden=HIDDEN, **kwargs).double()
-
-
-def tensors(*shape: int, bound: float = 2.0):
-    return arrays(np.float64, shape, elements=st.floats(-bound, bound)).map(torch.from_numpy)
 
 
 def _silu(z: torch.Tensor) -> torch.Tensor:

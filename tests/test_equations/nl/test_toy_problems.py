@@ -22,12 +22,8 @@ from neural_memory.nl.toy_problems import (
     orthogonal_tasks,
 )
 
-F64 = torch.float64
-
-
-def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(seed))
-
+from .helpers import F64
+from .helpers import randn as _randn
 
 # --------------------------------------------------------------------------------------------------
 # Eq. 53 — ψ(r, θ) = r² + k (r − θ + α sin(ω r))²
