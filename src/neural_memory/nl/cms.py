@@ -94,6 +94,7 @@ def cms_chain(
     activation: str = "silu",
     residual: bool = False,
     pre_norm: bool = False,
+    out_norm: bool = False,
 ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
     r"""The CMS forward chain (NL v1, Eq. 70).
 
@@ -106,7 +107,11 @@ def cms_chain(
     residuals from the formula). ``pre_norm=True`` feeds each block the RMS-normalised input
     :math:`\bar a = a/\mathrm{rms}(a)` (no gain), :math:`a_\ell = a_{\ell-1} +
     \mathrm{MLP}^{(\ell)}(\bar a_{\ell-1})`, as the language model pre-norms the feed-forward block a level
-    replaces (Hope, docs/errata.md NL Eq. 94–97). Levels apply in the order given: the paper's level 1 is the
+    replaces (Hope, docs/errata.md NL Eq. 94–97). ``out_norm=True`` RMS-normalises each block's output
+    (no gain) before the residual sum, :math:`a_\ell = a_{\ell-1} + \mathrm{rms\_norm}(\mathrm{MLP}^{(\ell)}
+    (\bar a_{\ell-1}))`, the residual-norm read-out of the later Titans text: the reconstruction loss is then
+    invariant to the scale of :math:`W_u` and :math:`W_d`, so a too-long inner step enlarges them and
+    shortens the next one instead of diverging. Levels apply in the order given: the paper's level 1 is the
     slowest (Eq. 73's prose), so pass the slowest level first to follow it.
 
     Args:
@@ -115,15 +120,18 @@ def cms_chain(
         activation: ``"silu"`` or ``"gelu"``.
         residual: add each block's output to its input.
         pre_norm: RMS-normalise each block's input.
+        out_norm: RMS-normalise each block's output.
 
     Returns:
-        ``y (batch, n, dim)`` and, per level, ``(block input, block output)`` (the input after the norm, the
-        output without the residual), which the reconstruction signal uses.
+        ``y (batch, n, dim)`` and, per level, ``(block input, block output)`` (the input after the pre-norm,
+        the output after the out-norm and without the residual), which the reconstruction signal uses.
     """
     pairs, a = [], x
     for weights in levels:
         block_in = F.rms_norm(a, a.shape[-1:]) if pre_norm else a
         out = mlp_block(block_in, weights, activation)
+        if out_norm:
+            out = F.rms_norm(out, out.shape[-1:])
         pairs.append((block_in, out))
         a = a + out if residual else out
     return a, pairs
@@ -284,6 +292,8 @@ class ContinuumMemory(nn.Module):
         activation: ``"silu"`` (default) or ``"gelu"``.
         residual: add each block to its input.
         pre_norm: RMS-normalise each block's input (chain variants only, see :func:`cms_chain`).
+        out_norm: RMS-normalise each block's output before the residual sum (chain variants only, see
+            :func:`cms_chain`); Hope's levels use it (docs/errata.md, NL Eq. 94–97).
     """
 
     def __init__(
@@ -300,6 +310,7 @@ class ContinuumMemory(nn.Module):
         activation: str = "silu",
         residual: bool = False,
         pre_norm: bool = False,
+        out_norm: bool = False,
     ):
         super().__init__()
         self.dim = check_int("dim", dim)
@@ -310,11 +321,12 @@ class ContinuumMemory(nn.Module):
         self.signal = _check_choice("signal", signal, SIGNALS)
         self.window = _check_choice("window", window, WINDOWS)
         self.activation = _check_choice("activation", activation, tuple(ACTIVATIONS))
-        self.residual, self.pre_norm = bool(residual), bool(pre_norm)
-        if self.pre_norm and variant == "independent":
-            raise ValueError(
-                "pre_norm applies to the chain variants ('sequential', 'nested'), not 'independent'"
-            )
+        self.residual, self.pre_norm, self.out_norm = bool(residual), bool(pre_norm), bool(out_norm)
+        for name in ("pre_norm", "out_norm"):
+            if getattr(self, name) and variant == "independent":
+                raise ValueError(
+                    f"{name} applies to the chain variants ('sequential', 'nested'), not 'independent'"
+                )
         self.levels = nn.ModuleList(_Level(self.dim, self.hidden, bool(gated)) for _ in self.chunk_sizes)
         k = len(self.chunk_sizes)
         self.mix = nn.Parameter(torch.full((k,), 1.0 / k)) if variant == "independent" else None
@@ -384,7 +396,12 @@ class ContinuumMemory(nn.Module):
                 x, weights, self.mix.to(x.dtype), activation=self.activation, residual=self.residual
             )
         return cms_chain(
-            x, weights, activation=self.activation, residual=self.residual, pre_norm=self.pre_norm
+            x,
+            weights,
+            activation=self.activation,
+            residual=self.residual,
+            pre_norm=self.pre_norm,
+            out_norm=self.out_norm,
         )
 
     def forward(self, x: Tensor, state: CMSState | None = None, *, loss_fn: LossFn | None = None):

@@ -8,7 +8,7 @@ One Hope block (the catalog's §5 block diagram):
                 -> self-modifying Titans: q = x W_q, k = M_k(x), v = M_v(x) (all l2-normalised), η, α;
                    o = M_memory(q); every memory regresses its own M(v) by DGD   (Eq. 94–96)
                 -> RMSNorm, W_O                                           (the Titans block's read-out)
-                -> CMS chain, levels slowest first, a_l = a_{l-1} + MLP_l(a_{l-1} / rms(a_{l-1}))   (Eq. 97)
+                -> CMS chain, slowest level first, a_l = a_{l-1} + rms_norm(MLP_l(rms_norm(a_{l-1}))) (Eq. 97)
 
 **Hope-Attention** (N-U16) replaces the self-modifying Titans by causal softmax attention (with RoPE) and
 keeps the CMS.
@@ -17,11 +17,15 @@ Decisions (docs/errata.md, NL Eq. 94–97): the convolution acts once on the inp
 ``k = M_k(conv(x))``), not on each generated projection; the CMS levels learn with the local
 ``"reconstruction"`` signal (each level an auto-associative memory of its input), because the task loss
 (next-token loss) is not available inside a layer of the language model while it streams; residual
-connections around each CMS block (the paper leaves them out of the formula). Two normalisations the
-paper does not print keep the block bounded: v is l2-normalised like q and k (it is also every memory's
-input for its self-generated value, and unnormalised :math:`\hat v_v = \mathcal M_v(\mathcal M_v(x))`
-compounds the value memory's gain), and each CMS level reads its RMS-normalised input (the pre-norm of the
-FFN it replaces; the curvature of its reconstruction step would otherwise grow with the input's scale).
+connections around each CMS block (the paper leaves them out of the formula). Normalisations the paper
+does not print keep the block bounded: v is l2-normalised like q and k (it is also every memory's input for
+its self-generated value, and unnormalised :math:`\hat v_v = \mathcal M_v(\mathcal M_v(x))` compounds the
+value memory's gain); each CMS level reads its RMS-normalised input (the pre-norm of the FFN it replaces;
+the curvature of its reconstruction step would otherwise grow with the input's scale); and each level's
+branch output is RMS-normalised before the residual sum (the residual-norm read-out of the later Titans
+text), which makes the reconstruction loss invariant to the scale of :math:`W_u, W_d`: a slow level sums
+:math:`C` gradients that point the same way on correlated tokens, and without it width 128 at the default
+rate went non-finite within 384 tokens.
 In the language model the block is a mixer, so the wrapper's own SwiGLU FFN still follows it.
 
 State (:class:`HopeState`): the front end's state (self-modifying memories or the KV cache), the
@@ -146,6 +150,7 @@ class HopeBlock(nn.Module):
             signal="reconstruction",
             residual=True,
             pre_norm=True,
+            out_norm=True,
         )
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> HopeState:

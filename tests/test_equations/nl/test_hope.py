@@ -64,7 +64,7 @@ def _cms_chain_by_hand(block: HopeBlock, o: torch.Tensor) -> torch.Tensor:
                 with torch.enable_grad():
                     leaves = [w.clone().requires_grad_(True) for w in weights]
                     n = _rms(a)  # the level's input after the pre-norm
-                    branch = _swiglu(n, *leaves)
+                    branch = _rms(_swiglu(n, *leaves))  # the branch's output, RMS-normalised
                     loss = 0.5 * ((branch - n) ** 2).sum()  # the level reconstructs its own input
                     grads = torch.autograd.grad(loss, leaves)
                 sums[ell] = [s + g for s, g in zip(sums[ell], grads, strict=True)]
@@ -94,7 +94,8 @@ def test_zero_rates_and_one_level_is_self_modifying_titans_plus_ffn():
     x = _x(2, 7, seed=1)
     o = _titans_read_out(block, x)
     ffn = block.cms.levels[0]
-    expected = o + _swiglu(_rms(o), ffn.gate, ffn.up, ffn.down)  # a pre-norm residual SwiGLU FFN
+    # a pre-norm residual SwiGLU FFN whose branch is RMS-normalised
+    expected = o + _rms(_swiglu(_rms(o), ffn.gate, ffn.up, ffn.down))
     got, state = block(x)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
     torch.testing.assert_close(state.cms.weights[0][0][0], ffn.gate, rtol=0, atol=0)
@@ -175,6 +176,47 @@ def test_cms_levels_stay_bounded_whatever_the_scale_of_their_input(seed, scale):
         y, state = block.cms(x, None)
     largest = max(w.abs().max().item() for level in state.weights for w in level)
     assert torch.isfinite(y).all() and largest < 10.0
+
+
+def _correlated(batch: int, length: int, dim: int, seed: int) -> torch.Tensor:
+    """Tokens that share one direction, like a language model's hidden states: RMS ≈ 0.6, cosine ≈ 0.8."""
+    g = torch.Generator().manual_seed(seed)
+    shared = torch.randn(batch, 1, dim, generator=g, dtype=F64)
+    return 0.5 * shared + 0.25 * torch.randn(batch, length, dim, generator=g, dtype=F64)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("rate", [1e-3, 1e-2, 1.0])
+def test_cms_levels_stay_finite_and_keep_learning_on_correlated_tokens_at_width_128(seed, rate):
+    # the bug this pins: at width 128 the slow level (C = 64) summed 64 gradients that point the same way,
+    # rate × C × curvature crossed GD's limit, and Hope's logits went non-finite within 384 tokens at the
+    # default rate 1e-3 (weights 16 → 40 → 217 → inf). The RMS-normalised branch makes the reconstruction
+    # loss invariant to the scale of W_down and W_up: a too-long step enlarges them and shortens the next one
+    torch.manual_seed(seed)
+    block = HopeBlock(128, cms_chunk_sizes=(64, 16), cms_rates=rate, chunk_size=16).double()
+    x = _correlated(1, 1024, 128, seed)
+    with torch.no_grad():
+        y, state = block.cms(x, None)
+        pairs = block.cms._read(x[:, -64:], state.weights)[1]
+    assert torch.isfinite(y).all()
+    assert all(torch.isfinite(w).all() for level in state.weights for w in level)
+    # and the levels learned: the last chunk's reconstruction loss is far below the initial levels'
+    initial = block.cms._read(x[:, -64:], block.cms.init_state(1).weights)[1]
+    for (a, out), (a0, out0) in zip(pairs, initial, strict=True):
+        assert ((out - a) ** 2).sum() < 0.5 * ((out0 - a0) ** 2).sum()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hope_language_model_at_width_128_is_finite_on_512_tokens_at_initialisation(seed):
+    from neural_memory.models import build_lm
+
+    torch.manual_seed(seed)
+    model = build_lm("hope", vocab_size=256, dim=128, depth=2)
+    tokens = torch.randint(0, 256, (1, 512), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        logits = model(tokens)
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    assert torch.isfinite(logits).all()
 
 
 @pytest.mark.parametrize(
