@@ -28,8 +28,8 @@ and a sigmoid: :math:`\eta_t = \sigma(w_\eta^\top\mathcal M_\eta(x_t) + b_\eta)`
 everything — outputs, keys, values, gates, self-generated values and every inner gradient — is computed at
 the state the memory had at the end of the previous chunk (the prose; the printed index
 :math:`C\lceil t/C\rceil` is the end of the *current* chunk, docs/errata.md NL Eq. 90). The only sequential
-part is the linear recurrence in the decay: for the first layer it is a gated delta rule, run in its WY/UT
-chunk form (:func:`~neural_memory.common.delta_rule_chunked.chunk_delta_rule`); for the other layers the
+part is the linear recurrence in the decay: for the first layer it is a gated delta rule, run in the WY/UT
+chunk form of :func:`~neural_memory.common.delta_rule_chunked.chunk_delta_rule`; for the other layers the
 decay is a scalar and the chunk end is a closed form. ``C = 1`` is the token-by-token rule (Eq. 86–88),
 and :func:`self_modifying_reference` is that loop (for any ``C``, with the same chunk semantics).
 
@@ -53,7 +53,6 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
-from neural_memory.common.delta_rule_chunked import chunk_delta_rule
 from neural_memory.common.validation import check_int
 from neural_memory.registry import implements
 from neural_memory.titans.memory_model import ACTIVATIONS
@@ -248,9 +247,10 @@ def chunk_recurrence(
     chunk-start gradients of Eq. 90/93), in closed form. First layer with ``rule="dgd"`` (column convention
     :math:`S = W^\top`): :math:`S_t = S_{t-1}(\alpha_t I - \eta_t k_tk_t^\top) - \eta_t g_tk_t^\top` is the
     gated delta rule with :math:`\beta_t = \eta_t/\alpha_t` and values :math:`-\alpha_t g_t` (needs
-    :math:`\alpha_t > 0`), run by :func:`~neural_memory.common.delta_rule_chunked.chunk_delta_rule` in one
-    chunk. Other layers: :math:`W_n = \gamma_n W_0 - \sum_t (\gamma_n/\gamma_t)\eta_t a_t^\top g_t`,
-    :math:`\gamma_t = \alpha_1\cdots\alpha_t`, as one matmul with reversed cumulative products.
+    :math:`\alpha_t > 0`), the recurrence of
+    :func:`~neural_memory.common.delta_rule_chunked.chunk_delta_rule`; its WY/UT form for one chunk and
+    the chunk end only is :func:`_dgd_chunk_end`. Other layers: :math:`W_n = \gamma_n W_0 - \sum_t
+    (\gamma_n/\gamma_t)\eta_t a_t^\top g_t`, :math:`\gamma_t = \alpha_1\cdots\alpha_t`, as one matmul.
 
     Args:
         weights: start state, ``(N, d_in, d_out)`` per layer; factors: per layer ``(a (N, n, d_in),
@@ -259,21 +259,53 @@ def chunk_recurrence(
     Returns:
         the state after the ``n`` tokens, same shapes as ``weights``.
     """
-    n = key.shape[1]
     tail = torch.cumprod(alpha.flip(-1), -1).flip(-1)  # Π_{s >= t} α_s
     after = torch.cat([tail[:, 1:], torch.ones_like(tail[:, :1])], 1)  # Π_{s > t} α_s
+    gamma_n = tail[:, 0, None, None]
     out = []
     for layer, (w, (a, g)) in enumerate(zip(weights, factors, strict=True)):
         if layer == 0 and rule == "dgd":
-            state, k = w.transpose(-1, -2)[:, None], key[:, None]
-            _, end = chunk_delta_rule(
-                k, k, -(alpha[..., None] * g)[:, None], (eta / alpha)[:, None],
-                alpha=alpha[:, None], chunk_size=n, initial_state=state,
-            )  # fmt: skip
-            out.append(end[:, 0].transpose(-1, -2))
+            out.append(_dgd_chunk_end(w, key, g, eta, alpha, after, gamma_n))
         else:
-            out.append(tail[:, 0, None, None] * w - a.transpose(-1, -2) @ ((after * eta)[..., None] * g))
+            out.append(gamma_n * w - a.transpose(-1, -2) @ ((after * eta)[..., None] * g))
     return tuple(out)
+
+
+def _dgd_chunk_end(
+    w: Tensor, key: Tensor, g: Tensor, eta: Tensor, alpha: Tensor, after: Tensor, gamma_n: Tensor
+) -> Tensor:
+    r"""The first layer's chunk end under DGD: :math:`W_t = (\alpha_t I - \eta_t k_tk_t^\top)W_{t-1} -
+    \eta_t k_tg_t^\top` from :math:`W_0 =` ``w`` over the ``n`` tokens, in the WY/UT form of
+    :func:`~neural_memory.common.delta_rule_chunked.chunk_delta_rule` for one chunk (row convention).
+
+    Unrolled, :math:`W_t = \gamma_tW_0 + \sum_{i \le t}(\gamma_t/\gamma_i)k_iu_i^\top` with pseudo-values
+    :math:`u_t = -\eta_t(W_{t-1}^\top k_t + g_t)`; stacking them as rows gives the unit lower-triangular
+    system :math:`(I + A)U = -\mathrm{diag}(\eta)(G + \mathrm{diag}(\gamma_{t-1})KW_0)`,
+    :math:`A_{ti} = \eta_t(\gamma_{t-1}/\gamma_i)k_t^\top k_i` for :math:`i < t` (chunk_delta_rule's
+    :math:`\beta_r\gamma_r/\gamma_i` with :math:`\beta = \eta/\alpha`, without dividing by :math:`\alpha`),
+    and :math:`W_n = \gamma_nW_0 + K^\top\mathrm{diag}(\gamma_n/\gamma)U`. Written out rather than called
+    because the module needs neither the outputs nor the chunk loop of the general routine, and one small
+    triangular solve replaces its matmul-doubling inverse: at one chunk of 16 tokens per call the cost is
+    per-op overhead, and this is about a quarter of the ops.
+
+    Args:
+        w: ``(N, d, d_out)``; key ``(N, n, d)``; g ``(N, n, d_out)``; eta, alpha ``(N, n)`` (α > 0);
+            after: :math:`\gamma_n/\gamma_t` ``(N, n)``; gamma_n: :math:`\gamma_n` ``(N, 1, 1)``.
+    """
+    n = key.shape[1]
+    # the ratios γ_{t-1}/γ_i of A as differences of cumulative logs: the products underflow in float32
+    log_gamma = torch.log(alpha).cumsum(-1)
+    log_before = log_gamma - torch.log(alpha)  # log γ_{t-1}
+    strict = torch.ones(n, n, dtype=torch.bool, device=key.device).tril(-1)
+    # mask before exp: above the diagonal the log-ratio is positive and could overflow
+    log_ratio = torch.where(
+        strict, log_before[..., :, None] - log_gamma[..., None, :], torch.zeros((), dtype=w.dtype)
+    )
+    lower = (eta[..., None] * torch.exp(log_ratio)) * (key @ key.transpose(-1, -2)) * strict
+    rhs = -eta[..., None] * torch.baddbmm(g, torch.exp(log_before)[..., None] * key, w)
+    # unitriangular: the (zero) diagonal of `lower` is read as ones, i.e. the solve is with I + A
+    pseudo = torch.linalg.solve_triangular(lower, rhs, upper=False, unitriangular=True)
+    return torch.baddbmm(gamma_n * w, key.transpose(-1, -2), after[..., None] * pseudo)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from neural_memory.common.delta_rule_chunked import chunk_delta_rule
 from neural_memory.nl.optimizers import dgd_effective_lr, dgd_step
 from neural_memory.nl.self_modifying import (
     ALPHA_MIN,
@@ -246,6 +247,25 @@ def test_chunk_recurrence_equals_the_loop_with_chunk_start_gradients(rule):
         grad = factors[0][0][:, t, :, None] @ factors[0][1][:, t, None, :]
         (w,) = self_modifying_step((w,), (grad,), keys[None, t], eta[None, t], alpha[None, t], rule)
     torch.testing.assert_close(w[0].T, m, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.equation("nl", 93)
+def test_chunk_recurrence_first_layer_is_the_gated_delta_rule_of_chunk_delta_rule():
+    # the docstring's reading: S_t = S_{t-1}(α_t I − η_t k kᵀ) − η_t g kᵀ is Gated DeltaNet with β = η/α and
+    # values −α g; chunk_recurrence writes out its one-chunk WY/UT form (no division by α), which must give
+    # the general routine's final state, also with a retention at the floor
+    n, d_out = 7, 3
+    keys = torch.nn.functional.normalize(_randn(2, n, DIM, seed=40), dim=-1)
+    g, w = _randn(2, n, d_out, seed=41), _randn(2, DIM, d_out, seed=42)
+    eta = torch.rand(2, n, dtype=F64, generator=torch.Generator().manual_seed(43))
+    alpha = 0.5 + 0.5 * torch.rand(2, n, dtype=F64, generator=torch.Generator().manual_seed(44))
+    alpha[1, 3] = ALPHA_MIN
+    (got,) = chunk_recurrence((w,), [(keys, g)], keys, eta, alpha)
+    _, end = chunk_delta_rule(
+        keys[:, None], keys[:, None], -(alpha[..., None] * g)[:, None], (eta / alpha)[:, None],
+        alpha=alpha[:, None], chunk_size=4, initial_state=w.transpose(-1, -2)[:, None],
+    )  # fmt: skip
+    torch.testing.assert_close(got, end[:, 0].transpose(-1, -2), rtol=1e-12, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------------------------
