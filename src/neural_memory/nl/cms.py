@@ -32,7 +32,10 @@ since the last update; ``window="printed"`` adds that extra term (docs/errata.md
 The module runs each such span in one batched pass: forward through all levels, then the gradient of the
 span's summed loss at the frozen parameters, which is the sum of the per-token gradients. A slower level
 adds the spans of its chunk to its accumulator and applies it at its chunk end. With one level the span is
-the level's chunk. :func:`continuum_memory_reference` is the token-by-token loop beside it.
+the level's chunk. The chain variants with the ``"reconstruction"`` signal go further: a level's signal
+depends only on its input and its own weights, so each level runs over the whole call before the next one,
+in spans of its own chunk (the slow levels in fewer, longer passes). :func:`continuum_memory_reference` is
+the token-by-token loop beside it.
 
 **State** (:class:`CMSState`): every level's current parameters, the accumulated gradient of its partial
 chunk, and the stream position (which fixes each level's position inside its chunk). Its size does not
@@ -553,24 +556,18 @@ class ContinuumMemory(nn.Module):
         """Per level in ``levels``: the gradient of its loss summed over ``tokens``, at the frozen weights."""
         if not levels:
             return {}
-        if self.signal == "task":
-            flat = [w for level in levels for w in weights[level]]
-            grads = iter(
-                torch.autograd.grad(
-                    token_losses[:, tokens].sum(), flat, create_graph=grad_mode, retain_graph=True
-                )
-            )
-            return {level: tuple(next(grads) for _ in weights[level]) for level in levels}
-        # reconstruction: a level's loss reaches only its own weights (and the levels before it, not asked)
-        return {
-            level: torch.autograd.grad(
-                token_losses[level][:, tokens].sum(),
-                weights[level],
-                create_graph=grad_mode,
-                retain_graph=True,
-            )
-            for level in levels
-        }
+        # task: one loss for all levels. Reconstruction reaches here only for the independent variant (forward
+        # runs a chain level by level, _forward_levels): every level reads x, so a level's loss reaches only
+        # its own weights and one call on the summed losses gives each level its own gradient. (In a chain a
+        # level's loss also reaches the levels before it through its input: there they could not be summed.)
+        loss = (
+            token_losses[:, tokens].sum()
+            if self.signal == "task"
+            else sum(token_losses[level][:, tokens].sum() for level in levels)
+        )
+        flat = [w for level in levels for w in weights[level]]
+        grads = iter(torch.autograd.grad(loss, flat, create_graph=grad_mode, retain_graph=True))
+        return {level: tuple(next(grads) for _ in weights[level]) for level in levels}
 
     def _chunk_ends(self, state: CMSState, last: dict[int, Weights]) -> CMSState:
         """Apply Eq. 71 to every level whose chunk ends at ``state.position`` (and N-U11's restarts)."""
