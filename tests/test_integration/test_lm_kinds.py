@@ -177,7 +177,7 @@ def test_parameter_counts_by_hand(kind):
     counts = count_parameters(lm)
     per_block = mixer + 3 * d * 4 * d + 2 * d  # mixer + SwiGLU (gate, up, down) + two RMSNorms
     assert counts["mixer"] == 2 * mixer
-    assert counts["total"] == VOCAB * d + 2 * per_block + d  # tied embedding/head + final RMSNorm
+    assert counts["total"] == 2 * VOCAB * d + 2 * per_block + d  # embedding, untied head, final RMSNorm
 
 
 def test_memory_config_keys_clash_raises():

@@ -116,7 +116,7 @@ def test_parameter_counts_by_hand(kind):
     counts = count_parameters(make_lm(kind, depth=2))
     assert counts["mixer"] == 2 * mixer
     per_block = mixer + 3 * d * 4 * d + 2 * d  # mixer + SwiGLU (gate, up, down) + two RMSNorms
-    assert counts["total"] == VOCAB * d + 2 * per_block + d  # tied embedding/head + final RMSNorm
+    assert counts["total"] == 2 * VOCAB * d + 2 * per_block + d  # embedding, untied head, final RMSNorm
 
 
 def test_builder_rejects_unknown_keys_and_passes_impl():

@@ -27,8 +27,8 @@ def test_quick_stability_run_records_a_finite_curve(sweep, tmp_path, capsys):
     (record,) = json.loads(out.read_text())["records"]
     assert record["finite"] is True and record["task"] == "recall" and record["steps"] == 3
     assert record["curve"][-1]["step"] == 3 and "val_accuracy" in record["curve"][-1]
-    assert record["lr_effective"] == 3e-3  # TrainConfig's default, times --lr-mult 1
-    assert "| titans-lmm | recall | 0 | 0.003 | yes |" in capsys.readouterr().out
+    assert record["lr_effective"] == 1e-3  # TrainConfig's default, times --lr-mult 1
+    assert "| titans-lmm | recall | 0 | 0.001 | yes |" in capsys.readouterr().out
 
 
 def test_lr_sets_the_base_learning_rate(sweep, tmp_path):

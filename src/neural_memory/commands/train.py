@@ -23,10 +23,10 @@ associative-recall task (key-value pairs, then queries; loss and accuracy on the
 OPTIONS: list[tuple[str, str, type, str, str]] = [
     ("steps", "--steps", int, "N", "total training steps (default 500)"),
     ("seq_len", "--seq-len", int, "L", "tokens per training window (default 128)"),
-    ("batch_size", "--batch-size", int, "B", "windows per step (default 8)"),
+    ("batch_size", "--batch-size", int, "B", "windows per step (default 32)"),
     ("dim", "--dim", int, "D", "model width (default 64)"),
     ("depth", "--depth", int, "N", "number of blocks (default 2)"),
-    ("lr", "--lr", float, "LR", "peak learning rate (default 3e-3)"),
+    ("lr", "--lr", float, "LR", "peak learning rate (default 1e-3)"),
     ("warmup", "--warmup", int, "N", "warmup steps (default min(100, steps/10))"),
     ("eval_every", "--eval-every", int, "N", "evaluate and checkpoint every N steps (default 100)"),
     ("eval_batches", "--eval-batches", int, "N", "held-out batches per evaluation (default 4)"),
