@@ -159,6 +159,69 @@ def test_masked_attention_rejects_bad_inputs():
         masked_attention(q, k, 1.0)  # type: ignore[arg-type]
 
 
+def _message(call) -> tuple[type[Exception], str]:
+    with pytest.raises((TypeError, ValueError)) as excinfo:
+        call()
+    return excinfo.type, str(excinfo.value)
+
+
+def test_masked_attention_errors_name_the_argument_and_the_numbers():
+    q, k, v = _randn(3, 4), _randn(3, 4), _randn(3, 4)
+    assert _message(lambda: masked_attention(q, k, 1.0)) == (TypeError, "v must be a torch.Tensor, got float")
+    assert _message(lambda: masked_attention(q, _randn(4), v)) == (
+        ValueError,
+        "k must have at least 2 dims, got shape (4,)",
+    )
+    assert _message(lambda: masked_attention(q, [[1.0]], v)) == (
+        TypeError,
+        "k must be a torch.Tensor, got list",
+    )
+    # 3-D q and k with every axis a different length: the message reports the last dims, 4 and 5
+    q3, k3, v3 = _randn(2, 3, 4), _randn(2, 6, 5), _randn(2, 6, 1)
+    assert _message(lambda: masked_attention(q3, k3, v3)) == (
+        ValueError,
+        "q and k must share the last dim (d_k), got 4 and 5",
+    )
+    assert _message(lambda: masked_attention(q, k, v, torch.ones(3, 3))) == (
+        TypeError,
+        "mask must be a bool tensor (True = may attend)",
+    )
+    empty_row = torch.tensor([[1, 0, 0], [0, 0, 0], [1, 1, 1]], dtype=torch.bool)
+    assert _message(lambda: masked_attention(q, k, v, empty_row)) == (
+        ValueError,
+        "mask leaves a query with no visible key; every row needs at least one True",
+    )
+
+
+def test_masked_attention_mask_broadcasts_against_the_batch_of_q_and_of_k():
+    # q with batch 2 and k, v with batch 1 (and the other way round): a per-batch mask of batch 2 fits
+    masks = torch.tensor(
+        [[[1, 0, 0], [1, 1, 0], [1, 1, 1]], [[1, 1, 1], [0, 1, 0], [0, 0, 1]]], dtype=torch.bool
+    )
+    two, one = _randn(2, 3, 4, seed=1), _randn(1, 3, 4, seed=2)
+    v_two, v_one = _randn(2, 3, 2, seed=3), _randn(1, 3, 2, seed=4)
+    got = masked_attention(two, one, v_one, masks)
+    flipped = masked_attention(one, two, v_two, masks)
+    for b in range(2):
+        expected = _reference_attention(two[b], one[0], v_one[0], masks[b], 0.5)
+        torch.testing.assert_close(got[b], expected, rtol=0, atol=1e-12)
+        expected = _reference_attention(one[0], two[b], v_two[b], masks[b], 0.5)
+        torch.testing.assert_close(flipped[b], expected, rtol=0, atol=1e-12)
+
+
+def test_masked_attention_checks_each_query_row_not_each_key_column():
+    q = k = v = _randn(1, 3, 4)
+    # every key column is seen by some query, but query 1 sees nothing: rejected
+    empty_row = torch.tensor([[[1, 1, 0], [0, 0, 0], [0, 0, 1]]], dtype=torch.bool)
+    with pytest.raises(ValueError, match="no visible key"):
+        masked_attention(q, k, v, empty_row)
+    # every query sees key 0, nobody sees keys 1 and 2: fine, all weight on key 0
+    one_column = torch.tensor([[[1, 0, 0], [1, 0, 0], [1, 0, 0]]], dtype=torch.bool)
+    torch.testing.assert_close(
+        masked_attention(q, k, v, one_column), v[:, :1].expand(1, 3, 4), rtol=0, atol=0
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # Eq. 2 — causal softmax attention
 # --------------------------------------------------------------------------------------------------
@@ -316,6 +379,31 @@ def test_linear_attention_rejects_bad_shapes():
         linear_attention(_randn(3, 2), _randn(3, 2), _randn(3, 2), feature_map=lambda x: x[..., :1])
 
 
+def test_linear_attention_errors_are_exact():
+    q = torch.tensor([[1.0], [1.0]], dtype=F64)
+    k = torch.tensor([[0.0], [1.0]], dtype=F64)  # phi = id: the first normaliser q_1 k_1 is 0
+    normaliser = (
+        ValueError,
+        "linear attention normaliser phi(Q_i)^T sum_{j<=i} phi(K_j) must be > 0; "
+        "use a positive feature_map or normalize=False",
+    )
+    assert (
+        _message(lambda: linear_attention(q, k, torch.ones(2, 1, dtype=F64), feature_map=_identity))
+        == normaliser
+    )
+    shape = (ValueError, "feature_map changed the shape of q or k; it must act element-wise")
+    x = _randn(3, 2)
+    assert _message(lambda: linear_attention(x, x, x, feature_map=lambda t: t[..., :1])) == shape
+
+
+def test_a_feature_map_that_changes_only_the_shape_of_q_is_caught():
+    # q has a batch of 2 and k, v a batch of 1; keeping the first batch entry changes q's shape only
+    q, k, v = _randn(2, 3, 2, seed=1), _randn(1, 3, 2, seed=2), _randn(1, 3, 2, seed=3)
+    for attention in (linear_attention, linear_attention_recurrent):
+        with pytest.raises(ValueError, match="feature_map changed the shape of q or k"):
+            attention(q, k, v, feature_map=lambda t: t[:1])
+
+
 # --------------------------------------------------------------------------------------------------
 # Eq. 4–5 — linear-attention memory write and read
 # --------------------------------------------------------------------------------------------------
@@ -371,6 +459,19 @@ def test_linear_memory_rejects_bad_shapes():
         linear_memory_read(memory, _randn(2))
     with pytest.raises(ValueError, match="memory must have at least 2 dims"):
         linear_memory_read(torch.zeros(3), _randn(3))
+
+
+def test_linear_memory_vector_errors_name_the_vector():
+    memory = torch.zeros(3, 2, dtype=F64)
+    scalar = torch.tensor(1.0, dtype=F64)
+    assert _message(lambda: linear_memory_write(memory, scalar, _randn(2))) == (
+        ValueError,
+        "k_t must have at least 1 dims, got shape ()",
+    )
+    assert _message(lambda: linear_memory_read(memory, [1.0, 2.0, 3.0])) == (
+        TypeError,
+        "q_t must be a torch.Tensor, got list",
+    )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -142,3 +142,41 @@ def test_bad_construction_raises(channels, kernel_size, match):
 def test_bad_input_raises():
     with pytest.raises(ValueError, match=r"x must have shape \(batch, seq, 3\)"):
         make_conv()(torch.zeros(1, 4, 2, dtype=DT))
+
+
+def test_a_single_channel_by_hand():
+    # C = 1, K = 2: depthwise taps (3, 5) (previous, current), bias 1; pointwise weight 2, bias -1.
+    # x = (1, 2): depthwise out_0 = 5*1 + 3*0 + 1 = 6, out_1 = 5*2 + 3*1 + 1 = 14; y = 2 out - 1 = (11, 27)
+    conv = make_conv(channels=1, kernel_size=2)
+    with torch.no_grad():
+        conv.depthwise.weight.copy_(torch.tensor([[[3.0, 5.0]]], dtype=DT))
+        conv.depthwise.bias.fill_(1.0)
+        conv.pointwise.weight.fill_(2.0)
+        conv.pointwise.bias.fill_(-1.0)
+    y, cache = conv(torch.tensor([[[1.0], [2.0]]], dtype=DT))
+    assert torch.equal(y, torch.tensor([[[11.0], [27.0]]], dtype=DT))
+    assert torch.equal(cache, torch.tensor([[[2.0]]], dtype=DT))
+
+
+def test_empty_cache_has_the_requested_dtype_and_device():
+    conv = make_conv(kernel_size=4)
+    cache = conv.empty_cache(2, device="meta", dtype=torch.bfloat16)
+    assert (cache.shape, cache.dtype, cache.device.type) == ((2, 3, 3), torch.bfloat16, "meta")
+    assert conv.empty_cache(1).dtype == torch.get_default_dtype()
+
+
+def test_the_implicit_cache_follows_the_input_dtype():
+    # bfloat16 weights and input: a float32 zero cache would promote the padded input to float32, which the
+    # bfloat16 convolution refuses
+    conv = make_conv(kernel_size=3).to(torch.bfloat16)
+    y, cache = conv(torch.ones(2, 4, 3, dtype=torch.bfloat16))
+    assert (y.dtype, cache.dtype) == (torch.bfloat16, torch.bfloat16)
+    assert cache.shape == (2, 2, 3) and torch.equal(cache, torch.ones(2, 2, 3, dtype=torch.bfloat16))
+
+
+def test_the_implicit_cache_follows_the_input_device():
+    # The meta device stands in for an accelerator: a CPU cache would not concatenate with the input.
+    conv = make_conv(kernel_size=3).to("meta")
+    y, cache = conv(torch.zeros(2, 5, 3, device="meta", dtype=DT))
+    assert (y.device.type, y.shape) == ("meta", (2, 5, 3))
+    assert (cache.device.type, cache.shape) == ("meta", (2, 2, 3))

@@ -90,6 +90,67 @@ def test_delta_rule_rejects_bad_arguments():
         delta_rule_step(s, k, v, "0.5")  # type: ignore[arg-type]
 
 
+def _message(excinfo: pytest.ExceptionInfo) -> str:
+    return str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("s", "k", "v", "expected"),
+    [
+        (_randn(3), _randn(2), _randn(3), "S must be (..., d_v, d_k), got torch.Size([3])"),
+        ([[1.0, 2.0]], _randn(2), _randn(1), "S must be (..., d_v, d_k), got list"),
+        (_randn(3, 2), _randn(3), _randn(3), "k must have shape (..., d_k=2), got torch.Size([3])"),
+        (_randn(3, 2), torch.tensor(1.0), _randn(3), "k must have shape (..., d_k=2), got torch.Size([])"),
+        (_randn(3, 2), [1.0, 2.0], _randn(3), "k must have shape (..., d_k=2), got list"),
+        (_randn(3, 2), _randn(2), _randn(2), "v must have shape (..., d_v=3), got torch.Size([2])"),
+        (_randn(3, 2), _randn(2), torch.tensor(1.0), "v must have shape (..., d_v=3), got torch.Size([])"),
+        (_randn(3, 2), _randn(2), (1.0, 2.0, 3.0), "v must have shape (..., d_v=3), got tuple"),
+    ],
+    ids=["S-1d", "S-list", "k-wrong-dk", "k-0d", "k-list", "v-wrong-dv", "v-0d", "v-tuple"],
+)
+@pytest.mark.parametrize("step", [delta_rule_step, longhorn_step], ids=["deltanet", "longhorn"])
+def test_bad_memory_key_or_value_gets_the_exact_message(step, s, k, v, expected):
+    # The message names the argument, the expected shape (with d_k, d_v read off S) and what was passed:
+    # the shape of a tensor, the type name of anything else.
+    with pytest.raises(ValueError) as excinfo:
+        step(s, k, v, 0.5)  # type: ignore[arg-type]
+    assert _message(excinfo) == expected
+
+
+def test_theta_of_the_wrong_type_names_the_batch_shape_and_the_type():
+    s, k, v = _randn(2, 3, 2), _randn(2, 2), _randn(2, 3)
+    with pytest.raises(TypeError) as excinfo:
+        delta_rule_step(s, k, v, "0.5")  # type: ignore[arg-type]
+    assert _message(excinfo) == "theta must be a float or a tensor of shape (2,), got str"
+    with pytest.raises(TypeError) as excinfo:
+        longhorn_delta(k, True)  # type: ignore[arg-type]
+    assert _message(excinfo) == "theta must be a float or a tensor of shape (2,), got bool"
+
+
+def test_theta_that_does_not_broadcast_to_the_batch_names_both_shapes():
+    s, k, v = _randn(3, 2, 2), _randn(3, 2), _randn(3, 2)
+    for theta in (torch.ones(4, dtype=F64), torch.ones(3, 1, dtype=F64)):
+        # (4,) vs (3,) cannot broadcast at all; (3, 1) broadcasts with (3,) but to (3, 3), not the batch
+        with pytest.raises(ValueError) as excinfo:
+            delta_rule_step(s, k, v, theta)
+        assert _message(excinfo) == f"theta of shape {tuple(theta.shape)} does not broadcast to (3,)"
+
+
+@pytest.mark.equation("titans", 34)
+def test_delta_rule_scalar_theta_is_shared_by_a_batch_by_hand():
+    # two 1 x 1 memories, θ = 0.5 for both:
+    #   S = 2, k = 1, v = 5: S k - v = -3, S' = 2 - 0.5 * (-3) * 1 = 3.5
+    #   S = 1, k = 2, v = 1: S k - v =  1, S' = 1 - 0.5 *   1  * 2 = 0
+    s = torch.tensor([[[2.0]], [[1.0]]], dtype=F64)
+    k = torch.tensor([[1.0], [2.0]], dtype=F64)
+    v = torch.tensor([[5.0], [1.0]], dtype=F64)
+    expected = torch.tensor([[[3.5]], [[0.0]]], dtype=F64)
+    assert torch.equal(delta_rule_step(s, k, v, 0.5), expected)
+    # a per-head θ of shape (2,) broadcasts over a leading batch axis of 1
+    theta = torch.full((2,), 0.5, dtype=F64)
+    assert torch.equal(delta_rule_step(s[None], k[None], v[None], theta), expected[None])
+
+
 # --------------------------------------------------------------------------------------------------
 # Eq. 35 — Longhorn: S_{t+1} = S_t (I - δ k kᵀ) + δ v kᵀ, δ = θ / (1 + θ kᵀk)
 # --------------------------------------------------------------------------------------------------

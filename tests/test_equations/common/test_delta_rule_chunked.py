@@ -249,3 +249,62 @@ def test_rejects_bad_arguments(fn):
         fn(q, k, v, beta, chunk_size=0)
     with pytest.raises(TypeError, match="chunk_size must be an int >= 1"):
         fn(q, k, v, beta, chunk_size=2.0)
+
+
+def _bad_argument_cases():
+    q, k, v, beta, alpha, state = _inputs(6, seed=10)
+    ok = {"q": q, "k": k, "v": v, "beta": beta, "alpha": alpha, "initial_state": state}
+    cases = {
+        "q-3d": ({"q": q[0]}, "q must have shape (B, H, T, d_k), got torch.Size([3, 6, 5])"),
+        "q-list": ({"q": [[1.0]]}, "q must have shape (B, H, T, d_k), got list"),
+        "k-shape": (
+            {"k": k[:, :, :5]},
+            "k must have shape (2, 3, 6, 5) (as q), got torch.Size([2, 3, 5, 5])",
+        ),
+        "k-list": ({"k": [1.0]}, "k must have shape (2, 3, 6, 5) (as q), got None"),
+        "v-shape": ({"v": v[:, :2]}, "v must have shape (2, 3, 6, d_v), got torch.Size([2, 2, 6, 4])"),
+        "v-list": ({"v": [1.0]}, "v must have shape (2, 3, 6, d_v), got None"),
+        "beta-shape": ({"beta": beta[..., :5]}, "beta must have shape (2, 3, 6), got torch.Size([2, 3, 5])"),
+        "beta-list": ({"beta": [0.5]}, "beta must have shape (2, 3, 6), got None"),
+        "beta-negative": ({"beta": -beta}, "beta must be finite and >= 0"),
+        "alpha-shape": ({"alpha": alpha[0]}, "alpha must have shape (2, 3, 6), got torch.Size([3, 6])"),
+        "alpha-list": ({"alpha": [0.5]}, "alpha must have shape (2, 3, 6), got None"),
+        "alpha-zero": ({"alpha": torch.zeros_like(alpha)}, "alpha must be in (0, 1]"),
+        "state-shape": (
+            {"initial_state": state.transpose(-1, -2)},
+            "initial_state must have shape (2, 3, 4, 5) = (B, H, d_v, d_k), got torch.Size([2, 3, 5, 4])",
+        ),
+        "state-list": (
+            {"initial_state": [0.0]},
+            "initial_state must have shape (2, 3, 4, 5) = (B, H, d_v, d_k), got None",
+        ),
+    }
+    return [pytest.param({**ok, **change}, message, id=name) for name, (change, message) in cases.items()]
+
+
+@pytest.mark.parametrize(("arguments", "expected"), _bad_argument_cases())
+@pytest.mark.parametrize("fn", [chunk_delta_rule, recurrent_delta_rule])
+def test_bad_arguments_get_the_exact_message(fn, arguments, expected):
+    # a tensor of the wrong shape is shown by its shape; anything else by its type name (q) or None
+    a = dict(arguments)
+    with pytest.raises(ValueError) as excinfo:
+        fn(a.pop("q"), a.pop("k"), a.pop("v"), a.pop("beta"), **a)
+    assert str(excinfo.value) == expected
+
+
+def test_unit_lower_inverse_stays_on_the_device_of_its_input():
+    # The meta device stands in for an accelerator: an identity built on the CPU would not add to it.
+    inverse = _UnitLowerInverse.apply(torch.zeros(2, 3, 3, device="meta"))
+    assert (inverse.device.type, inverse.shape) == ("meta", (2, 3, 3))
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_chunked_keeps_a_low_precision_dtype(gated):
+    # bfloat16 in, bfloat16 out, close to the float64 loop at bfloat16's precision (8 bits of mantissa)
+    q, k, v, beta, alpha, state = _inputs(7, seed=5, gated=gated)
+    low = [x.to(torch.bfloat16) if x is not None else None for x in (q, k, v, beta, alpha, state)]
+    o, s = chunk_delta_rule(low[0], low[1], low[2], low[3], alpha=low[4], chunk_size=4, initial_state=low[5])
+    assert (o.dtype, s.dtype) == (torch.bfloat16, torch.bfloat16)
+    expected_o, expected_s = _loop(*(x.double() if x is not None else None for x in low))
+    torch.testing.assert_close(o.double(), expected_o, rtol=0.05, atol=0.05)
+    torch.testing.assert_close(s.double(), expected_s, rtol=0.05, atol=0.05)

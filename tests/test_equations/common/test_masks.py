@@ -54,6 +54,72 @@ def test_masks_honour_device():
     assert mac_mask(1, 1, 1, device="cpu").device.type == "cpu"
 
 
+def test_masks_are_built_on_the_requested_device():
+    # The meta device stands in for an accelerator: a part built on the CPU would not combine with it
+    # (or the mask would come back on the CPU).
+    meta = torch.device("meta")
+    assert causal_mask(3, device="meta").device == meta
+    assert sliding_window_mask(3, 2, prefix=1, device="meta").device == meta
+    assert block_causal_mask(5, 2, device="meta").device == meta
+    assert mac_mask(1, 2, 2, device="meta").device == meta
+    assert mac_mask(1, 2, 2, causal_memory=True, device="meta").device == meta
+    pos = torch.arange(3, device="meta")
+    for prefix_keys in (0, 2):
+        mask = window_mask_from_positions(pos, pos, 2, prefix_keys=prefix_keys)
+        assert mask.device == meta and mask.shape == (3, prefix_keys + 3) and mask.dtype == torch.bool
+
+
+def _error(call) -> tuple[type[Exception], str]:
+    with pytest.raises((TypeError, ValueError)) as excinfo:
+        call()
+    return excinfo.type, str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        # n too small, also where the prefix would still leave a non-empty mask
+        (lambda: causal_mask(-1), (ValueError, "n must be an int >= 1, got -1")),
+        (lambda: sliding_window_mask(0, 2, prefix=1), (ValueError, "n must be an int >= 1, got 0")),
+        (lambda: sliding_window_mask(2.0, 2), (TypeError, "n must be an int >= 1, got float")),
+        (lambda: sliding_window_mask(3, 0), (ValueError, "window must be an int >= 1, got 0")),
+        (lambda: sliding_window_mask(3, 2, prefix=-1), (ValueError, "prefix must be an int >= 0, got -1")),
+        (lambda: block_causal_mask(0, 2), (ValueError, "n must be an int >= 1, got 0")),
+        (lambda: block_causal_mask(-1, 2), (ValueError, "n must be an int >= 1, got -1")),
+        (lambda: block_causal_mask("3", 2), (TypeError, "n must be an int >= 1, got str")),
+        (lambda: block_causal_mask(4, 0), (ValueError, "block must be an int >= 1, got 0")),
+        (lambda: mac_mask(1, 2, 0), (ValueError, "n_segment must be an int >= 1, got 0")),
+        (lambda: mac_mask(1, 2, -1), (ValueError, "n_segment must be an int >= 1, got -1")),
+        (
+            lambda: window_mask_from_positions(torch.arange(3), torch.arange(3), 0),
+            (ValueError, "window must be an int >= 1, got 0"),
+        ),
+    ],
+    ids=[
+        "causal-n",
+        "sliding-n-with-prefix",
+        "sliding-n-float",
+        "sliding-window",
+        "sliding-prefix",
+        "block-n-0",
+        "block-n-negative",
+        "block-n-str",
+        "block-block",
+        "mac-segment-0",
+        "mac-segment-negative",
+        "positions-window",
+    ],
+)
+def test_mask_arguments_out_of_range_get_the_exact_message(call, expected):
+    assert _error(call) == expected
+
+
+def test_window_mask_from_positions_has_no_prefix_keys_by_default():
+    # queries and keys at 0, 1, 2, window 2: each query sees itself and the key before it
+    expected = _bool([[1, 0, 0], [1, 1, 0], [0, 1, 1]])
+    assert torch.equal(window_mask_from_positions(torch.arange(3), torch.arange(3), 2), expected)
+
+
 # --------------------------------------------------------------------------------------------------
 # sliding_window_mask (Eq. 27 SW-Attn* with persistent prefix; Eq. 31 plain SW-Attn)
 # --------------------------------------------------------------------------------------------------
