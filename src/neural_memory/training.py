@@ -47,8 +47,7 @@ class TrainConfig:
     Defaults (issue 7): batch 32 and lr 1e-3. At batch 8 and lr 3e-3 every kind sat on the recall task's
     shortcut plateau (answer accuracy about 0.30, the mode of the pair values) for 2000+ steps; at batch 32
     and lr 1e-3, with unit-normal token embeddings and an untied head, the memory kinds leave it within
-    1000 steps
-    (``benchmarks/results/recall_defaults_*.json``).
+    1000 steps (``benchmarks/results/recall_defaults_*.json``).
     """
 
     kind: str
