@@ -73,8 +73,9 @@ def test_moneta_with_p_and_q_two_is_the_l2_weight_decay_memory():
     gates = (0.05, 0.0, 0.01)
     lp = fixed(moneta, p=2.0, q=2.0, fixed_gates=gates)
     lp.bias = LpBias(p=2.0, smooth=False)  # the exact |r|^2, as l2 is
+    # Moneta's l_q retention shrinks towards zero: with q = 2 it is Eq. 13 as printed (forget_to_initial off)
     l2 = fixed(MirasMemory, bias=L2Bias(), retention=WeightDecay(), momentum=False, fixed_gates=gates,
-               depth=2, activation="gelu", residual_norm=True)  # fmt: skip
+               depth=2, activation="gelu", residual_norm=True, forget_to_initial=False)  # fmt: skip
     l2.load_state_dict(lp.state_dict())
     x = torch.randn(2, 10, DIM, dtype=DT)
     (y_lp, s_lp), (y_l2, s_l2) = lp(x), l2(x)

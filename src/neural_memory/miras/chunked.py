@@ -57,12 +57,16 @@ from neural_memory.titans.reference import Project, anchors_gradient, project_we
 from neural_memory.titans.state import MemoryState
 
 
-def _token_states(c: dict[str, Tensor], start: Tensor, momentum: Tensor, a: Tensor, g: Tensor) -> Tensor:
-    """Every in-chunk accumulator :math:`C_t` of one layer: ``(N, b, d_in, d_out)``."""
+def _token_states(c: dict[str, Tensor], start: Tensor, momentum: Tensor, a: Tensor, g: Tensor, anchor=None):
+    """Every in-chunk accumulator :math:`C_t` of one layer: ``(N, b, d_in, d_out)``.
+
+    With an ``anchor`` (one layer of :meth:`MemoryMLP.anchor`) forgetting moves towards it, not zero.
+    """
     beta, s = c["beta"][..., None, None], c["s"][..., None, None]
     # sum_i Q_ti a_i^T g_i for every t as one batched matmul: (N, b, d_in, b) @ (N, 1, b, d_out).
     updates = (c["Q"][..., None] * a[:, None]).transpose(-1, -2) @ g[:, None]
-    return beta * start[:, None] + s * momentum[:, None] + updates
+    states = beta * start[:, None] + s * momentum[:, None] + updates
+    return states if anchor is None else states + (1 - beta) * anchor[:, None]
 
 
 def _read(model: MemoryMLP, states: Weights, queries: Tensor) -> Tensor:
@@ -75,17 +79,18 @@ def _read(model: MemoryMLP, states: Weights, queries: Tensor) -> Tensor:
     return model.recall(flat, queries.reshape(n * b, 1, d), norm).reshape(n, b, d)
 
 
-def _chunk(model, acc, momentum, grad_weights, piece, output_grad, project):
+def _chunk(model, acc, momentum, grad_weights, piece, output_grad, project, anchor):
     """One piece sharing one gradient anchor: ``(y or None, accumulator, momentum)`` at its end."""
     keys, values, queries, alpha, eta, theta, params = piece
     acts, grads = model.gradient_factors(grad_weights, keys, values, partial(output_grad, **params))
     c = chunk_coefficients(alpha, eta, theta)
     y = None
     if queries is not None:
-        layers = zip(acc, momentum, acts, grads, strict=True)
-        states = tuple(_token_states(c, c0, m0, a, g) for c0, m0, a, g in layers)
+        anchors = anchor if anchor is not None else (None,) * len(acc)
+        layers = zip(acc, momentum, acts, grads, anchors, strict=True)
+        states = tuple(_token_states(c, c0, m0, a, g, a0) for c0, m0, a, g, a0 in layers)
         y = _read(model, project_weights(project, states), queries)
-    return (y, *chunk_end_state(c, acc, momentum, acts, grads))
+    return (y, *chunk_end_state(c, acc, momentum, acts, grads, anchor))
 
 
 def _run(model, carry, pieces, rules):
@@ -93,12 +98,12 @@ def _run(model, carry, pieces, rules):
 
     Returns ``(outputs, *carry)`` at the end of the pieces.
     """
-    output_grad, project, lag_token, chunk_size = rules
+    output_grad, project, lag_token, chunk_size, anchor = rules
     weights, acc, momentum, chunk_weights, offset = carry
     outputs = []
     for piece in pieces:
         grad_weights = weights if anchors_gradient(offset, lag_token) else chunk_weights
-        y, acc, momentum = _chunk(model, acc, momentum, grad_weights, piece, output_grad, project)
+        y, acc, momentum = _chunk(model, acc, momentum, grad_weights, piece, output_grad, project, anchor)
         weights = project_weights(project, acc)
         outputs.append(y)
         offset = (offset + piece[0].shape[1]) % chunk_size
@@ -177,7 +182,10 @@ def miras_chunked_memory(
     sizes = piece_sizes(state.offset, keys.shape[1], chunk_size, lag_token)
     pieces = split_pieces(sizes, (keys, values, queries), (alpha, eta, theta), bias_params)
     carry = (state.weights, state.carried, state.momentum, state.chunk_weights, state.offset)
-    rules = (output_grad, project, lag_token, chunk_size)
+    anchor = model.anchor(keys.shape[0], keys.dtype)
+    if anchor is not None and project is not None:
+        raise ValueError("forget_to_initial needs a linear retention (project=None)")
+    rules = (output_grad, project, lag_token, chunk_size, anchor)
     # Back-propagation keeps every chunk's per-token states (b x params each); checkpointing groups of
     # chunks keeps only the group's starting state and recomputes the group in the backward pass.
     group = checkpoint_chunks if checkpoint_chunks > 0 and torch.is_grad_enabled() else len(pieces) or 1

@@ -98,9 +98,13 @@ class MirasMemory(NeuralMemory):
         delta_init: float | None = None,
         **kwargs,
     ):
+        retention = WeightDecay() if retention is None else retention
+        if not isinstance(retention, WeightDecay):  # the memory is read through phi(C): no M_0 to return to
+            if kwargs.get("forget_to_initial"):
+                raise ValueError("forget_to_initial needs the weight-decay retention (Titans Eq. 13)")
+            kwargs["forget_to_initial"] = False
         super().__init__(dim, momentum=momentum, **kwargs)
         bias = L2Bias() if bias is None else bias
-        retention = WeightDecay() if retention is None else retention
         if not isinstance(bias, AttentionalBias):
             raise TypeError(f"bias must be an AttentionalBias, got {type(bias).__name__}")
         if not isinstance(retention, Retention):

@@ -76,20 +76,25 @@ def chunk_coefficients(alpha: Tensor, eta: Tensor, theta: Tensor) -> dict[str, T
 
 
 def _dual_read(
-    model: MemoryMLP, weights: Weights, momentum: Weights, acts, grads, c, queries: Tensor
+    model: MemoryMLP, weights: Weights, momentum: Weights, acts, grads, c, queries: Tensor, anchor=None
 ) -> Tensor:
-    """Read every position of the chunk with its own weights M_t, without materialising them (T-U8)."""
+    """Read every position of the chunk with its own weights M_t, without materialising them (T-U8).
+
+    With an ``anchor`` M_0 (:meth:`MemoryMLP.anchor`) forgetting moves the weights towards it:
+    ``M_t = M_0 + beta_t (M_t' - M_0) + ...``.
+    """
     beta, s, q = c["beta"][..., None], c["s"][..., None], c["Q"]
 
     def linear(layer: int, h: Tensor) -> Tensor:
         w, m, a, g = weights[layer], momentum[layer], acts[layer], grads[layer]
-        return beta * (h @ w) + s * (h @ m) + ((h @ a.transpose(-1, -2)) * q) @ g
+        out = beta * (h @ w) + s * (h @ m) + ((h @ a.transpose(-1, -2)) * q) @ g
+        return out if anchor is None else out + (1 - beta) * (h @ anchor[layer])
 
     _, pre = model.layers(queries, linear)
     return model.readout(queries, pre[-1])
 
 
-def _chunk(model, weights, momentum, grad_weights, piece, read, output_grad):
+def _chunk(model, weights, momentum, grad_weights, piece, read, output_grad, anchor=None):
     """One chunk (or the piece of one): returns ``(y or None, weights at its end, momentum at its end)``."""
     keys, values, queries, alpha, eta, theta, params = piece
     acts, grads = model.gradient_factors(grad_weights, keys, values, partial(output_grad, **params))
@@ -97,25 +102,29 @@ def _chunk(model, weights, momentum, grad_weights, piece, read, output_grad):
     y = None
     if queries is not None:
         if read == "token":
-            y = _dual_read(model, weights, momentum, acts, grads, c, queries)
+            y = _dual_read(model, weights, momentum, acts, grads, c, queries, anchor)
         else:
             y = model.recall(grad_weights, queries)
-    return (y, *chunk_end_state(c, weights, momentum, acts, grads))
+    return (y, *chunk_end_state(c, weights, momentum, acts, grads, anchor))
 
 
-def chunk_end_state(c: dict[str, Tensor], weights: Weights, momentum: Weights, acts, grads):
-    """The weights (or accumulator) and momentum at the end of a chunk, each one tensor per layer.
+def chunk_end_state(c: dict[str, Tensor], weights: Weights, momentum: Weights, acts, grads, anchor=None):
+    r"""The weights (or accumulator) and momentum at the end of a chunk, each one tensor per layer.
 
-    The chunk's last row of coefficients gives them: :math:`\\beta_b, s_b` and :math:`\\prod\\eta` as
-    ``(N, 1, 1)`` scalars on the start state plus the Eq. 17 matmul :math:`A^\\top\\mathrm{diag}(c)\\,G`
-    of the per-token gradient factors.
+    The chunk's last row of coefficients gives them: :math:`\beta_b, s_b` and :math:`\prod\eta` as
+    ``(N, 1, 1)`` scalars on the start state plus the Eq. 17 matmul :math:`A^\top\mathrm{diag}(c)\,G`
+    of the per-token gradient factors. With an ``anchor`` (:meth:`MemoryMLP.anchor`) the forgotten part
+    :math:`1 - \beta_b` of the weights goes to :math:`\mathcal{M}_0` instead of to zero.
     """
     beta, s, eta_decay = (c[key][:, -1, None, None] for key in ("beta", "s", "eta_decay"))
     last_q, last_p = c["Q"][:, -1, :, None], c["P"][:, -1, :, None]  # (N, b, 1)
     new_w, new_s = [], []
-    for w, m, a, g in zip(weights, momentum, acts, grads, strict=True):
+    for layer, (w, m, a, g) in enumerate(zip(weights, momentum, acts, grads, strict=True)):
         # baddbmm/addcmul fuse the adds: these weight-sized passes dominate the cost of small chunks.
-        new_w.append(torch.baddbmm(torch.addcmul(beta * w, s, m), (a * last_q).transpose(-1, -2), g))
+        start = torch.addcmul(beta * w, s, m)
+        if anchor is not None:
+            start = torch.addcmul(start, 1 - beta, anchor[layer])
+        new_w.append(torch.baddbmm(start, (a * last_q).transpose(-1, -2), g))
         new_s.append(torch.baddbmm(eta_decay * m, (a * last_p).transpose(-1, -2), g))
     return tuple(new_w), tuple(new_s)
 
@@ -155,7 +164,7 @@ def join_outputs(outputs: list[Tensor], queries: Tensor | None) -> Tensor | None
     return torch.cat(outputs, dim=1) if outputs else queries[:, :0]
 
 
-def _run(model, weights, momentum, chunk_weights, offset, pieces, chunk_size, read, output_grad):
+def _run(model, weights, momentum, chunk_weights, offset, pieces, chunk_size, read, output_grad, anchor):
     """Run consecutive pieces ``(keys, values, queries, alpha, eta, theta, bias_params)``.
 
     Returns ``(outputs, weights, momentum, chunk_weights)``.
@@ -163,7 +172,9 @@ def _run(model, weights, momentum, chunk_weights, offset, pieces, chunk_size, re
     outputs = []
     for piece in pieces:
         grad_weights = chunk_weights if offset else weights
-        y, weights, momentum = _chunk(model, weights, momentum, grad_weights, piece, read, output_grad)
+        y, weights, momentum = _chunk(
+            model, weights, momentum, grad_weights, piece, read, output_grad, anchor
+        )
         outputs.append(y)
         offset = (offset + piece[0].shape[1]) % chunk_size
         chunk_weights = grad_weights if offset else weights
@@ -227,10 +238,11 @@ def chunked_memory(
         state.offset,
     )
     group = checkpoint_chunks if checkpoint_chunks > 0 and torch.is_grad_enabled() else len(pieces) or 1
+    anchor = model.anchor(keys.shape[0], keys.dtype)
     outputs = []
     for first in range(0, len(pieces), group):
         block = pieces[first : first + group]
-        args = (model, weights, momentum, chunk_weights, offset, block, chunk_size, read, output_grad)
+        args = (model, weights, momentum, chunk_weights, offset, block, chunk_size, read, output_grad, anchor)
         if group < len(pieces):
             ys, weights, momentum, chunk_weights = checkpoint(_run, *args, use_reentrant=False)
         else:

@@ -57,6 +57,10 @@ class NeuralMemory(MemoryBlock):
         residual_norm: read the memory out as :math:`x + \\gamma\\odot\\mathrm{LN}(z) + \\beta` (the later
             version's residual block, which keeps the inner loop stable; ``docs/errata.md``); ``None``
             (default) means ``depth >= 2``.
+        forget_to_initial: forgetting moves the weights towards the learned :math:`\\mathcal{M}_0`,
+            :math:`\\mathcal{M}_t - \\mathcal{M}_0 = (1-\\alpha_t)(\\mathcal{M}_{t-1} - \\mathcal{M}_0)
+            + S_t`, instead of towards zero (which makes the LayerNorm read-out's inner loop chaotic on long
+            sequences; ``docs/errata.md``, "Titans Eq. 13"); ``None`` (default) means ``residual_norm``.
         momentum: keep the past surprise (Eq. 14); False sets :math:`\\eta \\equiv 0`.
         weight_decay: forget (Eq. 13); False sets :math:`\\alpha \\equiv 0`.
         qk_norm: l2-normalise queries and keys (§4.4).
@@ -82,6 +86,7 @@ class NeuralMemory(MemoryBlock):
         expansion: int = 4,
         activation: str = "silu",
         residual_norm: bool | None = None,
+        forget_to_initial: bool | None = None,
         momentum: bool = True,
         weight_decay: bool = True,
         qk_norm: bool = True,
@@ -110,6 +115,7 @@ class NeuralMemory(MemoryBlock):
             heads=heads,
             activation=activation,
             residual_norm=residual_norm,
+            forget_to_initial=forget_to_initial,
         )
         if gates == "learned":
             self.gates = MemoryGates(

@@ -22,6 +22,14 @@ it the read-out is bounded, :math:`\|\mathcal{M}(x) - x - \beta\| \le \|\gamma\|
 loss is invariant to the scale of :math:`W_L`, so a large step makes :math:`W_L` larger and the next step
 smaller instead of blowing up.
 
+**Forgetting returns to** :math:`\mathcal{M}_0` (``forget_to_initial``, on with the LayerNorm read-out).
+That scale invariance has a cost: Eq. 13's decay towards zero then forgets nothing and only enlarges the
+next step, until the inner loop is chaotic and the exact outer gradient explodes with the sequence length
+(measured: 2e17 after 4096 tokens). So the decay acts on the content written on top of the learned
+initial memory, :math:`\mathcal{M}_t - \mathcal{M}_0 = (1-\alpha_t)(\mathcal{M}_{t-1} - \mathcal{M}_0) +
+S_t` (Eq. 13 itself when :math:`\mathcal{M}_0 = 0`; errata, "Titans Eq. 13"). :meth:`MemoryMLP.anchor`
+gives :math:`\mathcal{M}_0` to the memory loops.
+
 Weights are plain tensors passed around functionally, one ``(N, d_in, d_out)`` tensor per layer, where ``N``
 is batch × heads: every sequence and head owns a private copy that the inner loop updates. Rows are tokens
 (``z = h W``), as in the paper's :math:`k_t = x_t W_K`.
@@ -78,6 +86,9 @@ class MemoryMLP(nn.Module):
         residual_norm: read out :math:`x + \gamma \odot \mathrm{LN}(z) + \beta` instead of :math:`z`
             (see the module docstring); ``None`` (default) means ``depth >= 2``, so ``depth=1`` stays the
             matrix-valued memory of Eq. 17.
+        forget_to_initial: forgetting (Eq. 13's :math:`\alpha_t`) pulls the weights towards the learned
+            :math:`\mathcal{M}_0` instead of towards zero (see the module docstring); ``None`` (default)
+            means ``residual_norm``.
     """
 
     def __init__(
@@ -89,6 +100,7 @@ class MemoryMLP(nn.Module):
         heads: int = 1,
         activation: str = "silu",
         residual_norm: bool | None = None,
+        forget_to_initial: bool | None = None,
     ):
         super().__init__()
         if dim < 1:
@@ -105,7 +117,14 @@ class MemoryMLP(nn.Module):
             residual_norm = depth >= 2
         if not isinstance(residual_norm, bool):
             raise TypeError(f"residual_norm must be a bool or None, got {type(residual_norm).__name__}")
+        if forget_to_initial is None:
+            forget_to_initial = residual_norm
+        if not isinstance(forget_to_initial, bool):
+            raise TypeError(
+                f"forget_to_initial must be a bool or None, got {type(forget_to_initial).__name__}"
+            )
         self.dim, self.depth, self.heads, self.residual_norm = dim, depth, heads, residual_norm
+        self.forget_to_initial = forget_to_initial
         self.activation = activation
         self.act, self.act_grad = ACTIVATIONS[activation]
         hidden = expansion * dim
@@ -127,6 +146,15 @@ class MemoryMLP(nn.Module):
             w.unsqueeze(0).expand(batch_size, *w.shape).reshape(batch_size * self.heads, *w.shape[1:])
             for w in self.initial_weights
         )
+
+    def anchor(self, rows: int, dtype: torch.dtype | None = None) -> Weights | None:
+        r"""What forgetting pulls towards, for ``rows = batch * heads`` rows: :math:`\mathcal{M}_0` (as
+        :meth:`expand`) when ``forget_to_initial``, else ``None`` (towards zero, Eq. 13 as printed)."""
+        if not self.forget_to_initial:
+            return None
+        if rows % self.heads:
+            raise ValueError(f"rows must be a multiple of heads ({self.heads}), got {rows}")
+        return tuple(w.to(dtype) for w in self.expand(rows // self.heads))
 
     def layers(self, x: Tensor, linear: Callable[[int, Tensor], Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """The one forward pass of the network, with its linear maps supplied by the caller.

@@ -79,6 +79,14 @@ def anchors_gradient(offset: int, lag_token: bool) -> bool:
     return offset == 0 or (lag_token and offset == 1)
 
 
+def _forget(acc: Weights, momentum: Weights, alpha: Tensor, anchor: Weights | None) -> Weights:
+    """Eq. 13; with an ``anchor`` M_0 (:meth:`MemoryMLP.anchor`), Eq. 13 of the content ``M - M_0``."""
+    if anchor is None:
+        return forgetting_update(acc, momentum, alpha)
+    content = forgetting_update(tuple(w - w0 for w, w0 in zip(acc, anchor, strict=True)), momentum, alpha)
+    return tuple(w0 + w for w, w0 in zip(content, anchor, strict=True))
+
+
 @implements("titans", 13, 14, 15)
 def reference_memory(
     model: MemoryMLP,
@@ -108,6 +116,9 @@ def reference_memory(
     with :math:`t' = t-1` when ``chunk_size == 1`` (Eq. 13-14 exactly) and :math:`t'` the last token
     before the chunk of ``t`` otherwise. ``read="token"`` answers query ``t`` with :math:`\mathcal{M}_t`
     (after writing token ``t``); ``read="chunk"`` with :math:`\mathcal{M}_{t'}` (see ``docs/errata.md``).
+    When ``model.forget_to_initial`` (the deep memory with the LayerNorm read-out), Eq. 13 acts on the
+    content :math:`\mathcal{M}_t - \mathcal{M}_0`, so forgetting returns to the learned :math:`\mathcal{M}_0`
+    (errata "Titans Eq. 13").
 
     **The MIRAS generalisation** (MIRAS §5.3, catalog Algorithm A). The same loop runs every MIRAS memory:
     ``loss`` is the attentional bias, and a retention that is not linear in the gradients keeps a linear
@@ -137,6 +148,9 @@ def reference_memory(
     weights, acc, momentum = state.weights, state.carried, state.momentum
     chunk_weights, offset = state.chunk_weights, state.offset
     params = bias_params or {}
+    anchor = model.anchor(keys.shape[0], keys.dtype)
+    if anchor is not None and project is not None:
+        raise ValueError("forget_to_initial needs a linear retention (project=None)")
     outputs = []
     for t in range(keys.shape[1]):
         if anchors_gradient(offset, lag_token):
@@ -146,7 +160,7 @@ def reference_memory(
             model, chunk_weights, keys[:, t], values[:, t], loss, token_params, output_grad
         )
         momentum = surprise_momentum(momentum, grads, eta[:, t], theta[:, t])
-        acc = forgetting_update(acc, momentum, alpha[:, t])
+        acc = _forget(acc, momentum, alpha[:, t], anchor)
         weights = project_weights(project, acc)
         if queries is not None:
             read_weights = weights if read == "token" else chunk_weights

@@ -68,7 +68,9 @@ BIASES = {
 def make(depth=2, n=3, seq=11, dim=4, seed=0, retention="identity", norm=None, momentum=True):
     torch.manual_seed(seed)
     project, _ = RETENTIONS[retention]
-    model = MemoryMLP(dim, depth=depth, expansion=2, residual_norm=norm).to(DT)
+    # a non-linear retention owns the state (phi(C)): forgetting cannot return to M_0
+    anchored = None if project is None else False
+    model = MemoryMLP(dim, depth=depth, expansion=2, residual_norm=norm, forget_to_initial=anchored).to(DT)
     if model.residual_norm:
         with torch.no_grad():
             model.norm_weight.add_(0.3 * torch.randn_like(model.norm_weight))

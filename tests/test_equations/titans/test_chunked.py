@@ -27,9 +27,9 @@ NORM_OUT_TOL = {"rtol": 0.0, "atol": 1e-9}
 NORM_STATE_TOL = {"rtol": 1e-11, "atol": 1e-10}
 
 
-def make(depth, n=3, seq=11, dim=4, seed=0, special=None, norm=None):
+def make(depth, n=3, seq=11, dim=4, seed=0, special=None, norm=None, anchored=None):
     torch.manual_seed(seed)
-    model = MemoryMLP(dim, depth=depth, expansion=2, residual_norm=norm).to(DT)
+    model = MemoryMLP(dim, depth=depth, expansion=2, residual_norm=norm, forget_to_initial=anchored).to(DT)
     if model.residual_norm:  # a gain and bias away from (1, 0), so a wrong read-out cannot hide
         with torch.no_grad():
             model.norm_weight.add_(0.3 * torch.randn_like(model.norm_weight))
@@ -196,18 +196,21 @@ def test_coefficients_match_the_closed_forms():
 
 
 @pytest.mark.equation("titans", 16)
-def test_alpha_one_wipes_the_past():
-    model, state, k, v, q, a, e, th = make(2, seq=4)
+@pytest.mark.parametrize("anchored", [False, True])
+def test_alpha_one_wipes_the_past(anchored):
+    # alpha = 1 forgets everything: towards zero (Eq. 13 as printed) or towards M_0 (forget_to_initial)
+    model, state, k, v, q, a, e, th = make(2, seq=4, anchored=anchored)
     a[:, 2] = 1.0
     e[:, 2] = 0.0  # momentum forgotten too: M_2 = S_2 = -theta_2 g_2, gradients all at M_0 (one chunk)
     _, s = chunked_memory(model, state, k, v, q, a, e, th, chunk_size=4)
     grads2 = per_token_gradients(model, state.weights, k[:, 2], v[:, 2])
     grads3 = per_token_gradients(model, state.weights, k[:, 3], v[:, 3])
+    blank = model.expand(3) if anchored else tuple(torch.zeros_like(w) for w in state.weights)
     for layer in range(2):
         s2 = -th[:, 2, None, None] * grads2[layer]
-        m2 = s2
+        m2 = blank[layer] + s2
         s3 = e[:, 3, None, None] * s2 - th[:, 3, None, None] * grads3[layer]
-        m3 = (1 - a[:, 3, None, None]) * m2 + s3
+        m3 = blank[layer] + (1 - a[:, 3, None, None]) * (m2 - blank[layer]) + s3
         torch.testing.assert_close(s.weights[layer], m3, **TOL)
 
 
