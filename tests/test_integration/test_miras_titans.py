@@ -232,3 +232,29 @@ def test_miras_memory_refuses_foreign_objects():
         MirasMemory(DIM, retention=KLSoftmax(), read="chunk")
     with pytest.raises(ValueError, match="read"):
         MirasMemory(DIM, retention=LqNormalization(q=4.0), read="chunk")
+
+
+def test_a_non_linear_retention_refuses_forget_to_initial():
+    # Moneta and Memora read phi(C): there is no M_0 for forgetting to return to, so the flag is off by
+    # default there and asking for it is an error, not a silent no-op.
+    assert not moneta(DIM).memory.forget_to_initial
+    assert yaad(DIM).memory.forget_to_initial  # weight decay: the Titans rule
+    with pytest.raises(ValueError, match="forget_to_initial"):
+        moneta(DIM, forget_to_initial=True)
+
+
+@pytest.mark.parametrize("loop", ["chunked", "reference"])
+def test_the_memory_loops_refuse_an_anchor_with_a_projection(loop):
+    from neural_memory.titans.memory_model import MemoryMLP
+    from neural_memory.titans.reference import reference_memory
+    from neural_memory.titans.state import MemoryState
+
+    model = MemoryMLP(4)  # LayerNorm read-out: forget_to_initial on
+    w0 = model.expand(1)
+    state = MemoryState(weights=w0, momentum=tuple(torch.zeros_like(w) for w in w0), chunk_weights=w0)
+    x, gate = torch.randn(1, 3, 4), torch.full((1, 3), 0.1)
+    run = miras_chunked_memory if loop == "chunked" else reference_memory
+    extra = {"output_grad": L2Bias().raw_output_grad} if loop == "chunked" else {}
+    extra["project"] = LqNormalization(q=4).project
+    with pytest.raises(ValueError, match="forget_to_initial"):
+        run(model, state, x, x, x, gate, gate, gate, chunk_size=2, **extra)

@@ -169,3 +169,16 @@ def test_full_forgetting_returns_the_deep_memory_to_its_initial_weights():
         blank = model.recall(start, keys)
     torch.testing.assert_close(y, blank, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(model.recall(end.weights, keys), blank, rtol=1e-12, atol=1e-12)
+
+
+def test_forget_to_initial_follows_the_read_out_and_validates():
+    assert MemoryMLP(4, depth=2).forget_to_initial  # with the LayerNorm read-out
+    assert not MemoryMLP(4, depth=1).forget_to_initial  # the matrix memory: Eq. 13 as printed
+    assert not MemoryMLP(4, depth=2, residual_norm=False).forget_to_initial
+    assert not MemoryMLP(4, depth=2, forget_to_initial=False).forget_to_initial
+    assert MemoryMLP(4, depth=2, forget_to_initial=False).anchor(2) is None
+    assert len(MemoryMLP(4, depth=2, heads=2).anchor(6)) == 2
+    with pytest.raises(TypeError, match="forget_to_initial"):
+        MemoryMLP(4, forget_to_initial="yes")
+    with pytest.raises(ValueError, match="multiple of heads"):
+        MemoryMLP(4, heads=2).anchor(3)
