@@ -182,9 +182,7 @@ def miras_chunked_memory(
     sizes = piece_sizes(state.offset, keys.shape[1], chunk_size, lag_token)
     pieces = split_pieces(sizes, (keys, values, queries), (alpha, eta, theta), bias_params)
     carry = (state.weights, state.carried, state.momentum, state.chunk_weights, state.offset)
-    anchor = model.anchor(keys.shape[0], keys.dtype)
-    if anchor is not None and project is not None:
-        raise ValueError("forget_to_initial needs a linear retention (project=None)")
+    anchor = model.anchor(keys.shape[0], keys.dtype, project)
     rules = (output_grad, project, lag_token, chunk_size, anchor)
     # Back-propagation keeps every chunk's per-token states (b x params each); checkpointing groups of
     # chunks keeps only the group's starting state and recomputes the group in the backward pass.

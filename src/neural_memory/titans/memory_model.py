@@ -147,11 +147,17 @@ class MemoryMLP(nn.Module):
             for w in self.initial_weights
         )
 
-    def anchor(self, rows: int, dtype: torch.dtype | None = None) -> Weights | None:
+    def anchor(self, rows: int, dtype: torch.dtype | None = None, project=None) -> Weights | None:
         r"""What forgetting pulls towards, for ``rows = batch * heads`` rows: :math:`\mathcal{M}_0` (as
-        :meth:`expand`) when ``forget_to_initial``, else ``None`` (towards zero, Eq. 13 as printed)."""
+        :meth:`expand`) when ``forget_to_initial``, else ``None`` (towards zero, Eq. 13 as printed).
+
+        ``project`` is the memory loop's :math:`\phi` (a non-linear retention); the memory is then read
+        through :math:`\phi(C)` and has no :math:`\mathcal{M}_0` to return to, so asking for both raises.
+        """
         if not self.forget_to_initial:
             return None
+        if project is not None:
+            raise ValueError("forget_to_initial needs a linear retention (project=None)")
         if rows % self.heads:
             raise ValueError(f"rows must be a multiple of heads ({self.heads}), got {rows}")
         return tuple(w.to(dtype) for w in self.expand(rows // self.heads))

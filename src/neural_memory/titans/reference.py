@@ -148,9 +148,7 @@ def reference_memory(
     weights, acc, momentum = state.weights, state.carried, state.momentum
     chunk_weights, offset = state.chunk_weights, state.offset
     params = bias_params or {}
-    anchor = model.anchor(keys.shape[0], keys.dtype)
-    if anchor is not None and project is not None:
-        raise ValueError("forget_to_initial needs a linear retention (project=None)")
+    anchor = model.anchor(keys.shape[0], keys.dtype, project)
     outputs = []
     for t in range(keys.shape[1]):
         if anchors_gradient(offset, lag_token):
