@@ -158,6 +158,15 @@ def accuracy_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def save(out: Path | None, records: list[dict], stability: bool) -> None:
+    if out is None:
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = table(records) if stability else accuracy_table(records)
+    meta = {"python": platform.python_version(), "machine": platform.machine(), "argv": sys.argv[1:]}
+    out.write_text(json.dumps({"meta": meta, "records": records, "table": report}, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -200,12 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"val_loss={final(record, 'val_loss')} acc={acc}",
                 flush=True,
             )
-    report = table(records) if stability else accuracy_table(records)
-    print(report)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"python": platform.python_version(), "machine": platform.machine(), "argv": sys.argv[1:]}
-        args.out.write_text(json.dumps({"meta": meta, "records": records, "table": report}, indent=1) + "\n")
+            save(args.out, records, stability)  # after every run: a killed sweep keeps what finished
+    print(table(records) if stability else accuracy_table(records))
     nonfinite = [r for r in records if r["finite"] is not True]
     return 1 if stability and nonfinite else 0
 

@@ -98,8 +98,8 @@ def test_yaad_with_a_huge_threshold_is_the_l2_memory():
 
 @pytest.mark.equation("miras", 26)
 def test_yaad_with_a_tiny_threshold_takes_delta_scaled_l1_steps():
-    # delta -> 0: every token is an outlier, the step is eta * delta * Sign(r) k^T: the l1 rule with step
-    # eta * delta. Linear memory, one head, so the comparison is the l1 recurrence written out here.
+    # delta -> 0: every token is an outlier, the step is eta * delta * Sign(r) k^T / sqrt(d): the l1 rule with
+    # step eta * delta / sqrt(d). Linear memory, one head, so the comparison is the l1 recurrence written out.
     torch.manual_seed(1)
     n, t, d = 2, 7, 4
     model = MemoryMLP(d, depth=1).to(DT)
@@ -115,7 +115,7 @@ def test_yaad_with_a_tiny_threshold_takes_delta_scaled_l1_steps():
     w = w0
     for i in range(t):
         r = (k[:, i, None, :] @ w)[:, 0] - v[:, i]
-        w = keep * w - step * delta * k[:, i, :, None] * torch.sign(r)[:, None, :]
+        w = keep * w - step * delta / d**0.5 * k[:, i, :, None] * torch.sign(r)[:, None, :]
     torch.testing.assert_close(s.weights[0], w, rtol=0, atol=1e-14)
 
 

@@ -352,16 +352,21 @@ class YaadBias(AttentionalBias):
 
     .. math::
         \nabla_{\mathcal{M}} = \begin{cases} \nabla\ell_2 = r & \text{if } \|r\|_2 \le \delta_t \\
-        \delta_t\,\nabla\ell_1 = \delta_t\,\mathrm{Sign}(r) & \text{otherwise} \end{cases}
-        \qquad \ell_2 = \tfrac12\|r\|_2^2,\ \ell_1 = \|r\|_1
+        \delta_t\,\nabla\ell_1 = \delta_t\,\mathrm{Sign}(r)/\sqrt{d_v} & \text{otherwise} \end{cases}
+        \qquad \ell_2 = \tfrac12\|r\|_2^2,\ \ell_1 = \|r\|_1/\sqrt{d_v}
 
     Small errors are learned with the ℓ₂ gradient, large ones (outliers) with a bounded ℓ₁ step whose size
     does not grow with the error. The switch is per token on the residual's ℓ₂ norm, so ``δ_t`` is one
     scalar per token (and head), shape ``(..., 1)`` (A8; docs/errata.md, MIRAS Eq. 16). The ℓ₂/ℓ₁
-    constants (½ and 1) are ours: with them a one-channel memory is exactly the Huber loss of Eq. 13.
+    constants (½ and ``1/√d_v``; the paper fixes none) are ours: with them a one-channel memory is exactly
+    the Huber loss of Eq. 13, and the step is never longer than ``min(‖r‖₂, δ_t)``, its length continuous
+    at the switch. With ``ℓ₁ = ‖r‖₁`` the outlier step ``δ_t Sign(r)`` would be up to ``√d_v`` times longer
+    than the ℓ₂ step it replaces, which made a deep Yaad memory's inner loop chaotic (outer gradient 2e12
+    after 2048 tokens; errata).
 
-    :meth:`loss` is the piecewise value ``½‖r‖²`` if ``‖r‖ <= δ`` else ``δ(‖r‖₁ - ½δ)``, whose gradient is
-    the switch; for ``d > 1`` it is not continuous at ``‖r‖ = δ`` (Eq. 16 is not the gradient of one loss).
+    :meth:`loss` is the piecewise value ``½‖r‖²`` if ``‖r‖ <= δ`` else ``δ(‖r‖₁/√d_v - ½δ)``, whose gradient
+    is the switch; for ``d > 1`` it is not continuous at ``‖r‖ = δ`` (Eq. 16 is not the gradient of one
+    loss).
 
     Token param ``delta``: ``δ_t > 0``, ``(..., 1)``.
     """
@@ -374,12 +379,12 @@ class YaadBias(AttentionalBias):
     def _loss(self, pred: Tensor, target: Tensor, delta: Tensor) -> Tensor:
         r = pred - target
         l2 = 0.5 * (r * r).sum(dim=-1, keepdim=True)
-        l1 = delta * (r.abs().sum(dim=-1, keepdim=True) - 0.5 * delta)
+        l1 = delta * (r.abs().sum(dim=-1, keepdim=True) / math.sqrt(r.shape[-1]) - 0.5 * delta)
         return torch.where(_norm(r) <= delta, l2, l1).squeeze(-1)
 
     def _output_grad(self, pred: Tensor, target: Tensor, delta: Tensor) -> Tensor:
         r = pred - target
-        return torch.where(_norm(r) <= delta, r, delta * torch.sign(r))
+        return torch.where(_norm(r) <= delta, r, delta / math.sqrt(r.shape[-1]) * torch.sign(r))
 
 
 @implements("miras", 17)
@@ -567,8 +572,9 @@ def yaad_bias_step(W: Tensor, k: Tensor, v: Tensor, eta: float | Tensor, delta: 
         \|\mathcal{M}(k_t) - v_t\| \le \delta_t \\ \eta_t\,\delta_t\,\nabla\ell_1(W_{t-1}; k_t, v_t) &
         \text{otherwise} \end{cases} \qquad (16)
 
-    With ``ℓ₂ = ½‖r‖²`` and ``ℓ₁ = ‖r‖₁`` (our constants; docs/errata.md, MIRAS Eq. 16) the two gradients
-    are ``r k^⊤`` and ``Sign(r) k^⊤``; ``δ_t`` is one scalar per token (A8).
+    With ``ℓ₂ = ½‖r‖²`` and ``ℓ₁ = ‖r‖₁/√d_v`` (our constants; docs/errata.md, MIRAS Eq. 16) the two
+    gradients are ``r k^⊤`` and ``Sign(r) k^⊤/√d_v``, so the outlier step is never longer than the ℓ₂ step;
+    ``δ_t`` is one scalar per token (A8).
 
     Args:
         W: ``(..., d_v, d_k)``; k: ``(..., d_k)``; v: ``(..., d_v)``.
@@ -619,7 +625,8 @@ def yaad_step(
 
     Decay the memory by the retention gate ``α_t``, then write with Yaad's switch (Eq. 16) evaluated at the
     *undecayed* ``W_{t-1}``: ``α_t = 0`` erases the old memory but the write still measures its surprise.
-    ``α_t`` is read as its own learned gate in ``[0, 1]`` (A6); here one scalar per batch element.
+    ``α_t`` is read as its own learned gate in ``[0, 1]`` (A6); here one scalar per batch element. The
+    constants are :class:`YaadBias`'s: ``ℓ₂ = ½‖r‖²``, ``ℓ₁ = ‖r‖₁/√d_v``.
 
     Args:
         W: ``W_{t-1}``, ``(..., d_v, d_k)``; k: ``(..., d_k)``; v: ``(..., d_v)``.

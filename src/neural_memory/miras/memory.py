@@ -200,7 +200,9 @@ def yaad(dim: int, **kwargs) -> MirasMemory:
             \mathbf{k}_t, \mathbf{v}_t) & \text{otherwise} \end{cases} \qquad (26)
 
     Learn like the squared loss on ordinary tokens and with a bounded step on outliers; :math:`\delta_t` is
-    a gate (:class:`DeltaGate`).
+    a gate (:class:`DeltaGate`). Constants :math:`\ell_2 = \tfrac12\|r\|_2^2`,
+    :math:`\ell_1 = \|r\|_1/\sqrt{d_v}` (per head), so no step is longer than
+    :math:`\min(\|r\|_2, \delta_t)` (:class:`YaadBias`; docs/errata.md, MIRAS Eq. 16).
 
     Args:
         dim: model width; **kwargs: overrides for :class:`MirasMemory`.

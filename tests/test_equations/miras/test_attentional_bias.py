@@ -516,7 +516,7 @@ def test_norm_huber_with_a_huge_delta_is_the_delta_rule(mem, eta):
 
 
 # --------------------------------------------------------------------------------------------------
-# Eq. 16 — Yaad's l2/l1 switch; ℓ₂ = ½||r||², ℓ₁ = ||r||₁ (errata: the constants)
+# Eq. 16 — Yaad's l2/l1 switch; ℓ₂ = ½||r||², ℓ₁ = ||r||₁ / √d_v (errata: the constants)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -531,6 +531,17 @@ def test_yaad_switch_by_hand():
 
 
 @pytest.mark.equation("miras", 16)
+def test_yaad_l1_step_is_scaled_by_one_over_root_d_by_hand():
+    # d_v = 4, W = 0, k = 1, v = (3, -4, 1, 2): r = -v, ||r|| = √30 ≈ 5.48, η = 0.5
+    w, k, v = torch.zeros(4, 1, dtype=F64), _t(1.0), _t(3.0, -4.0, 1.0, 2.0)
+    # δ = 10 >= ||r||: l2 branch, W' = -η r = η v
+    assert torch.equal(yaad_bias_step(w, k, v, 0.5, delta=10.0), 0.5 * v[:, None])
+    # δ = 1 < ||r||: l1 branch, δ Sign(r) / √4 = (-1/2, 1/2, -1/2, -1/2), W' = -η times that
+    expected = torch.tensor([[0.25], [-0.25], [0.25], [0.25]], dtype=F64)
+    assert torch.equal(yaad_bias_step(w, k, v, 0.5, delta=1.0), expected)
+
+
+@pytest.mark.equation("miras", 16)
 def test_yaad_switch_picks_the_branch_per_token_from_the_residual_norm():
     # three tokens (batch of memories), residual norms 0.5, 5 and 2, thresholds 1, 1 and 3
     w, k = _randn(3, 2, 3, seed=21), _randn(3, 3, seed=22)
@@ -540,7 +551,7 @@ def test_yaad_switch_picks_the_branch_per_token_from_the_residual_norm():
     eta = _t(0.5, 0.2, 0.9)
     got = yaad_bias_step(w, k, v, eta, delta=delta[:, None])
     l2 = [w[i] - eta[i] * torch.outer(r[i], k[i]) for i in range(3)]
-    l1 = [w[i] - eta[i] * delta[i] * torch.outer(torch.sign(r[i]), k[i]) for i in range(3)]
+    l1 = [w[i] - eta[i] * delta[i] * torch.outer(torch.sign(r[i]), k[i]) / 2**0.5 for i in range(3)]
     _close(got[0], l2[0])
     _close(got[1], l1[1])
     _close(got[2], l2[2])
@@ -565,7 +576,7 @@ def test_yaad_outer_branch_is_bounded_independent_of_the_residual(mem, eta, delt
         yaad_bias_step(w, k, v, eta, delta=delta) - w,
         yaad_bias_step(w, k, v_far, eta, delta=delta) - w,
     )
-    bound = eta * delta * torch.sign(r).norm() * k.norm()
+    bound = eta * delta * torch.sign(r).norm() / r.shape[-1] ** 0.5 * k.norm()
     # the step is read back as W' - W: allow the rounding of W' (one ulp of W), not of the bound
     assert torch.linalg.matrix_norm(step) <= bound * (1 + 1e-12) + 1e-15 * torch.linalg.matrix_norm(w)
     _close(step_far, step)
@@ -580,6 +591,24 @@ def test_yaad_bias_in_one_dimension_is_the_huber_function(a, delta):
     expected = torch.where(r.abs() <= delta, 0.5 * r**2, delta * (r.abs() - 0.5 * delta))
     _close(YaadBias().loss(r, zero, delta=delta), expected[:, 0])
     _close(YaadBias().output_grad(r, zero, delta=delta), torch.clamp(r, -delta, delta))
+
+
+@pytest.mark.equation("miras", 16)
+@given(pair=_pairs(), delta=_floats(0.05, 5.0))
+def test_yaad_step_is_never_longer_than_the_l2_step_nor_than_delta(pair, delta):
+    # The outlier branch exists to take a smaller step than l2 would: ||∇|| <= min(||r||, δ), like the
+    # Huber function's derivative. With ℓ₁ = ||r||₁ (no 1/√d) the step δ Sign(r) has norm up to δ√d, longer
+    # than the l2 step whenever δ < ||r|| < δ√d: the overshoot that made Yaad's inner loop chaotic (errata).
+    pred, target = pair
+    r = pred - target
+    grad = YaadBias().output_grad(pred, target, delta=delta)
+    limit = torch.minimum(r.norm(dim=-1), torch.full_like(r[..., 0], delta))
+    assert (grad.norm(dim=-1) <= limit * (1 + 1e-12)).all()
+    # ...and at the switch the step's length is continuous: δ on both sides when no coordinate of r is 0
+    assume(bool((r.abs() > 1e-6).all()))
+    on_edge = delta * r / r.norm(dim=-1, keepdim=True)
+    beyond = YaadBias().output_grad(on_edge * (1 + 1e-9), torch.zeros_like(r), delta=delta)
+    _close(beyond.norm(dim=-1), torch.full_like(r[..., 0], delta))
 
 
 @pytest.mark.equation("miras", 16)
@@ -803,7 +832,7 @@ def test_yaad_step_bounds_the_write_of_an_outlier_token():
     v = (w @ k[..., None]).squeeze(-1) - r
     eta, alpha, delta = _t(0.5, 0.5, 0.5, 0.5), _t(0.9, 1.0, 0.8, 0.95), torch.full((4, 1), 1.0, dtype=F64)
     writes = alpha[:, None, None] * w - yaad_step(w, k, v, eta, alpha, delta=delta)
-    bound = eta * delta[:, 0] * torch.sign(r).norm(dim=-1) * k.norm(dim=-1)
+    bound = eta * delta[:, 0] * torch.sign(r).norm(dim=-1) / 3**0.5 * k.norm(dim=-1)
     assert torch.linalg.matrix_norm(writes)[2] <= bound[2] * (1 + 1e-12)
     for i in (0, 1, 3):  # the small residuals take the l2 branch
         _close(writes[i], eta[i] * torch.outer(r[i], k[i]))
@@ -858,8 +887,9 @@ def test_thresholds_stay_differentiable_for_the_outer_loop():
         (d_delta,) = torch.autograd.grad(
             (bias.output_grad(pred, target, delta=delta) * _t(1.0, 2.0, 3.0)).sum(), delta
         )
-        # Huber clips coordinates 0 and 2 (1·1 + 3·(-1)); Yaad's ‖r‖ > δ clips all three (1 - 2 - 3)
-        assert d_delta.item() == (-2.0 if isinstance(bias, HuberBias) else -4.0)
+        # Huber clips coordinates 0 and 2 (1·1 + 3·(-1)); Yaad's ‖r‖ > δ clips all three, (1 - 2 - 3) / √3
+        expected = -2.0 if isinstance(bias, HuberBias) else -4.0 / math.sqrt(3.0)
+        assert math.isclose(d_delta.item(), expected, rel_tol=1e-15)
 
 
 @pytest.mark.equation("miras", 31)

@@ -79,11 +79,11 @@ def test_yaad_is_its_recurrence_by_hand():
     assert math.isclose(delta, 0.6, rel_tol=1e-6)
     branches = []
 
-    def write(w, k, v, _):  # Eq. 26 with l2 = 1/2 ||r||^2 and l1 = ||r||_1
+    def write(w, k, v, _):  # Eq. 26 with l2 = 1/2 ||r||^2 and l1 = ||r||_1 / sqrt(d)
         r = k @ w - v
         inside = bool(r.norm() <= delta)
         branches.append(inside)
-        g = r if inside else delta * torch.sign(r)
+        g = r if inside else delta * torch.sign(r) / math.sqrt(DIM)
         return KEEP * w - STEP * torch.outer(k, g)
 
     want, _ = by_hand(module, x, write)
