@@ -4,7 +4,9 @@ AdamW (weight decay on matrices only) or another optimizer by name (``TrainConfi
 :mod:`neural_memory.training_optimizers`), linear warmup then cosine decay to ``min_lr_ratio * lr``, gradient
 clipping, periodic evaluation on held-out data, and checkpoints that make a run resumable bit for bit: the
 model, the optimizer, the step, the config and both random states (the data generator and torch's global
-one) are saved. Every batch is an independent window (no state carried between batches).
+one) are saved. Every batch is an independent window (no state carried between batches). Under ``torchrun``
+the run is data-parallel over the processes, each on its share of every batch
+(:mod:`neural_memory.distributed`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from neural_memory.data import BYTE_VOCAB, AssociativeRecall, Batch, TextData, answer_accuracy
+from neural_memory.distributed import DataParallel, barrier, from_environment, wrap
 from neural_memory.models import LanguageModel, build_lm, lm_loss
 from neural_memory.training_optimizers import (
     OptimizerChain,
@@ -186,27 +190,34 @@ def evaluate(model: LanguageModel, batches: list[Batch], *, accuracy: bool) -> d
 
 
 def train_step(
-    model: LanguageModel,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer | OptimizerChain,
     batch: Batch,
     lr: float,
     grad_clip: float,
+    parallel: DataParallel | None = None,
 ) -> float:
     """One optimizer update on ``batch`` at learning rate ``lr``; returns the loss before the update.
 
     The gradients are cleared *before* the forward pass: DGD records the layer inputs during the forward
-    and its ``zero_grad`` forgets them.
+    and its ``zero_grad`` forgets them. With ``parallel`` (``model`` wrapped by
+    :func:`neural_memory.distributed.wrap`) this process trains on its share of the global ``batch`` and
+    the returned loss is the global batch's (:mod:`neural_memory.distributed`).
     """
     set_learning_rate(optimizer, lr)
     optimizer.zero_grad(set_to_none=True)
-    logits, _ = model(batch.inputs)
-    loss = lm_loss(logits, batch.targets, batch.loss_mask)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"training loss is {loss.item()}; lower --lr or check the model")
+    if parallel is None:
+        logits, _ = model(batch.inputs)
+        loss = value = lm_loss(logits, batch.targets, batch.loss_mask)
+    else:
+        loss, _ = parallel.loss(model, parallel.shard(batch), batch)
+        value = parallel.mean(loss)  # every rank sees the same value, so all of them stop on a NaN
+    if not torch.isfinite(value):
+        raise FloatingPointError(f"training loss is {value.item()}; lower --lr or check the model")
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
-    return loss.item()
+    return value.item()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -339,21 +350,30 @@ def train(
     from tqdm.auto import tqdm
 
     out = Path(out)
+    parallel = from_environment()
     run = _resumed_run(out, overrides or {}) if resume else _new_run(_require_config(config))
     config = run.config
+    if parallel is not None:
+        parallel.check_batch_size(config.batch_size)
+    main = parallel is None or parallel.is_main
+    model = wrap(run.model, parallel)
     task = Task(config)
     val_batches = task.val_batches()
     last = config.steps if stop_at is None else min(stop_at, config.steps)
     bar = tqdm(
-        total=config.steps, initial=run.step, desc=config.kind, unit="step", disable=_disable(progress)
+        total=config.steps,
+        initial=run.step,
+        desc=config.kind,
+        unit="step",
+        disable=_disable(progress) if main else True,
     )
-    write = log or bar.write
+    write = (log or bar.write) if main else _quiet
     recent: list[float] = []
     tokens, seconds = 0, 0.0
     while run.step < last:
         started = time.perf_counter()
-        batch = task.batch(run.generator)
-        loss = train_step(run.model, run.optimizer, batch, lr_at(run.step, config), config.grad_clip)
+        batch = task.batch(run.generator)  # the global batch, the same in every process
+        loss = train_step(model, run.optimizer, batch, lr_at(run.step, config), config.grad_clip, parallel)
         seconds += time.perf_counter() - started
         tokens += batch.inputs.numel()
         run.step += 1
@@ -361,11 +381,12 @@ def train(
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / max(seconds, 1e-9):.0f}", refresh=False)
         if run.step % config.eval_every == 0 or run.step == last:
-            _evaluate_and_save(run, task, val_batches, recent, out, write)
+            _evaluate_and_save(run, task, val_batches, recent, out, write, save=main)
             recent = []
     bar.close()
     if "val_loss" not in run.metrics:  # nothing to do (resumed a finished run with steps == checkpoint step)
-        _evaluate_and_save(run, task, val_batches, recent, out, write)
+        _evaluate_and_save(run, task, val_batches, recent, out, write, save=main)
+    barrier(parallel)  # the checkpoint is complete before any process returns
     return TrainResult(
         kind=config.kind,
         steps=run.step,
@@ -387,14 +408,27 @@ def _disable(progress: bool | None) -> bool | None:
     return None if progress is None else not progress  # tqdm: None = disable when not a terminal
 
 
+def _quiet(_: str) -> None:
+    """The log of a process that is not rank 0."""
+
+
 def _evaluate_and_save(
-    run: _Run, task: Task, val_batches: list[Batch], recent: list[float], out: Path, write: Callable
+    run: _Run,
+    task: Task,
+    val_batches: list[Batch],
+    recent: list[float],
+    out: Path,
+    write: Callable,
+    *,
+    save: bool = True,
 ) -> None:
+    # Every process evaluates (the same model on the same batches); only rank 0 writes.
     metrics = evaluate(run.model, val_batches, accuracy=task.recall is not None)
     if recent:
         metrics["train_loss"] = sum(recent) / len(recent)
     run.metrics.update(metrics)
-    save_checkpoint(out, run.payload())
+    if save:
+        save_checkpoint(out, run.payload())
     write(f"step {run.step}: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(run.metrics.items())))
 
 

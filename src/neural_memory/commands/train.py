@@ -161,6 +161,7 @@ def _prepare(args: argparse.Namespace, out: Path):
 
 def run(args: argparse.Namespace) -> int:
     from neural_memory.common.runtime import configure_allocator
+    from neural_memory.distributed import is_main_process, shutdown
     from neural_memory.training import train
 
     configure_allocator()  # a training process owns its allocator; see neural_memory.common.runtime
@@ -168,6 +169,10 @@ def run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("runs") / args.kind
     config, settings = _prepare(args, out)
     progress = False if args.no_progress else None
-    result = train(config, out, resume=args.resume, overrides=settings, progress=progress)
-    print(result.summary())
+    try:
+        result = train(config, out, resume=args.resume, overrides=settings, progress=progress)
+        if is_main_process():
+            print(result.summary())
+    finally:
+        shutdown()
     return 0
