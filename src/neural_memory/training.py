@@ -11,6 +11,7 @@ the run is data-parallel over the processes, each on its share of every batch
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -37,6 +38,22 @@ CHECKPOINT_FORMAT = 1
 VAL_SEED_OFFSET = 1_000_003  # the held-out stream's seed is far from the training seed
 # Settings a resumed run may change; everything else must match the checkpoint.
 RESUMABLE_CHANGES = ("steps", "eval_every", "eval_batches")
+PRECISIONS = ("fp32", "bf16")
+
+
+def precision_context(precision: str) -> contextlib.AbstractContextManager:
+    """Where the forward pass runs: ``"fp32"`` as is, ``"bf16"`` under CPU autocast to bfloat16.
+
+    Autocast runs matmuls, linear layers and convolutions in bfloat16 and keeps reductions such as the
+    cross-entropy in float32; the weights, their gradients and the optimizer state stay float32. The test-time
+    memories' inner-loop matmuls are inside the forward pass, so they run in bfloat16 too (8 bits of
+    mantissa: a choice of speed over the float32 inner loop, measured in ``benchmarks/precision.py``).
+    """
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    raise ValueError(f"precision must be one of {', '.join(repr(p) for p in PRECISIONS)}, got {precision!r}")
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     model_config: dict[str, Any] = field(default_factory=dict)
     optimizer: str = "adamw"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("steps", "seq_len", "batch_size", "dim", "depth", "eval_every", "eval_batches"):
@@ -88,6 +106,9 @@ class TrainConfig:
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
         check_optimizer_name(self.optimizer)
+        if self.precision not in PRECISIONS:
+            choices = ", ".join(repr(p) for p in PRECISIONS)
+            raise ValueError(f"precision must be one of {choices}, got {self.precision!r}")
 
     @property
     def warmup_steps(self) -> int:
@@ -373,7 +394,9 @@ def train(
     while run.step < last:
         started = time.perf_counter()
         batch = task.batch(run.generator)  # the global batch, the same in every process
-        loss = train_step(model, run.optimizer, batch, lr_at(run.step, config), config.grad_clip, parallel)
+        lr = lr_at(run.step, config)
+        with precision_context(config.precision):
+            loss = train_step(model, run.optimizer, batch, lr, config.grad_clip, parallel)
         seconds += time.perf_counter() - started
         tokens += batch.inputs.numel()
         run.step += 1
@@ -423,7 +446,8 @@ def _evaluate_and_save(
     save: bool = True,
 ) -> None:
     # Every process evaluates (the same model on the same batches); only rank 0 writes.
-    metrics = evaluate(run.model, val_batches, accuracy=task.recall is not None)
+    with precision_context(run.config.precision):
+        metrics = evaluate(run.model, val_batches, accuracy=task.recall is not None)
     if recent:
         metrics["train_loss"] = sum(recent) / len(recent)
     run.metrics.update(metrics)

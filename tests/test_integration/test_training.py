@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 
 import pytest
 import torch
 
 from neural_memory.cli import main
 from neural_memory.commands.train import OPTIONS, assignments_to_dict, parse_assignment
-from neural_memory.models import available_kinds
+from neural_memory.models import available_kinds, lm_loss
 from neural_memory.training import (
+    Task,
     TrainConfig,
+    _Run,
+    build_model,
     load_checkpoint,
     load_model,
     lr_at,
+    make_optimizer,
+    precision_context,
     resume_config,
     train,
+    train_step,
 )
 
 TINY = {"seq_len": 16, "batch_size": 4, "dim": 16, "depth": 1, "model_config": {"heads": 2}}
@@ -60,6 +67,7 @@ def test_default_warmup_is_a_tenth_up_to_100():
         ({"lr": 0.0}, "lr must be a finite number > 0"),
         ({"warmup": -1}, "warmup must be an int >= 0"),
         ({"min_lr_ratio": 2.0}, r"min_lr_ratio must lie in \[0, 1\]"),
+        ({"precision": "fp16"}, r"precision must be one of 'fp32', 'bf16', got 'fp16'"),
     ],
 )
 def test_bad_config(kwargs, match):
@@ -265,3 +273,36 @@ def test_training_losses_do_not_depend_on_the_thread_count(kind, tmp_path):
         torch.set_num_threads(before)
     assert len(curves[1]) == 4 and all(math.isfinite(v) for v in curves[1])
     assert curves[1] == pytest.approx(curves[2], rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# bf16 autocast
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["transformer", "titans-mac"])
+def test_bf16_runs_the_matmuls_in_bfloat16_and_keeps_float32_weights(tmp_path, kind):
+    seen = []
+    config = TrainConfig(kind=kind, steps=2, precision="bf16", seq_len=24, batch_size=4, dim=16, depth=1)
+    model = build_model(config)
+    model.head.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    run_bf16 = _Run(config, model, make_optimizer(model, config), torch.Generator().manual_seed(0))
+    batch = Task(config).batch(torch.Generator().manual_seed(1))
+    with precision_context(config.precision):
+        loss = train_step(run_bf16.model, run_bf16.optimizer, batch, 1e-3, 1.0)
+    assert seen == [torch.bfloat16]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())
+    fp32 = build_model(replace(config, precision="fp32"))
+    logits, _ = fp32(batch.inputs)
+    exact = lm_loss(logits, batch.targets, batch.loss_mask).item()
+    # the same weights in bfloat16 (8 bits of mantissa): close to the float32 loss, but not equal to it
+    assert loss != exact and abs(loss - exact) < 0.05 * exact
+
+
+def test_bf16_training_runs_end_to_end_and_is_saved_in_the_checkpoint(tmp_path, text_file, capsys):
+    main(["train", "titans-lmm", "--text", str(text_file), "--steps", "3", "--eval-every", "3",
+          "--precision", "bf16", "--out", str(tmp_path), *TINY_ARGS])  # fmt: skip
+    assert "val_loss=" in capsys.readouterr().out
+    saved = load_checkpoint(tmp_path)
+    assert saved["config"]["precision"] == "bf16" and math.isfinite(saved["metrics"]["val_loss"])

@@ -99,6 +99,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for dest, flag, type_, metavar, help_ in OPTIONS:
         parser.add_argument(flag, dest=dest, type=type_, metavar=metavar, help=help_)
     parser.add_argument("--optimizer", choices=list(OPTIMIZERS), metavar="NAME", help=_optimizer_help())
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        help="fp32 (default) or bf16: the forward pass under CPU autocast to bfloat16, float32 weights",
+    )
     parser.add_argument("--out", type=Path, metavar="DIR", help="run directory (default runs/KIND)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument(
@@ -122,6 +127,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     settings = {dest: getattr(args, dest) for dest, *_ in OPTIONS if getattr(args, dest) is not None}
     if args.optimizer is not None:
         settings["optimizer"] = args.optimizer
+    if args.precision is not None:
+        settings["precision"] = args.precision
     if args.text is not None:
         settings["text"] = str(args.text)
     if args.config:
