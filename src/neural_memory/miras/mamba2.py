@@ -5,14 +5,15 @@ head_dim``), decayed by one scalar per token and written with the discretised in
 :math:`\bar{\mathbf{B}}_t\mathbf{x}_t = \Delta_t\mathbf{B}_t\mathbf{x}_t`:
 
 .. math::
-    \Delta_t = \mathrm{softplus}(\mathbf{x}_t\mathbf{w}_\Delta + b_\Delta), \qquad
+    \Delta_t = \mathrm{softplus}(\mathbf{u}_t\mathbf{w}_\Delta + b_\Delta), \qquad
     a_t = \exp(-\Delta_t A_h), \qquad A_h = \exp(A^{\log}_h) > 0
 
     \mathbf{S}_t = a_t\,\mathbf{S}_{t-1} + \mathbf{B}_t\,(\Delta_t\mathbf{x}_t)^{\top}, \qquad
     \mathbf{y}_t = \mathbf{S}_t^{\top}\mathbf{C}_t + D_h\,\mathbf{x}_t
 
-with :math:`\mathbf{B}_t, \mathbf{C}_t \in \mathbb{R}^N` shared by all heads (one group) and
-:math:`\mathbf{x}_t \in \mathbb{R}^P` the head's slice of the input. This is MIRAS Eq. 8 with a per-token
+with :math:`\mathbf{u}_t` the layer's input, :math:`\mathbf{B}_t, \mathbf{C}_t \in \mathbb{R}^N` shared by all
+heads (one group) and :math:`\mathbf{x}_t \in \mathbb{R}^P` the head's slice of the convolved x projection
+(all three computed from :math:`\mathbf{u}_{\le t}`, below). This is MIRAS Eq. 8 with a per-token
 gate (:func:`~neural_memory.miras.framework.hebbian_step`, MIRAS Table 1's Mamba2 row): linear attention
 with keys :math:`\mathbf{B}_t`, queries :math:`\mathbf{C}_t`, values :math:`\Delta_t\mathbf{x}_t` and decay
 :math:`\alpha_t = a_t`, so :func:`ssd` runs
