@@ -194,6 +194,25 @@ def test_scaling_measures_every_kind_at_every_length(shared):
     assert set(rows) == set(available_kinds())
 
 
+def test_needle_leaves_mamba2_out_at_the_tiny_scale_only(monkeypatch, tmp_path):
+    # tiny is the smoke run: a mamba2 needle run would add about 7 s there (needle.NOT_AT_TINY)
+    from neural_memory.experiments import needle
+
+    trained = {}
+
+    def record_kinds(ctx, desc, kinds, train_one):
+        trained[ctx.scale.name] = kinds
+        return {"variants": {}, "missing_kinds": []}
+
+    monkeypatch.setattr(needle, "kind_answer_runs", record_kinds)
+    for name in ("test", "tiny", "small"):
+        scale = get_scale(name)
+        needle.run(Context(scale, tmp_path, scale.seeds, progress=False))
+    assert "mamba2" in needle.KINDS
+    assert trained["test"] == trained["small"] == needle.KINDS
+    assert trained["tiny"] == [kind for kind in needle.KINDS if kind != "mamba2"]
+
+
 def test_scaling_memory_meter_sees_a_large_tensor():
     # 32 MiB of float32 touched inside the work: the meter reports at least that much resident growth
     import torch

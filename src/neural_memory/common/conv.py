@@ -3,6 +3,7 @@
 Titans puts a depthwise-separable convolution after each of the query, key and value projections. It must
 be causal (a token sees only itself and the ``kernel_size - 1`` tokens before it), and a stream split into
 several calls must give the same result as one call: the last ``kernel_size - 1`` inputs are the cache.
+Mamba2 convolves without the pointwise map (``pointwise=False``): each channel sees only its own past.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ class CausalDepthwiseSeparableConv(nn.Module):
     Args:
         channels: feature width ``C``.
         kernel_size: taps per channel, >= 1.
+        pointwise: apply the pointwise map; ``False`` leaves the depthwise convolution alone (Mamba2's).
     """
 
-    def __init__(self, channels: int, kernel_size: int):
+    def __init__(self, channels: int, kernel_size: int, *, pointwise: bool = True):
         super().__init__()
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
@@ -27,7 +29,7 @@ class CausalDepthwiseSeparableConv(nn.Module):
             raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
         self.channels, self.kernel_size = channels, kernel_size
         self.depthwise = nn.Conv1d(channels, channels, kernel_size, groups=channels)
-        self.pointwise = nn.Linear(channels, channels)
+        self.pointwise = nn.Linear(channels, channels) if pointwise else nn.Identity()
 
     def empty_cache(self, batch: int, *, device=None, dtype=None) -> Tensor:
         """Zeros standing for the inputs before the stream starts: ``(batch, kernel_size - 1, C)``."""

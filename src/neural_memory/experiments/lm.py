@@ -71,6 +71,7 @@ ALL_KINDS = [
     "linear-attention",
     "deltanet",
     "gated-deltanet",
+    "mamba2",
 ]
 
 

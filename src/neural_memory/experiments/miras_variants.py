@@ -1,5 +1,5 @@
-"""``miras-variants``: Moneta, Yaad, Memora, Titans LMM, DeltaNet, Gated DeltaNet and linear attention on the
-same data and budget (mirrors MIRAS Table 2).
+"""``miras-variants``: Moneta, Yaad, Memora, Titans LMM, DeltaNet, Gated DeltaNet, linear attention and Mamba2
+on the same data and budget (mirrors MIRAS Table 2, whose 760M and 1.3B rows include Mamba2).
 
 The runs are the ``lm`` experiment's runs of these kinds (same configs, so a ``reproduce`` trains them once).
 """
@@ -14,7 +14,7 @@ from neural_memory.experiments.base import Claim, Context, Experiment
 from neural_memory.experiments.paper_claims import MIRAS_TABLE2_WIKI, TITANS_TABLE1_340M_WIKI
 from neural_memory.experiments.plots import bars_with_ci
 
-KINDS = ["moneta", "yaad", "memora", "titans-lmm", "deltanet", "gated-deltanet", "linear-attention"]
+KINDS = ["moneta", "yaad", "memora", "titans-lmm", "deltanet", "gated-deltanet", "linear-attention", "mamba2"]
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -64,7 +64,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
 EXPERIMENT = Experiment(
     name="miras-variants",
     mirrors="MIRAS Table 2",
-    description="Moneta, Yaad, Memora, Titans LMM, DeltaNet, Gated DeltaNet, linear attention; same budget.",
+    description=(
+        "Moneta, Yaad, Memora, Titans LMM, DeltaNet, Gated DeltaNet, linear attention, Mamba2; same budget."
+    ),
     run=run,
     claims=claims,
     table=lm.table,

@@ -231,6 +231,17 @@ def claims(results: dict[str, Any]) -> list[Claim]:
         ),
         _compare(
             results,
+            "the LMM is slightly slower than Mamba2",
+            "Titans Fig. 9",
+            FIG9,
+            "titans-lmm",
+            "mamba2",
+            lambda k: longest_throughput(results, k),
+            "lower",
+            f"training tokens/s at {results['lengths'][-1]} tokens",
+        ),
+        _compare(
+            results,
             "MAL is faster than the baselines (here: than Gated DeltaNet)",
             "Titans Fig. 9",
             FIG9,

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from neural_memory.common.delta_rule_chunked import _check_sequence, chunk_delta_rule, recurrent_delta_rule
 from neural_memory.common.memory_block import MemoryBlock
+from neural_memory.common.scan import linear_scan
 from neural_memory.common.validation import check_int
 from neural_memory.miras.framework import hebbian_step
 from neural_memory.registry import implements
@@ -57,15 +58,31 @@ IMPLS = ("chunked", "reference")
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_linear(q, k, v, initial_state, chunk_size) -> Tensor:
-    """The checks of the delta-rule sequence functions (no gates here): the initial state, zeros if None."""
+def _check_linear(q, k, v, log_alpha, initial_state, chunk_size) -> Tensor:
+    """The checks of the delta-rule sequence functions (no write strength here) and of ``log_alpha``:
+    ``(B, H, T)``, finite and ``<= 0``. Returns the initial state, zeros if None."""
     beta = q.new_ones(q.shape[:3]) if isinstance(q, Tensor) and q.dim() == 4 else None
-    return _check_sequence(q, k, v, beta, None, initial_state, chunk_size)
+    state = _check_sequence(q, k, v, beta, None, initial_state, chunk_size)
+    if log_alpha is not None:
+        if not isinstance(log_alpha, Tensor) or log_alpha.shape != q.shape[:3]:
+            raise ValueError(
+                f"log_alpha must have shape {tuple(q.shape[:3])}, got {getattr(log_alpha, 'shape', None)}"
+            )
+        # finite: alpha = 0 (log = -inf) would make the chunked form's differences of cumulative logs NaN
+        if not bool((torch.isfinite(log_alpha) & (log_alpha <= 0)).all()):
+            raise ValueError("log_alpha must be finite and <= 0 (alpha = exp(log_alpha) in (0, 1])")
+    return state
 
 
 @implements("titans", 4, 5)
 def recurrent_linear_attention(
-    q: Tensor, k: Tensor, v: Tensor, *, chunk_size: int = 64, initial_state: Tensor | None = None
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    log_alpha: Tensor | None = None,
+    chunk_size: int = 64,
+    initial_state: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Linear attention token by token (Titans v1, Eq. 4-5; MIRAS v1, Eq. 8 with :math:`\alpha = 1`).
 
@@ -78,26 +95,39 @@ def recurrent_linear_attention(
     transpose (``(d_k, d_v)``, :math:`\mathcal{M}_t = \mathcal{M}_{t-1} + K_t^\top V_t`, read
     :math:`Q_t\mathcal{M}_t`); same numbers.
 
+    With ``log_alpha`` the memory decays first by one scalar per token and head,
+    :math:`\mathbf{S}_t = \alpha_t\mathbf{S}_{t-1} + \mathbf{v}_t\mathbf{k}_t^{\top}`: MIRAS Eq. 8 with a
+    per-token gate, the recurrence of Mamba2's SSD (:mod:`neural_memory.miras.mamba2`); ``None`` is
+    :math:`\alpha \equiv 1`. The gate comes as its logarithm because the chunked form needs it there.
+
     Args:
         q, k: ``(B, H, T, d_k)``.
         v: ``(B, H, T, d_v)``.
+        log_alpha: :math:`\log\alpha_t`, finite and ``<= 0``, ``(B, H, T)``; ``None`` for no decay.
         chunk_size: accepted (and validated) for a signature shared with :func:`chunk_linear_attention`.
         initial_state: ``S_0``, ``(B, H, d_v, d_k)``; zeros when ``None``.
 
     Returns:
         ``(o, S_T)``: outputs ``(B, H, T, d_v)`` and the final state ``(B, H, d_v, d_k)``.
     """
-    state = _check_linear(q, k, v, initial_state, chunk_size)
+    state = _check_linear(q, k, v, log_alpha, initial_state, chunk_size)
+    alphas = torch.exp(log_alpha).unbind(2) if log_alpha is not None else [1.0] * q.shape[2]
     outputs = []
-    for q_t, k_t, v_t in zip(q.unbind(2), k.unbind(2), v.unbind(2), strict=True):
-        state = hebbian_step(state, k_t, v_t)
+    for q_t, k_t, v_t, alpha_t in zip(q.unbind(2), k.unbind(2), v.unbind(2), alphas, strict=True):
+        state = hebbian_step(state, k_t, v_t, alpha_t)
         outputs.append((state @ q_t[..., None]).squeeze(-1))
     return torch.stack(outputs, dim=2), state
 
 
 @implements("titans", 4, 5)
 def chunk_linear_attention(
-    q: Tensor, k: Tensor, v: Tensor, *, chunk_size: int = 64, initial_state: Tensor | None = None
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    log_alpha: Tensor | None = None,
+    chunk_size: int = 64,
+    initial_state: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Linear attention in chunks (Titans v1, Eq. 4-5; MIRAS v1, Eq. 8 with :math:`\alpha = 1`).
 
@@ -112,17 +142,28 @@ def chunk_linear_attention(
     :math:`\mathbf{S}_0 + \mathbf{V}^\top\mathbf{K}`. The chunk starts are a cumulative sum, so nothing
     loops. The last chunk is padded with zero keys and values, which add nothing.
 
+    With ``log_alpha`` (the per-token decay of :func:`recurrent_linear_attention`; Mamba2's SSD), the
+    cumulative decays :math:`\gamma_r = \alpha_1\cdots\alpha_r` within a chunk weight every term:
+    :math:`\mathbf{O} = \mathrm{diag}(\gamma)\mathbf{Q}\mathbf{S}_0^\top
+    + (\mathbf{Q}\mathbf{K}^\top \odot \Gamma)\mathbf{V}` with :math:`\Gamma_{ri} = \gamma_r/\gamma_i`
+    for :math:`i \le r` and 0 above, and the next start is :math:`\gamma_b\mathbf{S}_0
+    + \mathbf{V}^\top\mathrm{diag}(\gamma_b/\gamma)\mathbf{K}`, a scalar-gated recurrence over the
+    chunks run by the associative scan :func:`~neural_memory.common.scan.linear_scan`. The ratios are
+    differences of cumulative logs, masked before the exponential, so nothing divides or overflows;
+    padding tokens have :math:`\log\alpha = 0`.
+
     Args:
         q, k: ``(B, H, T, d_k)``.
         v: ``(B, H, T, d_v)``.
+        log_alpha: :math:`\log\alpha_t`, finite and ``<= 0``, ``(B, H, T)``; ``None`` for no decay.
         chunk_size: tokens per chunk ``b >= 1``.
         initial_state: ``S_0``, ``(B, H, d_v, d_k)``; zeros when ``None``.
 
     Returns:
         ``(o, S_T)``: outputs ``(B, H, T, d_v)`` and the final state ``(B, H, d_v, d_k)``.
     """
-    state = _check_linear(q, k, v, initial_state, chunk_size)
-    n_b, n_h, n_t, _ = q.shape
+    state = _check_linear(q, k, v, log_alpha, initial_state, chunk_size)
+    n_b, n_h, n_t, d_k = q.shape
     d_v, b = v.shape[-1], chunk_size
     pad = (-n_t) % b
     n_c = (n_t + pad) // b
@@ -131,11 +172,22 @@ def chunk_linear_attention(
         return nn.functional.pad(x, (0, 0, 0, pad)).reshape(n_b, n_h, n_c, b, x.shape[-1])
 
     qc, kc, vc = chunks(q), chunks(k), chunks(v)
-    intra = (qc @ kc.transpose(-1, -2)).tril() @ vc  # (B, H, N, b, d_v)
-    # the states are kept transposed, (d_k, d_v): each chunk adds Kᵀ V
-    writes = kc.transpose(-1, -2) @ vc  # (B, H, N, d_k, d_v)
-    totals = state.transpose(-1, -2)[:, :, None] + writes.cumsum(dim=2)  # state after each chunk
-    starts = torch.cat([state.transpose(-1, -2)[:, :, None], totals[:, :, :-1]], dim=2)
+    state_t = state.transpose(-1, -2)[:, :, None]  # the states are kept transposed, (d_k, d_v)
+    if log_alpha is None:
+        intra = (qc @ kc.transpose(-1, -2)).tril() @ vc  # (B, H, N, b, d_v)
+        writes = kc.transpose(-1, -2) @ vc  # each chunk adds Kᵀ V, (B, H, N, d_k, d_v)
+        totals = state_t + writes.cumsum(dim=2)  # state after each chunk
+    else:
+        g = chunks(log_alpha[..., None]).squeeze(-1).cumsum(dim=-1)  # log γ_r within each chunk, (B, H, N, b)
+        causal = torch.ones(b, b, dtype=torch.bool, device=q.device).tril()
+        log_ratio = torch.where(causal, g[..., :, None] - g[..., None, :], torch.zeros((), dtype=g.dtype))
+        intra = ((qc @ kc.transpose(-1, -2)) * (torch.exp(log_ratio) * causal)) @ vc  # (Q Kᵀ ⊙ Γ) V
+        writes = (torch.exp(g[..., -1:] - g)[..., None] * kc).transpose(-1, -2) @ vc  # Kᵀ diag(γ_b/γ) V
+        # S_c = γ_b S_{c-1} + W_c over the chunks: prefix products of γ_b and the scanned writes
+        decay, acc = linear_scan(torch.exp(g[..., -1]), writes.flatten(-2))
+        totals = decay[..., None, None] * state_t + acc.unflatten(-1, (d_k, d_v))
+        qc = torch.exp(g)[..., None] * qc  # diag(γ) Q reads the chunk's start
+    starts = torch.cat([state_t, totals[:, :, :-1]], dim=2)
     o = (qc @ starts + intra).reshape(n_b, n_h, n_c * b, d_v)[:, :, :n_t]
     return o, totals[:, :, -1].transpose(-1, -2)
 

@@ -65,6 +65,17 @@ def test_output_is_the_depthwise_loop_then_the_pointwise_mix(x):
     torch.testing.assert_close(y, expected, **TOL)
 
 
+@given(x=sequences())
+def test_without_the_pointwise_map_the_output_is_the_depthwise_loop(x):
+    # Mamba2's convolution: depthwise taps and bias only, no channel mixing and no pointwise parameters
+    torch.manual_seed(0)
+    conv = CausalDepthwiseSeparableConv(3, 3, pointwise=False).to(DT)
+    assert sum(p.numel() for p in conv.parameters()) == 3 * 3 + 3
+    y, cache = conv(x)
+    torch.testing.assert_close(y, depthwise_by_hand(conv, x), **TOL)
+    torch.testing.assert_close(cache, x[:, -2:], rtol=0, atol=0)
+
+
 def test_pointwise_mix_crosses_channels_and_depthwise_does_not():
     # zero the depthwise weights except channel 0's current-token tap: every output channel still moves with
     # input channel 0 (pointwise), and input channel 1 changes nothing (depthwise is per channel)

@@ -2,10 +2,13 @@
 
 State in the column convention, ``S`` of shape ``(B, H, d_v, d_k)`` read as ``o_t = S_t q_t`` after the write
 at ``t``. Expectations come from the token loops (``impl="reference"``) or from loops written out here over
-the Titans linear-memory functions (Eq. 4-5, whose memory is the transpose, ``(d_k, d_v)``).
+the Titans linear-memory functions (Eq. 4-5, whose memory is the transpose, ``(d_k, d_v)``). Linear attention
+with a per-token decay (``log_alpha``: MIRAS Eq. 8's gate, Mamba2's SSD) is checked against the recurrence
+written out with einsum.
 """
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -129,6 +132,96 @@ def test_linear_attention_bad_shapes_raise():
         recurrent_linear_attention(q, k, v, initial_state=state[..., :2])
     with pytest.raises(ValueError, match="chunk_size must be an int >= 1"):
         chunk_linear_attention(q, k, v, chunk_size=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# linear attention with a per-token decay (MIRAS Eq. 8's gate; Mamba2's SSD): chunked and token loop
+# against the recurrence written out
+# --------------------------------------------------------------------------------------------------
+
+
+def _log_alpha(batch, heads, length, seed=0, scale=2.0):
+    g = torch.Generator().manual_seed(seed)
+    return -scale * torch.rand(batch, heads, length, dtype=F64, generator=g)
+
+
+def _decayed_loop(q, k, v, log_alpha, state):
+    """S_t = α_t S_{t-1} + v_t k_tᵀ, o_t = S_t q_t, written out with einsum (no library code)."""
+    outputs = []
+    for t in range(q.shape[2]):
+        alpha = torch.exp(log_alpha[:, :, t])[..., None, None]
+        state = alpha * state + torch.einsum("bhv,bhk->bhvk", v[:, :, t], k[:, :, t])
+        outputs.append(torch.einsum("bhvk,bhk->bhv", state, q[:, :, t]))
+    return torch.stack(outputs, dim=2), state
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 16, 32])
+def test_decayed_linear_attention_equals_the_recurrence_written_out(chunk_size):
+    q, k, v, state = _qkv(2, 3, 23, 5, 4, seed=6)  # 23: not a multiple of 3 or 16, shorter than 32
+    log_alpha = _log_alpha(2, 3, 23, seed=7)
+    o_ref, final_ref = _decayed_loop(q, k, v, log_alpha, state)
+    for fn in (chunk_linear_attention, recurrent_linear_attention):
+        o, final = fn(q, k, v, log_alpha=log_alpha, chunk_size=chunk_size, initial_state=state)
+        torch.testing.assert_close(o, o_ref, rtol=0, atol=1e-10)
+        torch.testing.assert_close(final, final_ref, rtol=0, atol=1e-10)
+
+
+@given(
+    data=arrays(np.float64, (3, 1, 1, 9, 3), elements=st.floats(-2, 2)),
+    log_alpha=arrays(np.float64, (1, 1, 9), elements=st.floats(-30, 0)),
+    chunk_size=st.integers(1, 10),
+)
+def test_chunked_decayed_linear_attention_is_the_recurrence_for_any_inputs(data, log_alpha, chunk_size):
+    q, k, v = (torch.from_numpy(a) for a in data)  # (1, 1, 9, 3) each
+    s0 = torch.ones(1, 1, 3, 3, dtype=F64)
+    la = torch.from_numpy(log_alpha)
+    o, final = chunk_linear_attention(q, k, v, log_alpha=la, chunk_size=chunk_size, initial_state=s0)
+    o_ref, final_ref = _decayed_loop(q, k, v, la, s0)
+    torch.testing.assert_close(o, o_ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(final, final_ref, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 64])
+def test_chunked_decayed_linear_attention_gradients_equal_the_token_loop(chunk_size):
+    inputs = (*_qkv(2, 2, 13, 3, 4, seed=8), _log_alpha(2, 2, 13, seed=9))
+    g = torch.Generator().manual_seed(10)
+    o_cot = torch.randn(2, 2, 13, 4, dtype=F64, generator=g)
+    s_cot = torch.randn(2, 2, 4, 3, dtype=F64, generator=g)
+
+    def grads(fn):
+        q, k, v, state, log_alpha = (t.clone().requires_grad_(True) for t in inputs)
+        o, final = fn(q, k, v, log_alpha=log_alpha, chunk_size=chunk_size, initial_state=state)
+        loss = (o * o_cot).sum() + (final * s_cot).sum()
+        return torch.autograd.grad(loss, [q, k, v, state, log_alpha])
+
+    for got, expected in zip(grads(chunk_linear_attention), grads(recurrent_linear_attention), strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("fn", [chunk_linear_attention, recurrent_linear_attention])
+def test_zero_log_decay_is_plain_linear_attention(fn):
+    q, k, v, state = _qkv(1, 2, 9, 3, 2, seed=11)
+    o, final = fn(q, k, v, log_alpha=torch.zeros(1, 2, 9, dtype=F64), chunk_size=4, initial_state=state)
+    o_ref, final_ref = _titans_loop(q, k, v, state)
+    torch.testing.assert_close(o, o_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(final, final_ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("fn", [chunk_linear_attention, recurrent_linear_attention])
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (torch.full((1, 2, 5), 0.1, dtype=F64), "log_alpha must be finite and <= 0"),
+        (torch.full((1, 2, 5), -math.inf, dtype=F64), "log_alpha must be finite and <= 0"),
+        (torch.full((1, 2, 5), math.nan, dtype=F64), "log_alpha must be finite and <= 0"),
+        (torch.zeros(1, 2, 4, dtype=F64), r"log_alpha must have shape \(1, 2, 5\)"),
+    ],
+    ids=["positive", "minus-inf", "nan", "shape"],
+)
+def test_bad_log_decay_raises(fn, value, match):
+    q, k, v, _ = _qkv(1, 2, 5, 3, 2)
+    with pytest.raises(ValueError, match=match):
+        fn(q, k, v, log_alpha=value)
 
 
 # --------------------------------------------------------------------------------------------------
