@@ -447,7 +447,12 @@ def _fetch(spec: DatasetSpec, url: str, part: Path, meta: Path, progress: bool |
     import neural_memory
 
     offset = part.stat().st_size if part.is_file() else 0
-    validators = json.loads(meta.read_text("utf-8")) if meta.is_file() and offset else {}
+    try:
+        validators = json.loads(meta.read_text("utf-8")) if meta.is_file() and offset else {}
+    except ValueError:  # unreadable: the partial download cannot be trusted to belong to this URL
+        validators = {}
+    if not isinstance(validators, dict):
+        validators = {}
     if offset and validators.get("url") != url:  # a partial download of another URL: start over
         offset = 0
     if offset and spec.size is not None and offset >= spec.size:

@@ -117,7 +117,7 @@ def server():
     state = Server()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield state
     httpd.shutdown()
@@ -224,7 +224,7 @@ def test_a_dropped_connection_keeps_the_part_and_the_next_call_resumes_it(tmp_pa
         dataset_path("plain", cache_dir=cache)
     assert (cache / "plain.part").read_bytes() == TEXT[:1000]
     assert not (cache / "plain.txt").exists()
-    path = dataset_path("plain", cache_dir=cache)
+    path = dataset_path("plain", cache_dir=cache, progress=True)  # a bar starting at 1,000 bytes
     assert path.read_bytes() == TEXT
     assert server.requests == [("/plain", None, 200), ("/plain", "bytes=1000-", 206)]
     assert leftovers(cache, "plain") == ["plain.txt"]
