@@ -59,6 +59,7 @@ API_AREAS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "neural_memory.training_optimizers",
             "neural_memory.distributed",
             "neural_memory.data",
+            "neural_memory.datasets",
             "neural_memory.cli",
             "neural_memory.commands",
         ),

@@ -20,11 +20,17 @@ def add_common_options(parser: argparse.ArgumentParser, *, default_scale: str | 
         metavar="DIR",
         help="output directory (default results/<timestamp>); run again with the same DIR to resume",
     )
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
         "--text",
         type=Path,
         metavar="PATH",
         help="text file of the LM experiments (default: generated sentences)",
+    )
+    source.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="a named dataset instead of --text (`neural-memory data list`), downloaded on first use",
     )
     parser.add_argument("--seeds", type=int, nargs="+", metavar="S", help="seeds (default: the scale's)")
     parser.add_argument(
@@ -47,6 +53,13 @@ def context(args: argparse.Namespace, command: str):
     """The experiment :class:`~neural_memory.experiments.base.Context` of the parsed arguments."""
     from neural_memory.experiments.base import Context, get_scale
 
+    if args.dataset is not None:
+        from neural_memory.datasets import dataset_path
+
+        try:
+            args.text = dataset_path(args.dataset, progress=False if args.no_progress else None)
+        except (ValueError, OSError) as error:
+            raise fail(command, f"--dataset {args.dataset}: {error}") from error
     if args.text is not None and not args.text.is_file():
         raise fail(command, f"--text {args.text}: no such file")
     if args.seeds is not None and any(s < 0 for s in args.seeds):

@@ -14,10 +14,11 @@ from typing import Any
 
 DESCRIPTION = """\
 Train a byte-level language model (vocabulary 256) whose blocks mix with KIND (see the list printed for an
-unknown kind). With --text PATH it learns the file (the last 10% held out); without it, the generated
-associative-recall task (key-value pairs, then queries; loss and accuracy on the answers only). AdamW (or
---optimizer), warmup + cosine schedule, gradient clipping 1.0. Evaluates and saves OUT/checkpoint.pt every
---eval-every steps and at the end; --resume continues from it exactly."""
+unknown kind). With --text PATH (or --dataset NAME, a named dataset from the cache) it learns the file
+(the last 10% held out); without it, the generated associative-recall task (key-value pairs, then queries;
+loss and accuracy on the answers only). AdamW (or --optimizer), warmup + cosine schedule, gradient clipping
+1.0. Evaluates and saves OUT/checkpoint.pt every --eval-every steps and at the end; --resume continues from
+it exactly."""
 
 # Options that map one-to-one to TrainConfig fields (dest, flag, type, metavar, help).
 OPTIONS: list[tuple[str, str, type, str, str]] = [
@@ -95,7 +96,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("kind", help="model kind, e.g. transformer, titans-mac")
-    parser.add_argument("--text", type=Path, metavar="PATH", help="text file (default: associative recall)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--text", type=Path, metavar="PATH", help="text file (default: associative recall)")
+    source.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="a named dataset instead of --text (`neural-memory data list`), downloaded into the cache on "
+        "first use; the checkpoint stores the cached file's path as its text",
+    )
     for dest, flag, type_, metavar, help_ in OPTIONS:
         parser.add_argument(flag, dest=dest, type=type_, metavar=metavar, help=help_)
     parser.add_argument("--optimizer", choices=list(OPTIMIZERS), metavar="NAME", help=_optimizer_help())
@@ -136,6 +144,16 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def _dataset_text(name: str, *, progress: bool | None) -> Path:
+    """The cached file of dataset ``name`` (downloaded if missing): ``--dataset`` becomes ``--text``."""
+    from neural_memory.datasets import dataset_path
+
+    try:
+        return dataset_path(name, progress=progress)
+    except (ValueError, OSError) as error:
+        raise _fail(f"--dataset {name}: {error}") from error
+
+
 def _prepare(args: argparse.Namespace, out: Path):
     """Validate everything cheap before training; returns the config (``None`` when resuming)."""
     from neural_memory.models.registry import available_kinds, mixer_config
@@ -150,6 +168,8 @@ def _prepare(args: argparse.Namespace, out: Path):
     kinds = available_kinds()
     if args.kind not in kinds:
         raise _fail(f"unknown kind {args.kind!r}; available kinds: {', '.join(kinds)}")
+    if args.dataset is not None:
+        args.text = _dataset_text(args.dataset, progress=False if args.no_progress else None)
     if args.text is not None and not args.text.is_file():
         raise _fail(f"--text {args.text}: no such file")
     settings = _settings(args)
