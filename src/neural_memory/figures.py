@@ -204,31 +204,38 @@ def _save(fig, path: Path) -> None:
     _pyplot().close(fig)
 
 
-def _per_head(ax, x, rows, label: str, **style) -> None:
-    """One line per head of ``rows`` (T × heads)."""
+HEAD_STYLES = ("-", "--", ":", "-.")  # one line style per head; one colour per quantity
+
+
+def _per_head(ax, x, rows, label: str, color: str) -> None:
+    """One line per head of ``rows`` (T × heads), all in ``color``."""
     heads = len(rows[0]) if rows else 0
     for h in range(heads):
         suffix = f", head {h}" if heads > 1 else ""
-        ax.plot(x, [r[h] for r in rows], label=label + suffix, **style)
+        style = HEAD_STYLES[h % len(HEAD_STYLES)]
+        ax.plot(x, [r[h] for r in rows], color=color, linestyle=style, linewidth=1.2, label=label + suffix)
 
 
 def draw_surprise(data: dict, path: Path) -> None:
     """``surprise.png``: the gradient norm, and the momentary surprise against the momentum norm."""
     plt = _pyplot()
     s = data["surprise"]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    _per_head(top, s["token"], s["grad_norm"], r"$\|\nabla\ell(M_{t'}; x_t)\|$", color="tab:gray")
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    _per_head(top, s["token"], s["grad_norm"], r"$\|\nabla\ell(M_{t'}; x_t)\|$", "tab:gray")
     top.set_ylabel(r"gradient norm $\|\nabla\ell\|$" + "\n(Frobenius, all layers)")
     top.set_yscale("log")
-    _per_head(bottom, s["token"], s["surprise_norm"], r"momentary surprise $\theta_t\|\nabla\ell\|$")
-    _per_head(bottom, s["token"], s["momentum_norm"], r"momentum $\|S_t\|$", linestyle="--")
-    bottom.set_ylabel("weight-space step\n(Frobenius norm)")
+    top.legend(fontsize=7)
+    _per_head(
+        bottom, s["token"], s["surprise_norm"], r"momentary surprise $\theta_t\|\nabla\ell\|$", "tab:blue"
+    )
+    _per_head(bottom, s["token"], s["momentum_norm"], r"momentum $\|S_t\|$", "tab:orange")
+    bottom.set_ylabel("weight-space step\n(Frobenius norm, all layers)")
     bottom.set_yscale("log")
     bottom.set_xlabel(_token_label(data))
     bottom.legend(fontsize=7)
     chunk = data["run"]["chunk_size"]
     where = "$t' = t-1$" if chunk == 1 else f"$t'$ = start of the token's chunk of {chunk} (Eq. 16)"
-    top.set_title(_title(data, f"surprise (Eq. 14), gradients at {where}"), fontsize=9)
+    top.set_title(_title(data, "surprise and momentum (Eq. 14)") + f"\ngradients at {where}", fontsize=9)
     _save(fig, path)
 
 
@@ -266,16 +273,19 @@ def draw_forgetting(data: dict, path: Path) -> None:
     """``forgetting.png``: relative retrieval error of old pairs against their age, one line per alpha."""
     plt = _pyplot()
     f = data["forgetting"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 5))
     for alpha, errors in zip(f["alphas"], f["relative_error"], strict=True):
         ax.plot(f["age"], errors, marker="o", markersize=3, label=rf"$\alpha = {alpha:g}$")
     ax.axhline(1.0, color="black", linestyle=":", linewidth=1, label="unwritten memory $M_0$")
     ax.set_xlabel("age of the pair (tokens written after it)")
     ax.set_ylabel(r"retrieval error $\|M(k) - v\|^2$" + "\nrelative to the unwritten memory")
     m = f["memory"]
-    fresh = f"fresh memory d={m['dim']}, $L_M$={m['depth']}"
-    gates = rf"fixed $\eta$={f['eta']:g}, $\theta$={f['theta']:g}; {f['samples']} streams"
-    ax.set_title(_title(data, f"forgetting probe ({fresh}; {gates})"), fontsize=9)
+    setup = (
+        f"fresh memory d={m['dim']}, $L_M$={m['depth']}, fixed gates $\\eta$={f['eta']:g}, "
+        f"$\\theta$={f['theta']:g}; {f['n_pairs']} pairs, then {f['n_distractors']} distractors; "
+        f"mean of {f['samples']} streams"
+    )
+    ax.set_title(_title(data, r"forgetting probe, effect of $\alpha$ (Eq. 13)") + "\n" + setup, fontsize=9)
     ax.legend(fontsize=7)
     _save(fig, path)
 
@@ -287,25 +297,22 @@ def draw_dashboard(data: dict, path: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     _draw_losses(axes[0, 0], d["metrics"], data["run"])
     gates = axes[0, 1]
-    _per_head(gates, d["token"], d["alpha"], r"forget $\alpha_t$")
-    _per_head(gates, d["token"], d["eta"], r"momentum decay $\eta_t$", linestyle="--")
-    gates.set_ylabel(r"$\alpha_t$, $\eta_t$ (fraction per token)")
-    gates.set_ylim(-0.02, 1.02)
-    step = gates.twinx()
-    _per_head(step, d["token"], d["theta"], r"step $\theta_t$", linestyle=":", color="tab:red")
-    step.set_ylabel(r"step size $\theta_t$", color="tab:red")
-    gates.set_title("gates over the sequence", fontsize=9)
+    _per_head(gates, d["token"], d["eta"], r"momentum decay $\eta_t$", "tab:orange")
+    _per_head(gates, d["token"], d["alpha"], r"forget $\alpha_t$", "tab:blue")
+    _per_head(gates, d["token"], d["theta"], r"step $\theta_t$", "tab:red")
+    gates.set_yscale("symlog", linthresh=1e-6)  # the three live on different scales; 0 stays drawable
+    gates.set_ylabel(r"gate value ($\alpha_t, \eta_t$: fraction per token; $\theta_t$: step size)")
+    gates.set_title("gates over the sequence (symmetric log scale)", fontsize=9)
     gates.set_xlabel(_token_label(data))
-    handles = gates.get_legend_handles_labels()
-    more = step.get_legend_handles_labels()
-    gates.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="center right")
+    gates.legend(fontsize=7)
     for ax, key, what in (
         (axes[1, 0], "weight_norm", r"$\|M_t^{(l)}\|$"),
         (axes[1, 1], "content_norm", r"$\|M_t^{(l)} - M_0^{(l)}\|$"),
     ):
         rows = d[key]  # (T, heads, layers)
         for layer in range(len(rows[0][0]) if rows else 0):
-            _per_head(ax, d["token"], [[h[layer] for h in r] for r in rows], f"layer {layer + 1}")
+            color = f"C{layer}"
+            _per_head(ax, d["token"], [[h[layer] for h in r] for r in rows], f"layer {layer + 1}", color)
         ax.set_ylabel(f"{what} (Frobenius norm)")
         ax.set_xlabel(_token_label(data))
         title = "memory weights" if key == "weight_norm" else "distance from the learned $M_0$"
