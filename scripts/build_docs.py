@@ -66,8 +66,14 @@ API_AREAS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     (
         "experiments",
-        "Experiments, tasks and evaluation",
-        ("neural_memory.experiments", "neural_memory.tasks", "neural_memory.evaluation"),
+        "Experiments, tasks, evaluation and figures",
+        (
+            "neural_memory.experiments",
+            "neural_memory.tasks",
+            "neural_memory.evaluation",
+            "neural_memory.memory_trace",
+            "neural_memory.figures",
+        ),
     ),
     ("registry", "Equation registry", ("neural_memory.registry",)),
 )

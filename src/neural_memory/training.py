@@ -12,6 +12,7 @@ the run is data-parallel over the processes, each on its share of every batch
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -34,6 +35,7 @@ from neural_memory.training_optimizers import (
 )
 
 CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"  # one JSON object per scheduled evaluation (see _append_metrics)
 CHECKPOINT_FORMAT = 1
 VAL_SEED_OFFSET = 1_000_003  # the held-out stream's seed is far from the training seed
 # Settings a resumed run may change; everything else must match the checkpoint.
@@ -356,7 +358,8 @@ def train(
 
     Args:
         config: the run; ignored when ``resume`` (the checkpoint's config is used, with ``overrides``).
-        out: run directory; ``out / checkpoint.pt`` is written at every evaluation and at the end.
+        out: run directory; ``out / checkpoint.pt`` is written at every evaluation and at the end, and each
+            scheduled evaluation appends a line to ``out / metrics.jsonl`` (:func:`read_metrics`).
         resume: continue from the checkpoint in ``out``.
         overrides: settings to change when resuming (``None`` values are ignored); see
             :data:`RESUMABLE_CHANGES`.
@@ -377,6 +380,8 @@ def train(
     if parallel is not None:
         parallel.check_batch_size(config.batch_size)
     main = parallel is None or parallel.is_main
+    if main:
+        _keep_metrics_until(out, run.step)
     model = wrap(run.model, parallel)
     task = Task(config)
     val_batches = task.val_batches()
@@ -452,12 +457,66 @@ def _evaluate_and_save(
         metrics["train_loss"] = sum(recent) / len(recent)
     run.metrics.update(metrics)
     if save:
+        _append_metrics(out, run, metrics)
         save_checkpoint(out, run.payload())
     write(f"step {run.step}: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(run.metrics.items())))
 
 
+# ------------------------------------------------------------------------------------------------
+# the metrics history (out / metrics.jsonl)
+# ------------------------------------------------------------------------------------------------
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The evaluations of a run, oldest first: ``path`` is ``metrics.jsonl`` or the run directory.
+
+    Each is ``{"step", "train_loss" (absent if no update since the last one), "val_loss", "val_accuracy"
+    (recall only), "lr" (of the last update)}``. A missing file is an empty history; a last line without
+    its newline is a write cut short by a crash and is left out; any other bad line is a ``ValueError``.
+    """
+    path = Path(path)
+    file = path / METRICS_NAME if path.is_dir() else path
+    if not file.is_file():
+        return []
+    lines = []
+    for number, text in enumerate(file.read_text("utf-8").split("\n")[:-1], start=1):
+        try:
+            lines.append(json.loads(text))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{file}:{number}: not a JSON line ({error.msg})") from error
+    return lines
+
+
+def _append_metrics(out: Path, run: _Run, metrics: dict[str, float]) -> None:
+    """Append the evaluation at ``run.step`` to ``out / metrics.jsonl`` if the schedule asked for it.
+
+    Called *before* the checkpoint is written, and :func:`_keep_metrics_until` drops lines newer than the
+    checkpoint on resume: a crash between the two writes neither loses nor duplicates a line. The extra
+    evaluation of an interruption (``stop_at`` between two scheduled ones) is not written, so a resumed run
+    has the lines of an uninterrupted one (the ``train_loss`` of the first line after such an interruption
+    averages only the updates since it, as :class:`TrainResult`'s does).
+    """
+    config = run.config
+    if run.step % config.eval_every and run.step != config.steps:
+        return
+    line = {"step": run.step, **metrics, "lr": lr_at(max(run.step - 1, 0), config)}
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / METRICS_NAME, "a", encoding="utf-8") as file:
+        file.write(json.dumps(line) + "\n")
+
+
+def _keep_metrics_until(out: Path, step: int) -> None:
+    """Keep the lines of ``out / metrics.jsonl`` up to ``step`` (a new run, step 0: none)."""
+    file = out / METRICS_NAME
+    if not file.is_file():
+        return
+    kept = [line for line in read_metrics(file) if line["step"] <= step]
+    file.write_text("".join(json.dumps(line) + "\n" for line in kept), encoding="utf-8")
+
+
 __all__ = [
     "CHECKPOINT_NAME",
+    "METRICS_NAME",
     "RESUMABLE_CHANGES",
     "Task",
     "TrainConfig",
@@ -468,6 +527,7 @@ __all__ = [
     "load_model",
     "lr_at",
     "make_optimizer",
+    "read_metrics",
     "resume_config",
     "train",
     "train_step",

@@ -17,7 +17,7 @@ import torch
 from neural_memory.data import Batch
 from neural_memory.distributed import DataParallel
 from neural_memory.models import build_lm, lm_loss
-from neural_memory.training import TrainConfig, load_checkpoint, train
+from neural_memory.training import TrainConfig, load_checkpoint, read_metrics, train
 
 TINY = {"seq_len": 24, "batch_size": 4, "dim": 16, "depth": 1}
 
@@ -110,3 +110,6 @@ def test_two_processes_train_like_one_process_on_the_global_batch(tmp_path, kind
         torch.testing.assert_close(ddp["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
     for key in ("train_loss", "val_loss"):
         assert abs(ddp["metrics"][key] - single["metrics"][key]) < 1e-5
+    # one history line per evaluation, written by rank 0 only
+    lines = [read_metrics(tmp_path / run) for run in ("ddp", "single")]
+    assert [line["step"] for line in lines[0]] == [line["step"] for line in lines[1]] == [steps]

@@ -13,6 +13,7 @@ of at :math:`\mathcal{M}_{t-1}`. ``chunk_size=1`` is the exact recurrence of Eq.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import Tensor
 from torch.func import grad, vjp, vmap
@@ -64,6 +65,35 @@ def per_token_gradients(
 Project = Callable[[Tensor], Tensor]
 
 
+@dataclass(frozen=True)
+class TokenStep:
+    r"""What :func:`reference_memory` computed for one token, handed to its ``record`` callback.
+
+    The tensors are the loop's own (not copies): a callback must not modify them in place.
+
+    Attributes:
+        index: the token's index in the call, ``0 <= index < T``.
+        grads: the momentary surprise's gradient :math:`\nabla\ell(\mathcal{M}_{t'}; x_t)` (Eq. 14;
+            :math:`t' = t-1` when ``chunk_size == 1``), one ``(N, d_in, d_out)`` tensor per layer.
+        momentum: :math:`S_t` after the token (Eq. 14).
+        previous: the weights :math:`\mathcal{M}_{t-1}` before the token; weights: :math:`\mathcal{M}_t`
+            after it (Eq. 13).
+        alpha, eta, theta: the token's gates, each ``(N,)``.
+    """
+
+    index: int
+    grads: Weights
+    momentum: Weights
+    previous: Weights
+    weights: Weights
+    alpha: Tensor
+    eta: Tensor
+    theta: Tensor
+
+
+Record = Callable[[TokenStep], None]
+
+
 def project_weights(project: Project | None, acc: Weights) -> Weights:
     """:math:`\\mathcal{M} = \\phi(C)` layer by layer; ``None`` is the identity (no copy)."""
     return acc if project is None else tuple(project(a) for a in acc)
@@ -105,6 +135,7 @@ def reference_memory(
     project: Project | None = None,
     lag_token: bool = False,
     output_grad: Callable[..., Tensor] | None = None,
+    record: Record | None = None,
 ) -> tuple[Tensor | None, MemoryState]:
     r"""Token-by-token long-term memory (Titans v1, Eq. 13-15; with ``chunk_size > 1``, Eq. 16's chunks).
 
@@ -141,6 +172,8 @@ def reference_memory(
         lag_token: MIRAS' lag token (Eq. 30).
         output_grad: a surrogate gradient at the memory's output used instead of autograd of ``loss``
             (see :func:`per_token_gradients`).
+        record: called after every token with its :class:`TokenStep` (instrumentation; ``None``, the
+            default, records nothing and changes nothing).
 
     Returns:
         ``(y (N, T, d) or None, new state)``.
@@ -159,7 +192,9 @@ def reference_memory(
         )
         momentum = surprise_momentum(momentum, grads, eta[:, t], theta[:, t])
         acc = _forget(acc, momentum, alpha[:, t], anchor)
-        weights = project_weights(project, acc)
+        previous, weights = weights, project_weights(project, acc)
+        if record is not None:
+            record(TokenStep(t, grads, momentum, previous, weights, alpha[:, t], eta[:, t], theta[:, t]))
         if queries is not None:
             read_weights = weights if read == "token" else chunk_weights
             outputs.append(model.recall(read_weights, queries[:, t : t + 1]))
