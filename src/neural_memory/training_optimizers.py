@@ -15,7 +15,8 @@
   norms, gates and biases go to AdamW. Both Muons use ``adjust_lr_fn="match_rms_adamw"``, the scaling made
   to reuse AdamW's learning rate and weight decay, so one ``--lr`` serves both groups.
   M3 runs in the EMA reading of Algorithm 1 (:data:`M3_TRAINING_OPTIONS`; catalog, Algorithm 1 (c)):
-  ``M1 ← 0.9 M1 + 0.1 g``, ``V ← 0.999 V + 0.001 g²``, ``M2 ← 0.9 M2 + 0.1 Σg`` and ε = 0.1. The class's
+  ``M1 ← 0.9 M1 + 0.1 g``, ``V ← 0.999 V + 0.001 g²``, ``M2 ← 0.9 M2 + 0.1 Σg`` and ε = 0.1, with
+  Newton–Schulz in bfloat16 like Muon's (the class keeps the parameter's dtype by default). The class's
   defaults (the printed sums, ε = 1e-8) diverge in the LM at the default ``--lr``: the orthogonalised
   numerator does not shrink with the gradient, so ``lr·O/(√V + ε)`` is huge wherever ``|g| ≪ 1/√d``
   (docs/errata.md, NL Eq. 75 and Algorithm 1).
@@ -84,6 +85,7 @@ M3_TRAINING_OPTIONS: dict[str, Any] = {  # the EMA reading of Algorithm 1 that t
     "beta3": 0.1,
     "decays": (0.9, 0.999, 0.9),
     "eps": 0.1,
+    "ns_dtype": torch.bfloat16,  # Newton-Schulz in bfloat16, as Muon (ours and torch's) in the same loop
 }
 DECAY_KEY = (
     "chain_weight_decay"  # weight decay applied by OptimizerChain (torch AdamW owns "decoupled_weight_decay")
