@@ -15,7 +15,9 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -262,6 +264,20 @@ def save_checkpoint(out: Path, payload: dict[str, Any]) -> Path:
     torch.save(payload, tmp)
     os.replace(tmp, target)
     return target
+
+
+# What torch.load and rebuilding a model raise on a file that is not a good checkpoint of ours (commands
+# turn these into one-line errors).
+UNREADABLE_CHECKPOINT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    TypeError,
+    KeyError,
+    RuntimeError,
+    EOFError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -44,10 +44,7 @@ def _fail(message: str) -> SystemExit:
 
 
 def _load(path: Path):
-    import pickle
-    import zipfile
-
-    from neural_memory.training import checkpoint_path, load_model
+    from neural_memory.training import UNREADABLE_CHECKPOINT_ERRORS, checkpoint_path, load_model
 
     if not path.exists():
         raise _fail(f"{path}: no such file or directory")
@@ -55,16 +52,7 @@ def _load(path: Path):
         return load_model(path)
     except FileNotFoundError as error:
         raise _fail(str(error)) from error
-    except (
-        OSError,
-        ValueError,
-        TypeError,
-        KeyError,
-        RuntimeError,
-        EOFError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-    ) as error:
+    except UNREADABLE_CHECKPOINT_ERRORS as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise _fail(f"{checkpoint_path(path)}: not a readable checkpoint ({first})") from error
 

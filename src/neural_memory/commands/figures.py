@@ -75,21 +75,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(file: Path):
-    import pickle
-    import zipfile
-
     from neural_memory.figures import load_run
+    from neural_memory.training import UNREADABLE_CHECKPOINT_ERRORS
 
     try:
         return load_run(file)
-    except (
-        OSError,
-        ValueError,
-        TypeError,
-        KeyError,
-        RuntimeError,
-        EOFError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-    ) as error:
+    except UNREADABLE_CHECKPOINT_ERRORS as error:
         raise _fail(f"{file}: not a readable checkpoint ({_first_line(error)})") from error
