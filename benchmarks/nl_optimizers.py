@@ -9,7 +9,8 @@ training loop builds it (Muon and M3 on the hidden ``nn.Linear`` weights, AdamW 
 * ``mlp``: a 2-layer MLP ``Linear(d, h) -> GELU -> Linear(h, d)`` on a random regression batch (no head:
   both weights are "hidden" matrices, only the biases go to AdamW).
 
-Per (model, optimizer), on one thread: ``--warmup`` untimed training steps (the optimizer state is
+Per model, every optimizer trains its own copy on one thread, their steps interleaved (step i of each in
+turn, so all see the same machine load): ``--warmup`` untimed training steps (the optimizer state is
 allocated), then ``--iters`` timed ones; each reports the median seconds of ``optimizer.step()`` alone
 (``step_ms``, what the targets compare) and of the whole step, forward + backward + clip + update
 (``train_step_ms``). ``state_bytes`` is the bytes of every tensor in ``optimizer.state`` after the steps
@@ -112,44 +113,64 @@ def mlp_problem(cfg: dict):
 PROBLEMS = {"lm": lm_problem, "mlp": mlp_problem}
 
 
-def time_steps(model: nn.Module, loss_fn, optimizer, warmup: int, iters: int) -> dict:
-    """Median seconds of ``optimizer.step()`` and of the whole training step, after ``warmup`` steps."""
-    step_s, total_s = [], []
-    for i in range(warmup + iters):
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)  # before the forward: DGD records the inputs during it
-        loss = loss_fn()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-        before_step = time.perf_counter()
-        optimizer.step()
-        end = time.perf_counter()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss {loss.item()} at step {i}")
-        if i >= warmup:
-            step_s.append(end - before_step)
-            total_s.append(end - start)
-    return {
-        "step_ms": 1e3 * statistics.median(step_s),
-        "train_step_ms": 1e3 * statistics.median(total_s),
-        "step_seconds": step_s,
-        "final_loss": loss.item(),
-    }
+def one_step(model: nn.Module, loss_fn, optimizer) -> tuple[float, float, float]:
+    """One training step: ``(seconds of optimizer.step(), seconds of the whole step, loss)``."""
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)  # before the forward: DGD records the inputs during it
+    loss = loss_fn()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+    before_step = time.perf_counter()
+    optimizer.step()
+    end = time.perf_counter()
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss {loss.item()}")
+    return end - before_step, end - start, loss.item()
 
 
-def measure(problem: str, name: str, cfg: dict) -> dict:
-    model, loss_fn = PROBLEMS[problem](cfg[problem])
-    optimizer = build_optimizer(name, model, lr=LR, weight_decay=WEIGHT_DECAY)
-    row = {
-        "model": problem,
-        "optimizer": name,
-        **time_steps(model, loss_fn, optimizer, cfg["warmup"], cfg["iters"]),
-    }
-    main = optimizer.optimizers["main"] if isinstance(optimizer, OptimizerChain) else optimizer
-    row["state_bytes"] = state_bytes(optimizer)
-    row["main_state_bytes"] = state_bytes(main)
-    row["param_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
-    return row
+def measure_all(problem: str, names: list[str], cfg: dict) -> dict[str, dict]:
+    """Every optimizer on its own copy of the problem, their steps interleaved (step i of each, in turn).
+
+    Interleaving puts every optimizer under the same machine load, so the ratios compare like with like.
+    Each row: median ``optimizer.step()`` and whole-step milliseconds after ``warmup`` steps, state bytes;
+    an optimizer whose loss goes non-finite or that raises gets ``status: failed`` and drops out.
+    """
+    runs, rows = {}, {}
+    for name in names:
+        model, loss_fn = PROBLEMS[problem](cfg[problem])
+        try:
+            optimizer = build_optimizer(name, model, lr=LR, weight_decay=WEIGHT_DECAY)
+        except (RuntimeError, ValueError) as error:
+            rows[name] = {"status": "failed", "reason": f"{type(error).__name__}: {error}"}
+            continue
+        runs[name] = {"model": model, "loss_fn": loss_fn, "optimizer": optimizer, "step": [], "total": []}
+    for i in range(cfg["warmup"] + cfg["iters"]):
+        for name in list(runs):
+            run = runs[name]
+            try:
+                step_s, total_s, loss = one_step(run["model"], run["loss_fn"], run["optimizer"])
+            except (FloatingPointError, RuntimeError, ValueError) as error:
+                rows[name] = {"status": "failed", "reason": f"{type(error).__name__} at step {i}: {error}"}
+                del runs[name]
+                continue
+            run["loss"] = loss
+            if i >= cfg["warmup"]:
+                run["step"].append(step_s)
+                run["total"].append(total_s)
+    for name, run in runs.items():
+        optimizer = run["optimizer"]
+        main = optimizer.optimizers["main"] if isinstance(optimizer, OptimizerChain) else optimizer
+        rows[name] = {
+            "status": "ok",
+            "step_ms": 1e3 * statistics.median(run["step"]),
+            "train_step_ms": 1e3 * statistics.median(run["total"]),
+            "step_seconds": run["step"],
+            "final_loss": run["loss"],
+            "state_bytes": state_bytes(optimizer),
+            "main_state_bytes": state_bytes(main),
+            "param_bytes": sum(p.numel() * p.element_size() for p in run["model"].parameters()),
+        }
+    return {name: {"model": problem, "optimizer": name, **rows[name]} for name in names}
 
 
 def recall_run(name: str, cfg: dict) -> dict:
@@ -303,12 +324,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict] = []
     for problem in args.models:
+        measured = measure_all(problem, args.optimizers, cfg)
         for name in args.optimizers:
-            row = {"model": problem, "optimizer": name}
-            try:
-                row |= {"status": "ok", **measure(problem, name, cfg)}
-            except (FloatingPointError, RuntimeError, ValueError) as error:
-                row |= {"status": "failed", "reason": f"{type(error).__name__}: {error}"}
+            row = measured[name]
             if row["status"] == "ok" and problem == "lm" and cfg["recall_steps"] > 0:
                 row["recall"] = recall_run(name, cfg)
             print(
