@@ -39,3 +39,25 @@ def test_check_range_accepts_inf_only_when_allowed_and_checks_the_shape_and_type
         check_range("eta", "0.5", LIKE)
     with pytest.raises(TypeError, match="eta must be a float or a tensor"):
         check_range("eta", True, LIKE)
+
+
+def test_the_bounds_themselves_are_inside_a_closed_interval():
+    assert check_range("eta", 0.0, LIKE).item() == 0.0
+    assert check_range("alpha", 1.0, LIKE, high=1.0).item() == 1.0
+    assert check_range("theta", -2.0, LIKE, low=-2.0).item() == -2.0
+
+
+def test_the_error_shows_a_scalar_but_not_a_whole_tensor():
+    with pytest.raises(ValueError, match=r"^eta must be in \[0, inf\), got -0\.5$"):
+        check_range("eta", -0.5, LIKE)
+    with pytest.raises(ValueError, match=r"^eta must be in \[0, inf\), got -0\.5$"):
+        check_range("eta", torch.tensor(-0.5), LIKE)  # a one-entry tensor shows its value...
+    with pytest.raises(ValueError, match=r"^eta must be in \[0, inf\), got a tensor with entries$"):
+        check_range("eta", torch.tensor([0.5, -0.5]), LIKE, shape=(2,))  # ...a longer one does not
+
+
+def test_the_type_error_names_the_type_it_got():
+    with pytest.raises(TypeError, match=r"^eta must be a float or a tensor, got str$"):
+        check_range("eta", "0.5", LIKE)
+    with pytest.raises(TypeError, match=r"^eta must be a float or a tensor, got bool$"):
+        check_range("eta", True, LIKE)
