@@ -20,16 +20,20 @@ Titans' (:mod:`neural_memory.titans.gates`): one scalar per token and head, from
 :math:`x_t` and a sigmoid — the forget rate :math:`1-\alpha_t` (MIRAS writes the kept fraction
 :math:`\alpha_t`), the step :math:`\eta_t = \theta_{\max}\sigma(\cdot)` (Titans' :math:`\theta_t`), and
 for the Huber-type biases :math:`\delta_t = \mathrm{softplus}(\cdot)`, one per token and head (catalog A8:
-the switch compares a norm against it). See ``docs/errata.md``, "MIRAS §5.4 gates".
+the switch compares a norm against it). ``channel_step=True`` adds the paper's channel-wise step: a
+rank-32 gate :math:`c_t \in (0, 2)^d` (1 at initialisation) multiplies the step channel by channel
+(:class:`ChannelStepGate`). See ``docs/errata.md``, "MIRAS §5.4 (M-U32): the gates".
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
+from neural_memory.common.validation import check_int
 from neural_memory.miras.attentional_bias import AttentionalBias, L2Bias, LpBias, YaadBias
 from neural_memory.miras.chunked import miras_chunked_memory
 from neural_memory.miras.retention import KLSoftmax, LqNormalization, Retention, WeightDecay
@@ -73,6 +77,37 @@ class DeltaGate(nn.Module):
         return delta.reshape(b, t, self.heads).permute(0, 2, 1).reshape(b * self.heads, t, 1)
 
 
+class ChannelStepGate(nn.Module):
+    r"""MIRAS §5.4's channel-wise step (M-U32): :math:`c_t = 2\sigma(W_u W_d x_t + b_u) \in (0, 2)^d`.
+
+    One factor per value channel and token from a rank-``rank`` map :math:`\mathbb{R}^d \to
+    \mathbb{R}^{k} \to \mathbb{R}^d` (the paper's low-rank projection, :math:`k \in \{32, 64\}`). The
+    write's step becomes :math:`\theta_t c_t`: the attentional bias's output gradient is scaled channel by
+    channel, so for a linear memory output channel :math:`j` learns at rate :math:`\theta_t c_{t,j}`.
+    :math:`W_u = 0, b_u = 0` at initialisation, so :math:`c_t = 1` and the memory starts exactly as with the
+    scalar step (docs/errata.md, "MIRAS §5.4 (M-U32): the gates").
+
+    Args:
+        dim: model width (the gate's input and output); rank: ``k >= 1``.
+    """
+
+    def __init__(self, dim: int, rank: int):
+        super().__init__()
+        self.down = nn.Linear(dim, check_int("channel_rank", rank), bias=False)
+        self.up = nn.Linear(rank, dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x (B, T, dim)`` → ``c (B, T, dim)`` in (0, 2)."""
+        return 2 * torch.sigmoid(self.up(self.down(x)))
+
+
+def _channel_scaled(output_grad, pred: Tensor, target: Tensor, channel_step: Tensor, **params) -> Tensor:
+    """The bias's output gradient times the channel step ``c_t``, ``(..., d)``."""
+    return channel_step * output_grad(pred, target, **params)
+
+
 class MirasMemory(NeuralMemory):
     """A MIRAS memory layer: ``forward(x (B, T, dim), state) -> (y (B, T, dim), state)``.
 
@@ -82,6 +117,9 @@ class MirasMemory(NeuralMemory):
         retention: the retention gate (default weight decay, Titans Eq. 13).
         momentum: GD with Titans' momentum (Eq. 14) instead of plain GD.
         delta_init: initial Huber/Yaad threshold; ``None`` = :math:`\\sqrt{d_{head}}`.
+        channel_step: multiply the scalar step by a learned channel-wise factor (:class:`ChannelStepGate`,
+            MIRAS §5.4); off by default (Titans' scalar gates).
+        channel_rank: the rank of that gate's map, ``>= 1`` (32).
         **kwargs: everything else :class:`~neural_memory.titans.memory.NeuralMemory` takes (``depth``,
             ``chunk_size``, ``heads``, ``expansion``, ``activation``, ``residual_norm``, ``weight_decay``,
             ``theta_max``, ``gates``, ``fixed_gates``, ``impl``, ``checkpoint_chunks``, ...). ``read`` must
@@ -96,6 +134,8 @@ class MirasMemory(NeuralMemory):
         retention: Retention | None = None,
         momentum: bool = True,
         delta_init: float | None = None,
+        channel_step: bool = False,
+        channel_rank: int = 32,
         **kwargs,
     ):
         retention = WeightDecay() if retention is None else retention
@@ -120,6 +160,8 @@ class MirasMemory(NeuralMemory):
         if "delta" in bias.token_params:
             init = math.sqrt(self.head_dim) if delta_init is None else delta_init
             self.delta_gate = DeltaGate(dim, self.heads, init)
+        check_int("channel_rank", channel_rank)
+        self.channel_gate = ChannelStepGate(dim, channel_rank) if channel_step else None
 
     def _phi(self):
         return None if self.linear_retention else self.retention.project
@@ -144,19 +186,21 @@ class MirasMemory(NeuralMemory):
         if not torch.compiler.is_compiling():  # once per call; the memory loops use the unchecked forms
             check_gates(alpha.detach(), eta.detach(), theta.detach())
             self.bias.check_params(values, **params)
+        output_grad = self.bias.raw_output_grad
+        if self.channel_gate is not None:  # (B * heads, T, head_dim), like the values
+            params = {**params, "channel_step": self._split_heads(self.channel_gate(x))}
+            output_grad = partial(_channel_scaled, output_grad)
         args = (self.memory, state, keys, values, queries, alpha, eta, theta)
         common = {"bias_params": params, "project": self._phi(), "lag_token": self.retention.lag_token}
         if self.impl == "reference":
-            # autograd of the loss, unless the bias's gradient is a surrogate of it (smooth l_p)
-            inner = (
-                {"loss": self.bias.raw_loss}
-                if self.bias.exact_gradient
-                else {"output_grad": self.bias.raw_output_grad}
-            )
+            # autograd of the loss, unless the bias's gradient is a surrogate of it (smooth l_p) or is
+            # scaled channel by channel
+            exact = self.bias.exact_gradient and self.channel_gate is None
+            inner = {"loss": self.bias.raw_loss} if exact else {"output_grad": output_grad}
             return reference_memory(*args, chunk_size=self.chunk_size, read=self.read, **inner, **common)
         return miras_chunked_memory(
             *args, chunk_size=self.chunk_size, read=self.read, checkpoint_chunks=self.checkpoint_chunks,
-            output_grad=self.bias.raw_output_grad, **common,
+            output_grad=output_grad, **common,
         )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from neural_memory.miras.attentional_bias import L2Bias
 from neural_memory.miras.memory import MirasMemory, memora, moneta, yaad
 from neural_memory.miras.retention import ElasticNet, KLSoftmax, SigmoidBregman
 
@@ -191,3 +192,75 @@ def test_any_retention_object_makes_a_memory_whose_chunks_equal_its_token_loop(r
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
     for acc, w in zip(s_fast.accumulator, s_fast.weights, strict=True):
         torch.testing.assert_close(w, retention.project(acc), rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# §5.4 (M-U32): channel-wise step eta_t in R^d (docs/errata.md, "MIRAS §5.4 gates")
+# --------------------------------------------------------------------------------------------------
+
+
+def _constant_channel_step(module, c):
+    """Make the channel gate output the constant vector ``c`` (one entry per value channel) at every token."""
+    gate = module.channel_gate
+    with torch.no_grad():
+        gate.down.weight.zero_()
+        gate.up.weight.zero_()
+        gate.up.bias.copy_(torch.logit(c / 2).repeat(module.heads))
+
+
+def test_channel_step_is_a_per_output_channel_learning_rate_by_hand():
+    # linear memory, l2 bias (1/2 ||r||^2): W <- keep W - step * k^T (c * r), i.e. row-convention column j of
+    # W (output channel j) steps by step * c_j
+    module = linear(MirasMemory, channel_step=True, momentum=False, bias=L2Bias(scale=0.5))
+    c = torch.tensor([0.25, 0.5, 1.5, 1.75], dtype=DT)
+    _constant_channel_step(module, c)
+    x = torch.randn(1, 7, DIM, dtype=DT)
+
+    def write(w, k, v, _):
+        return KEEP * w - STEP * torch.outer(k, c * (k @ w - v))
+
+    want, w_last = by_hand(module, x, write)
+    got, state = module(x)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(state.weights[0][0], w_last, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl", ["chunked", "reference"])
+def test_channel_step_starts_as_the_scalar_step_bit_for_bit(impl):
+    torch.manual_seed(5)
+    x = torch.randn(2, 11, 8, dtype=DT)
+    plain = yaad(8, heads=2, chunk_size=4, impl=impl).to(DT)
+    channel = yaad(8, heads=2, chunk_size=4, impl=impl, channel_step=True).to(DT)
+    channel.load_state_dict(plain.state_dict(), strict=False)  # the channel gate keeps its own init
+    y_plain, s_plain = plain(x)
+    y_channel, s_channel = channel(x)
+    assert torch.equal(y_plain, y_channel)
+    assert all(torch.equal(a, b) for a, b in zip(s_plain.weights, s_channel.weights, strict=True))
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+@pytest.mark.parametrize("preset", [yaad, moneta], ids=["yaad", "moneta"])
+def test_channel_step_chunks_equal_the_token_loop_with_gradients(preset, chunk):
+    torch.manual_seed(6)
+    kwargs = {"heads": 2, "chunk_size": chunk, "channel_step": True}
+    fast = preset(8, **kwargs).to(DT)
+    slow = preset(8, impl="reference", **kwargs).to(DT)
+    slow.load_state_dict(fast.state_dict())
+    with torch.no_grad():  # a channel step that differs per token and channel
+        fast.channel_gate.up.weight.normal_(std=0.5)
+        slow.channel_gate.up.weight.copy_(fast.channel_gate.up.weight)
+    x = torch.randn(2, 10, 8, dtype=DT, requires_grad=True)
+    (y_fast, s_fast), (y_slow, s_slow) = fast(x), slow(x)
+    torch.testing.assert_close(y_fast, y_slow, rtol=1e-10, atol=1e-10)
+    for a, b in zip(s_fast.weights, s_slow.weights, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    g_fast = torch.autograd.grad(y_fast.square().sum(), [x, *fast.channel_gate.parameters()])
+    g_slow = torch.autograd.grad(y_slow.square().sum(), [x, *slow.channel_gate.parameters()])
+    for a, b in zip(g_fast, g_slow, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    assert g_fast[-1].abs().sum() > 0  # the outer loop learns the channel step
+
+
+def test_channel_step_rejects_a_bad_rank():
+    with pytest.raises(ValueError, match="channel_rank"):
+        MirasMemory(8, channel_step=True, channel_rank=0)
