@@ -43,14 +43,14 @@ def test_it_sets_glibcs_mmap_threshold_parameter_to_the_value(monkeypatch):
     # mallopt(M_MMAP_THRESHOLD = -3, bytes) on the C library found by ctypes; glibc's 0 means refused
     import neural_memory.common.runtime as runtime
 
-    names = []
+    names, loaded = [], []
     monkeypatch.setattr(runtime.ctypes.util, "find_library", lambda name: names.append(name) or "libc.so.6")
     for answer, expected in ((1, True), (0, False)):
         libc = _FakeLibc(answer)
-        monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name, libc=libc: libc)
+        monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name, libc=libc: loaded.append(name) or libc)
         assert runtime.configure_allocator(1 << 20) is expected
         assert libc.calls == [(-3, 1 << 20)]
-    assert names == ["c", "c"]
+    assert names == ["c", "c"] and loaded == ["libc.so.6", "libc.so.6"]  # the library it found
 
 
 def test_without_a_c_library_or_mallopt_nothing_is_set(monkeypatch):
