@@ -77,9 +77,28 @@ def test_bad_input_raises():
     module = make()
     with pytest.raises(ValueError, match=r"x must have shape \(batch, seq, 4\)"):
         module(torch.randn(2, 5, 3, dtype=DT))
-    with pytest.raises(TypeError, match=r"x must be a torch\.Tensor"):
+    with pytest.raises(TypeError, match=r"^x must be a torch\.Tensor of shape \(batch, seq, 4\), got list$"):
         module([[1.0]])
     with pytest.raises(TypeError, match="floating-point"):
         module(torch.ones(1, 2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
         module.expand(0)
+
+
+@pytest.mark.equation("titans", 19)
+@pytest.mark.parametrize("init_std", [0.02, 0.5])
+def test_tokens_start_normal_with_the_requested_std(init_std):
+    torch.manual_seed(0)
+    kwargs = {} if init_std == 0.02 else {"init_std": init_std}  # 0.02 is the default
+    tokens = PersistentMemory(64, 64, **kwargs).tokens.detach()  # 4096 draws: std within 5 %
+    assert abs(tokens.std().item() / init_std - 1) < 0.05 and abs(tokens.mean().item()) < 0.1 * init_std
+    assert torch.count_nonzero(PersistentMemory(4, 8, init_std=0).tokens) == 0  # 0 is allowed: zeros
+
+
+@pytest.mark.equation("titans", 19)
+def test_the_prefix_takes_the_inputs_dtype():
+    memory = PersistentMemory(2, 4)
+    x = torch.randn(3, 5, 4).to(torch.bfloat16)
+    out = memory(x)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out[:, :2], memory.tokens.detach().to(torch.bfloat16).expand(3, -1, -1))
