@@ -200,7 +200,7 @@ def test_linear_lmm_step_errors_say_what_they_got():
         ((_randn(3), s, k, v), r"^M must be \(\.\.\., d_v, d_k\), got torch\.Size\(\[3\]\)$"),
         (([[0.0]], s, k, v), r"^M must be \(\.\.\., d_v, d_k\), got list$"),
         ((m, _randn(2, 3), k, v), r"^S must have the same shape as M \(3, 2\), got torch\.Size\(\[2, 3\]\)$"),
-        ((m, None, k, v), r"^S must have the same shape as M \(3, 2\), got NoneType$"),
+        ((m, "S", k, v), r"^S must have the same shape as M \(3, 2\), got str$"),
         ((m, s, _randn(3), v), r"^k must have shape \(\.\.\., d_k=2\), got torch\.Size\(\[3\]\)$"),
         ((m, s, (1.0, 2.0), v), r"^k must have shape \(\.\.\., d_k=2\), got tuple$"),
         (
@@ -212,5 +212,5 @@ def test_linear_lmm_step_errors_say_what_they_got():
     for args, message in cases:
         with pytest.raises(ValueError, match=message):
             linear_lmm_step(*args, 0.5, 0.5, 0.5)
-    with pytest.raises(TypeError, match=r"^eta must be a float or a tensor, got NoneType$"):
-        linear_lmm_step(m, s, k, v, 0.5, None, 0.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^eta must be a float or a tensor, got str$"):
+        linear_lmm_step(m, s, k, v, 0.5, "0.5", 0.5)  # type: ignore[arg-type]
