@@ -220,6 +220,20 @@ class DeltaRuleState:
         return self.memory.numel() + sum(c.numel() for c in self.conv.values())
 
 
+def start_stream(layer: nn.Module, x: Tensor, state, state_type: type):
+    """``state`` (``layer``'s zero state if ``None``), after checking ``x (B, T, layer.dim)`` against it."""
+    if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != layer.dim:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must have shape (batch, seq, {layer.dim}), got {shape}")
+    if state is None:
+        return layer.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+    if not isinstance(state, state_type):
+        raise TypeError(f"state must be a {state_type.__name__} or None, got {type(state).__name__}")
+    if state.memory.shape[0] != x.shape[0]:
+        raise ValueError(f"state is for batch {state.memory.shape[0]}, x has batch {x.shape[0]}")
+    return state
+
+
 class DeltaRuleLayer(MemoryBlock):
     """Linear attention / DeltaNet / Gated DeltaNet in MIRAS' block (module docstring).
 
@@ -300,16 +314,7 @@ class DeltaRuleLayer(MemoryBlock):
         return fn(q, k, v, beta, alpha=alpha, **common)
 
     def _start(self, x: Tensor, state: DeltaRuleState | None) -> DeltaRuleState:
-        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.dim:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape (batch, seq, {self.dim}), got {shape}")
-        if state is None:
-            return self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
-        if not isinstance(state, DeltaRuleState):
-            raise TypeError(f"state must be a DeltaRuleState or None, got {type(state).__name__}")
-        if state.memory.shape[0] != x.shape[0]:
-            raise ValueError(f"state is for batch {state.memory.shape[0]}, x has batch {x.shape[0]}")
-        return state
+        return start_stream(self, x, state, DeltaRuleState)
 
 
 def _validate(dim, heads, rule, chunk_size, conv_kernel, impl) -> None:

@@ -48,6 +48,7 @@ from neural_memory.miras.baselines import (
     DeltaRuleState,
     chunk_linear_attention,
     recurrent_linear_attention,
+    start_stream,
 )
 
 A_INIT_RANGE = (1.0, 16.0)  # Mamba2's A_init_range
@@ -220,16 +221,7 @@ class Mamba2Layer(nn.Module):
         return self.out_proj(self.norm(y * nn.functional.silu(z))), Mamba2State(memory, conv)
 
     def _start(self, x: Tensor, state: Mamba2State | None) -> Mamba2State:
-        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.dim:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape (batch, seq, {self.dim}), got {shape}")
-        if state is None:
-            return self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
-        if not isinstance(state, Mamba2State):
-            raise TypeError(f"state must be a Mamba2State or None, got {type(state).__name__}")
-        if state.memory.shape[0] != x.shape[0]:
-            raise ValueError(f"state is for batch {state.memory.shape[0]}, x has batch {x.shape[0]}")
-        return state
+        return start_stream(self, x, state, Mamba2State)
 
 
 def _validate(dim, heads, d_state, expand, chunk_size, conv_kernel, impl) -> None:
