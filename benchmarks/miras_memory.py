@@ -7,11 +7,13 @@ timed calls; throughput is ``batch * seq / median seconds``; peak memory is ``ru
 after building the module and input.
 
 Memories: ``titans`` (``NeuralMemory``, l2 bias, weight decay, momentum: the dual form), ``yaad`` (Huber-type
-bias, weight decay: the dual form), ``moneta`` and ``memora`` (non-linear retentions: per-token states
-materialised per chunk, with ``checkpoint_chunks`` so that back-propagation keeps one group of chunks at a
-time), ``impl="chunked"`` forward+backward at every length, and forward only, beside the token loop
-(``impl="reference"``), at seq 1024. Same shapes as
-``benchmarks/titans_memory.py``: dim 256, 1 head, depth 2, expansion 4, batch 2; chunk 16 (MIRAS §6).
+bias, weight decay: the dual form), ``moneta`` (the dual form, each token's read rescaled by the norm of
+its accumulator, which is materialised for the norm and rebuilt in the backward pass) and ``memora`` (each
+token read through the softmax of its materialised accumulator, rebuilt in the backward pass; neither keeps
+the per-token states, so ``checkpoint_chunks`` is 0: ``--checkpoint-chunks`` sets it); ``impl="chunked"``
+forward+backward at every length, and forward only, beside the token loop (``impl="reference"``), at seq
+1024. Same shapes as ``benchmarks/titans_memory.py``: dim 256, 1 head, depth 2, expansion 4, batch 2; chunk
+16 (MIRAS §6).
 
 The run ends with the derived speed-ups (chunked / token loop; each preset / Titans, chunked) and a PASS/FAIL
 line per target. Results go to ``--out`` (JSON), rewritten after every configuration.
@@ -35,7 +37,7 @@ from pathlib import Path
 
 MEMORIES = ("titans", "yaad", "moneta", "memora")
 FULL = {"dim": 256, "heads": 1, "depth": 2, "expansion": 4, "batch": 2, "chunk": 16, "iters": 2,
-        "seqs": [1024, 4096], "ref_seqs": [1024], "checkpoint_chunks": 4}  # fmt: skip
+        "seqs": [1024, 4096], "ref_seqs": [1024], "checkpoint_chunks": 0}  # fmt: skip
 QUICK = {**FULL, "dim": 8, "seqs": [16, 32], "ref_seqs": [16], "iters": 1, "chunk": 4, "checkpoint_chunks": 2}
 TARGETS = {"chunked_vs_reference": 10.0, "preset_vs_titans": 0.5}  # >= ; the second: within 2x of Titans
 
@@ -139,13 +141,15 @@ def main(argv=None) -> int:
     parser.add_argument("--memories", nargs="+", choices=MEMORIES, default=list(MEMORIES))
     parser.add_argument("--seqs", nargs="+", type=int, help="forward+backward lengths (default 1024 4096)")
     parser.add_argument("--iters", type=int, help="timed calls per configuration (default 2)")
+    parser.add_argument("--checkpoint-chunks", type=int, help="Moneta's and Memora's (default 0: none)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return 0
     config = dict(QUICK if args.quick else FULL)
-    config.update({key: value for key, value in (("seqs", args.seqs), ("iters", args.iters)) if value})
+    options = (("seqs", args.seqs), ("iters", args.iters), ("checkpoint_chunks", args.checkpoint_chunks))
+    config.update({key: value for key, value in options if value is not None})
     # forward+backward of the chunked form at every length; the token loop forward only (its backward keeps
     # two weight copies per token: 8 GB at seq 1024 here), compared with the chunked forward at its length
     runs = [("chunked", "fwd_bwd", seq) for seq in config["seqs"]]

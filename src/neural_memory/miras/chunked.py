@@ -16,14 +16,17 @@ matmul :math:`A^\top \mathrm{diag}(c)\,G` — for a linear memory and the :math:
 :math:`p\,(\mathbf{E}_b \odot \mathbf{B}_b \odot \mathrm{Sign}(R) \odot |R|^{p-1})\mathbf{K}^\top` (Eq. 32 for
 :math:`\ell_2`).
 
-Two forms, one semantics:
+Three forms, one semantics:
 
 * :math:`\phi = \mathrm{id}` (Titans, Yaad): the dual form of
   :func:`neural_memory.titans.chunked.chunked_memory` reads every position without materialising a
   per-token state;
-* a non-linear :math:`\phi` (Moneta's :math:`\ell_q` normalisation, Memora's softmax): the chunk's
-  per-token accumulators :math:`C_t` are materialised (``b × params`` per chunk) and each query is read
-  with :math:`\phi(C_t)`.
+* :math:`\phi(C) = C\,\rho(\|C\|)`, one number per layer matrix (Moneta's :math:`\ell_q` normalisation):
+  the same dual form, each layer's read :math:`h\,C_t` rescaled by :math:`\rho(\|C_t\|)`; the per-token
+  accumulators are materialised only for their norms, and back-propagation rebuilds them instead of
+  keeping them (:class:`_TokenNorms`);
+* any other non-linear :math:`\phi` (Memora's softmax): the chunk's per-token accumulators :math:`C_t`
+  are materialised (``b × params`` per chunk) and each query is read with :math:`\phi(C_t)`.
 
 **Our chunk semantics, and where they differ from the paper** (``docs/errata.md``, "MIRAS Eq. 24, 28-32").
 The paper normalises "only at chunk ends" and reads in-chunk tokens from the linear states (Algorithm B
@@ -43,53 +46,169 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from neural_memory.miras.retention import Retention
 from neural_memory.registry import implements
 from neural_memory.titans.chunked import (
     chunk_coefficients,
     chunk_end_state,
     chunked_memory,
+    dual_read,
     join_outputs,
     piece_sizes,
     split_pieces,
 )
-from neural_memory.titans.memory_model import MemoryMLP, Weights
+from neural_memory.titans.memory_model import MemoryMLP
 from neural_memory.titans.reference import Project, anchors_gradient, project_weights
 from neural_memory.titans.state import MemoryState
 
 
-def _token_states(c: dict[str, Tensor], start: Tensor, momentum: Tensor, a: Tensor, g: Tensor, anchor=None):
-    """Every in-chunk accumulator :math:`C_t` of one layer: ``(N, b, d_in, d_out)``.
+def _scaled_states(inv, beta, s, q, start, momentum, a, g, anchor=None) -> Tensor:
+    """Every in-chunk accumulator :math:`C_t` of one layer times its token's ``inv``: ``(N, b, d_in, d_out)``.
 
     With an ``anchor`` (one layer of :meth:`MemoryMLP.anchor`) forgetting moves towards it, not zero.
     """
-    beta, s = c["beta"][..., None, None], c["s"][..., None, None]
-    # sum_i Q_ti a_i^T g_i for every t as one batched matmul: (N, b, d_in, b) @ (N, 1, b, d_out).
-    updates = (c["Q"][..., None] * a[:, None]).transpose(-1, -2) @ g[:, None]
-    states = beta * start[:, None] + s * momentum[:, None] + updates
-    return states if anchor is None else states + (1 - beta) * anchor[:, None]
+    # sum_i Q_ti a_i^T g_i for every t as one batched matmul, then the start terms in place
+    scaled = (q[..., None] * inv[..., None, None] * a[:, None]).transpose(-1, -2) @ g[:, None]
+    scaled = scaled.addcmul_((beta * inv)[..., None, None], start[:, None])
+    scaled = scaled.addcmul_((s * inv)[..., None, None], momentum[:, None])
+    if anchor is not None:
+        scaled = scaled.addcmul_(((1 - beta) * inv)[..., None, None], anchor[:, None])
+    return scaled
 
 
-def _read(model: MemoryMLP, states: Weights, queries: Tensor) -> Tensor:
-    """Read query ``t`` with its own weights ``states[l][:, t]``: ``(N, b, d)``."""
-    n, b, d = queries.shape
-    flat = tuple(w.reshape(n * b, *w.shape[2:]) for w in states)
-    norm = None
-    if model.residual_norm:
-        norm = tuple(p.repeat_interleave(b, dim=0) for p in model.norm_params(n))
-    return model.recall(flat, queries.reshape(n * b, 1, d), norm).reshape(n, b, d)
+def _factor_grads(gamma: Tensor, beta, s, q, start, momentum, a, g, anchor=None) -> list[Tensor | None]:
+    r"""Back-propagate :math:`\Gamma_t = \partial L/\partial C_t` ``(N, b, d_in, d_out)`` to the factors of
+    :math:`C_t = \beta_t C_{t'} + s_t S_{t'} + (1 - \beta_t)\,\mathcal{M}_0 + \sum_i Q_{ti}\,a_i^\top g_i`:
+    :math:`\bar\beta_t = \langle\Gamma_t, C_{t'} - \mathcal{M}_0\rangle`, :math:`\bar C_{t'} =
+    \sum_t\beta_t\Gamma_t`, :math:`\bar Q_{ti} = a_i\Gamma_t g_i^\top`, :math:`\bar a_i = \sum_t Q_{ti}\,
+    \Gamma_t g_i^\top`, :math:`\bar g_i = \sum_t Q_{ti}\,a_i\Gamma_t`. Returns the gradients of
+    ``(beta, s, q, start, momentum, a, g, anchor)``.
+    """
+    flat = gamma.flatten(-2)  # (N, b, D)
+    grad_beta = (flat @ start.flatten(-2)[..., None])[..., 0]
+    grad_s = (flat @ momentum.flatten(-2)[..., None])[..., 0]
+    grad_start = (beta[:, None] @ flat).reshape(start.shape)
+    grad_momentum = (s[:, None] @ flat).reshape(momentum.shape)
+    grad_anchor = None
+    if anchor is not None:
+        grad_beta = grad_beta - (flat @ anchor.flatten(-2)[..., None])[..., 0]
+        grad_anchor = ((1 - beta)[:, None] @ flat).reshape(anchor.shape)
+    x = gamma @ g.transpose(-1, -2)[:, None]  # (N, b_t, d_in, b_i): Gamma_t g_i^T
+    y = a[:, None] @ gamma  # (N, b_t, b_i, d_out): a_i Gamma_t
+    grad_q = torch.einsum("nij,ntji->nti", a, x)
+    grad_a = torch.einsum("nti,ntji->nij", q, x)
+    grad_g = torch.einsum("nti,ntik->nik", q, y)
+    return [grad_beta, grad_s, grad_q, grad_start, grad_momentum, grad_a, grad_g, grad_anchor]
 
 
-def _chunk(model, acc, momentum, grad_weights, piece, output_grad, project, anchor):
+class _TokenNorms(torch.autograd.Function):
+    r""":math:`\|C_t\|` for every token of a chunk, from the chunk's factors, keeping none of the ``b``
+    accumulators :math:`C_t = \beta_t C_{t'} + s_t S_{t'} + \sum_i Q_{ti}\,a_i^\top g_i`.
+
+    The backward pass rebuilds them and contracts :math:`\Gamma_t = \bar n_t\,\partial\|C_t\|/\partial C_t`
+    with the factors (:func:`_factor_grads`; autograd through the same computation keeps every :math:`C_t`
+    and passes over it ~12 times; tests compare the two in float64).
+    """
+
+    @staticmethod
+    def forward(ctx, beta, s, q, start, momentum, a, g, rescaling):
+        with torch.no_grad():  # a bound of every entry of C_t (the triangle inequality), detached
+            peak = beta.abs() * start.abs().amax((-2, -1))[:, None]
+            peak = peak + s.abs() * momentum.abs().amax((-2, -1))[:, None]
+            peak = peak + (q.abs() @ (a.abs().amax(-1) * g.abs().amax(-1))[..., None])[..., 0]
+            bound = torch.where(peak > 0, peak, torch.ones_like(peak))  # (N, b)
+        scaled = _scaled_states(1 / bound, beta, s, q, start, momentum, a, g)
+        unit = rescaling.matrix_norm(scaled, bounded=True)[..., 0, 0]  # (N, b): ||C_t / bound_t||
+        ctx.save_for_backward(beta, s, q, start, momentum, a, g, bound, unit)
+        ctx.rescaling = rescaling
+        return bound * unit
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_norm):
+        beta, s, q, start, momentum, a, g, bound, unit = ctx.saved_tensors
+        scaled = _scaled_states(1 / bound, beta, s, q, start, momentum, a, g)
+        # d||C||/dC is 0-homogeneous: its value at C/bound is its value at C
+        gamma = ctx.rescaling.matrix_norm_grad(scaled, unit[..., None, None])  # consumes `scaled`
+        gamma = gamma.mul_(grad_norm[..., None, None])  # (N, b, d_in, d_out)
+        return (*_factor_grads(gamma, beta, s, q, start, momentum, a, g)[:7], None)
+
+
+def _token_norms(rescaling, c: dict[str, Tensor], start: Tensor, momentum: Tensor, a: Tensor, g: Tensor):
+    r"""The norm :math:`\|C_t\|` of every in-chunk accumulator of one layer, ``(N, b, 1)``.
+
+    :math:`C_t` is materialised already divided by a bound of its entries, :math:`|\beta_t|\max|C_{t'}|
+    + |s_t|\max|S_{t'}| + \sum_i |Q_{ti}|\max|a_i|\max|g_i|` (the triangle inequality): the division is
+    folded into the coefficients, so it costs no pass over the ``b × d_in × d_out`` tensor, and
+    :math:`|C_t/\mathrm{bound}|^q \le 1` cannot overflow. The bound is detached:
+    :math:`s\|C/s\| = \|C\|` for every :math:`s > 0`. Back-propagation keeps only the factors
+    (:class:`_TokenNorms`).
+    """
+    return _TokenNorms.apply(c["beta"], c["s"], c["Q"], start, momentum, a, g, rescaling)[..., None]
+
+
+class _ProjectedRead(torch.autograd.Function):
+    r"""One layer's read of every token through its own projected accumulator: ``out_t = h_t @ phi(C_t)``.
+
+    ``(N, b, d_in) -> (N, b, d_out)``, keeping none of the ``b`` accumulators for back-propagation: the
+    backward pass rebuilds :math:`C_t`, takes :math:`\Gamma_t` through :math:`\phi` with autograd (any
+    retention's ``project``) against :math:`h_t^\top\bar y_t`, and contracts it with the factors
+    (:func:`_factor_grads`).
+    """
+
+    @staticmethod
+    def forward(ctx, beta, s, q, start, momentum, a, g, anchor, h, project):
+        ones = torch.ones_like(beta)
+        weights = _scaled_states(ones, beta, s, q, start, momentum, a, g, anchor)
+        if project is not None:
+            weights = project(weights)
+        ctx.save_for_backward(beta, s, q, start, momentum, a, g, anchor, h)
+        ctx.project = project
+        return (h[:, :, None] @ weights)[:, :, 0]  # (N, b, 1, d_in) @ (N, b, d_in, d_out)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        beta, s, q, start, momentum, a, g, anchor, h = ctx.saved_tensors
+        states = _scaled_states(torch.ones_like(beta), beta, s, q, start, momentum, a, g, anchor)
+        upstream = h[..., :, None] * grad_out[..., None, :]  # dL/dphi(C_t) = h_t^T grad_t
+        if ctx.project is None:
+            weights, gamma = states, upstream
+        else:
+            with torch.enable_grad():
+                states.requires_grad_(True)
+                weights = ctx.project(states)
+                (gamma,) = torch.autograd.grad(weights, states, upstream)
+        grad_h = (grad_out[:, :, None] @ weights.detach().transpose(-1, -2))[:, :, 0]
+        return (*_factor_grads(gamma, beta, s, q, start, momentum, a, g, anchor), grad_h, None)
+
+
+def _projected_read(model, project, c, acc, momentum, acts, grads, queries, anchor=None) -> Tensor:
+    r"""Read every token of the chunk through :math:`\phi(C_t)`, layer by layer: ``(N, b, d)``."""
+    anchors = anchor if anchor is not None else (None,) * len(acc)
+
+    def linear(layer: int, h: Tensor) -> Tensor:
+        factors = (acc[layer], momentum[layer], acts[layer], grads[layer], anchors[layer])
+        return _ProjectedRead.apply(c["beta"], c["s"], c["Q"], *factors, h, project)
+
+    _, pre = model.layers(queries, linear)
+    return model.readout(queries, pre[-1])
+
+
+def _chunk(model, acc, momentum, grad_weights, piece, output_grad, project, anchor, rescaling=None):
     """One piece sharing one gradient anchor: ``(y or None, accumulator, momentum)`` at its end."""
     keys, values, queries, alpha, eta, theta, params = piece
     acts, grads = model.gradient_factors(grad_weights, keys, values, partial(output_grad, **params))
     c = chunk_coefficients(alpha, eta, theta)
     y = None
-    if queries is not None:
-        anchors = anchor if anchor is not None else (None,) * len(acc)
-        layers = zip(acc, momentum, acts, grads, anchors, strict=True)
-        states = tuple(_token_states(c, c0, m0, a, g, a0) for c0, m0, a, g, a0 in layers)
-        y = _read(model, project_weights(project, states), queries)
+    if queries is not None and rescaling is not None:
+        # h @ phi(C_t) = rescale(h @ C_t, ||C_t||): the dual form's linear read, rescaled token by token
+        layers = zip(acc, momentum, acts, grads, strict=True)
+        norms = [_token_norms(rescaling, c, c0, m0, a, g) for c0, m0, a, g in layers]
+        rescale = lambda layer, out: rescaling.rescale(out, norms[layer])  # noqa: E731
+        y = dual_read(model, acc, momentum, acts, grads, c, queries, rescale=rescale)
+    elif queries is not None:
+        y = _projected_read(model, project, c, acc, momentum, acts, grads, queries, anchor)
     return (y, *chunk_end_state(c, acc, momentum, acts, grads, anchor))
 
 
@@ -98,12 +217,14 @@ def _run(model, carry, pieces, rules):
 
     Returns ``(outputs, *carry)`` at the end of the pieces.
     """
-    output_grad, project, lag_token, chunk_size, anchor = rules
+    output_grad, project, lag_token, chunk_size, anchor, rescaling = rules
     weights, acc, momentum, chunk_weights, offset = carry
     outputs = []
     for piece in pieces:
         grad_weights = weights if anchors_gradient(offset, lag_token) else chunk_weights
-        y, acc, momentum = _chunk(model, acc, momentum, grad_weights, piece, output_grad, project, anchor)
+        y, acc, momentum = _chunk(
+            model, acc, momentum, grad_weights, piece, output_grad, project, anchor, rescaling
+        )
         weights = project_weights(project, acc)
         outputs.append(y)
         offset = (offset + piece[0].shape[1]) % chunk_size
@@ -126,6 +247,7 @@ def miras_chunked_memory(
     bias_params: dict[str, Tensor] | None = None,
     project: Project | None = None,
     lag_token: bool = False,
+    rescaling: Retention | None = None,
     chunk_size: int,
     dual_form: bool | None = None,
     read: str = "token",
@@ -157,6 +279,10 @@ def miras_chunked_memory(
         bias_params: per-token parameters of the bias, each ``(N, T, ...)``.
         project: :math:`\phi` for one layer's ``(..., d_in, d_out)`` accumulator; ``None`` = identity.
         lag_token: Memora's lag token.
+        rescaling: instead of ``project``, a retention whose :math:`\phi` rescales each layer matrix by one
+            number (``rescaling = True``: Moneta's :class:`~neural_memory.miras.retention.LqNormalization`).
+            The same semantics, read through the dual form: :math:`h\,\phi(C_t)` is the rescaled
+            :math:`h\,C_t`, so each token's accumulator is materialised only for its norm.
         chunk_size: ``b``.
         dual_form: read through the dual form without materialising states (only for ``project=None``
             without lag token); ``None`` chooses it whenever it applies.
@@ -167,6 +293,12 @@ def miras_chunked_memory(
     Returns:
         ``(y (N, T, d) or None, new state)``.
     """
+    if rescaling is not None:
+        if project is not None:
+            raise ValueError("give project or rescaling, not both (rescaling's phi is its project)")
+        if not getattr(rescaling, "rescaling", False):
+            raise ValueError(f"rescaling must be a retention with rescaling = True, got {rescaling!r}")
+        project = rescaling.project
     linear = project is None and not lag_token
     if dual_form is None:
         dual_form = linear
@@ -183,7 +315,7 @@ def miras_chunked_memory(
     pieces = split_pieces(sizes, (keys, values, queries), (alpha, eta, theta), bias_params)
     carry = (state.weights, state.carried, state.momentum, state.chunk_weights, state.offset)
     anchor = model.anchor(keys.shape[0], keys.dtype, project)
-    rules = (output_grad, project, lag_token, chunk_size, anchor)
+    rules = (output_grad, project, lag_token, chunk_size, anchor, rescaling)
     # Back-propagation keeps every chunk's per-token states (b x params each); checkpointing groups of
     # chunks keeps only the group's starting state and recomputes the group in the backward pass.
     group = checkpoint_chunks if checkpoint_chunks > 0 and torch.is_grad_enabled() else len(pieces) or 1

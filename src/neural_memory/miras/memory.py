@@ -9,7 +9,8 @@ that continues a stream at any split point) with its four choices open:
 * **attentional bias** — the inner loss, an :class:`~neural_memory.miras.attentional_bias.AttentionalBias`;
 * **retention** — a :class:`~neural_memory.miras.retention.Retention`: how the state is kept (a linear
   accumulator :math:`C` decayed by :math:`1-\alpha_t`, read through :math:`\mathcal{M} = \phi(C)`);
-* **algorithm** — gradient descent, with Titans' momentum (``momentum=True``) or without.
+* **algorithm** — gradient descent, with Titans' momentum (``algorithm="gd-momentum"``, the default) or
+  without (``"gd"``).
 
 With (MLP, :math:`\ell_2`, weight decay, GD + momentum) it *is* the Titans memory, bit for bit
 (``tests/test_integration/test_miras_titans.py``). The presets are the paper's three models:
@@ -108,6 +109,19 @@ def _channel_scaled(output_grad, pred: Tensor, target: Tensor, channel_step: Ten
     return channel_step * output_grad(pred, target, **params)
 
 
+ALGORITHMS = {"gd": False, "gd-momentum": True}  # name -> Titans' momentum (Eq. 14) on or off
+
+
+def _algorithm_momentum(algorithm: str | None, momentum: bool | None) -> bool:
+    if algorithm is None:
+        return True if momentum is None else bool(momentum)
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {sorted(ALGORITHMS)}, got {algorithm!r}")
+    if momentum is not None and bool(momentum) != ALGORITHMS[algorithm]:
+        raise ValueError(f"momentum={momentum} contradicts algorithm={algorithm!r}")
+    return ALGORITHMS[algorithm]
+
+
 class MirasMemory(NeuralMemory):
     """A MIRAS memory layer: ``forward(x (B, T, dim), state) -> (y (B, T, dim), state)``.
 
@@ -115,7 +129,9 @@ class MirasMemory(NeuralMemory):
         dim: model width, split into ``heads`` memories.
         bias: the attentional bias (default :math:`\\ell_2`, Titans Eq. 12).
         retention: the retention gate (default weight decay, Titans Eq. 13).
-        momentum: GD with Titans' momentum (Eq. 14) instead of plain GD.
+        algorithm: the learning rule, ``"gd"`` (MIRAS' presets) or ``"gd-momentum"`` (Titans, Eq. 14; the
+            default); the same choice as ``momentum``, by name.
+        momentum: GD with Titans' momentum (Eq. 14) instead of plain GD (default True).
         delta_init: initial Huber/Yaad threshold; ``None`` = :math:`\\sqrt{d_{head}}`.
         channel_step: multiply the scalar step by a learned channel-wise factor (:class:`ChannelStepGate`,
             MIRAS §5.4); off by default (Titans' scalar gates).
@@ -132,18 +148,21 @@ class MirasMemory(NeuralMemory):
         *,
         bias: AttentionalBias | None = None,
         retention: Retention | None = None,
-        momentum: bool = True,
+        algorithm: str | None = None,
+        momentum: bool | None = None,
         delta_init: float | None = None,
         channel_step: bool = False,
         channel_rank: int = 32,
         **kwargs,
     ):
+        momentum = _algorithm_momentum(algorithm, momentum)
         retention = WeightDecay() if retention is None else retention
         if not isinstance(retention, WeightDecay):  # the memory is read through phi(C): no M_0 to return to
             if kwargs.get("forget_to_initial"):
                 raise ValueError("forget_to_initial needs the weight-decay retention (Titans Eq. 13)")
             kwargs["forget_to_initial"] = False
         super().__init__(dim, momentum=momentum, **kwargs)
+        self.algorithm = "gd-momentum" if momentum else "gd"
         bias = L2Bias() if bias is None else bias
         if not isinstance(bias, AttentionalBias):
             raise TypeError(f"bias must be an AttentionalBias, got {type(bias).__name__}")
@@ -198,6 +217,8 @@ class MirasMemory(NeuralMemory):
             exact = self.bias.exact_gradient and self.channel_gate is None
             inner = {"loss": self.bias.raw_loss} if exact else {"output_grad": output_grad}
             return reference_memory(*args, chunk_size=self.chunk_size, read=self.read, **inner, **common)
+        if self.retention.rescaling:  # Moneta: the same semantics, read through the dual form
+            common = {**common, "project": None, "rescaling": self.retention}
         return miras_chunked_memory(
             *args, chunk_size=self.chunk_size, read=self.read, checkpoint_chunks=self.checkpoint_chunks,
             output_grad=output_grad, **common,
@@ -206,7 +227,15 @@ class MirasMemory(NeuralMemory):
 
 # -- the paper's three models (§5.3; defaults of §6 and Table 5 where given) -------------------------------
 
-PRESET_DEFAULTS = {"depth": 2, "expansion": 4, "activation": "gelu", "residual_norm": True, "momentum": False}
+PRESET_DEFAULTS = {"depth": 2, "expansion": 4, "activation": "gelu", "residual_norm": True, "algorithm": "gd"}
+
+
+def _preset(kwargs: dict) -> dict:
+    """The presets' defaults under the caller's overrides (``momentum=`` alone replaces the algorithm)."""
+    config = {**PRESET_DEFAULTS, **kwargs}
+    if "momentum" in kwargs and "algorithm" not in kwargs:
+        del config["algorithm"]
+    return config
 
 
 @implements("miras", 24, 25)
@@ -230,7 +259,7 @@ def moneta(dim: int, *, p: float = 3.0, q: float = 4.0, **kwargs) -> MirasMemory
         dim: model width; p: bias exponent >= 1; q: retention exponent >= 1;
         **kwargs: overrides for :class:`MirasMemory`.
     """
-    config = {**PRESET_DEFAULTS, **kwargs}
+    config = _preset(kwargs)
     return MirasMemory(dim, bias=LpBias(p=p, smooth=True), retention=LqNormalization(q=q), **config)
 
 
@@ -251,7 +280,7 @@ def yaad(dim: int, **kwargs) -> MirasMemory:
     Args:
         dim: model width; **kwargs: overrides for :class:`MirasMemory`.
     """
-    config = {**PRESET_DEFAULTS, **kwargs}
+    config = _preset(kwargs)
     return MirasMemory(dim, bias=YaadBias(), retention=WeightDecay(), **config)
 
 
@@ -270,5 +299,5 @@ def memora(dim: int, **kwargs) -> MirasMemory:
     Args:
         dim: model width; **kwargs: overrides for :class:`MirasMemory`.
     """
-    config = {**PRESET_DEFAULTS, **kwargs}
+    config = _preset(kwargs)
     return MirasMemory(dim, bias=L2Bias(scale=0.5), retention=KLSoftmax(), **config)

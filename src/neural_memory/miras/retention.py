@@ -99,11 +99,23 @@ def _softmax(z: Tensor, dims: tuple[int, ...]) -> Tensor:
     return e / e.sum(dim=dims, keepdim=True)
 
 
+def _unscaled_lq_norm(x: Tensor, q: float, dims: tuple[int, ...]) -> Tensor:
+    """Entrywise :math:`\\|x\\|_q` over ``dims`` (kept), for entries too small for |x|^q to overflow."""
+    if q == 4:  # (sum x^4)^(1/4) = ||x^2||_2^(1/2): the 2-norm is a fast reduction, the general q-norm a pow
+        squared = torch.linalg.vector_norm(x.square(), ord=2, dim=dims, keepdim=True)
+        positive = squared > 0  # sqrt's gradient at 0 is inf: an all-zero slice gets norm 0, gradient 0
+        return torch.where(positive, torch.where(positive, squared, 1.0).sqrt(), 0.0)
+    return torch.linalg.vector_norm(x, ord=q, dim=dims, keepdim=True)
+
+
 def _lq_norm(x: Tensor, q: float, dims: tuple[int, ...]) -> Tensor:
-    r"""Entrywise :math:`\|x\|_q` over ``dims`` (kept); scaled by the slice's max so |x|^q never overflows."""
-    top = x.abs().amax(dim=dims, keepdim=True)
+    r"""Entrywise :math:`\|x\|_q` over ``dims`` (kept); scaled by the slice's max so |x|^q never overflows.
+
+    The scale is detached: :math:`s\|x/s\|_q = \|x\|_q` for every :math:`s > 0`, so its gradient is zero.
+    """
+    top = x.detach().abs().amax(dim=dims, keepdim=True)
     safe = torch.where(top > 0, top, torch.ones_like(top))  # an all-zero slice has norm 0, not 0/0
-    return top * torch.linalg.vector_norm(x / safe, ord=q, dim=dims, keepdim=True)
+    return safe * _unscaled_lq_norm(x / safe, q, dims)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -427,10 +439,14 @@ def lq_ftrl_weights(A: Tensor, q: float, dim: Dims = None) -> Tensor:
     return (q - 1) * torch.sign(A) * (A.abs() / safe) ** (p - 1) * norm
 
 
+def _rescale(x: Tensor, norm: Tensor, q: float, eps: float) -> Tensor:
+    # x / n^{q-2} = (x/n)·n^{3-q}: |A/n| <= 1, so only n^{3-q} can be large, and only for n near eps
+    n = norm.clamp_min(eps)
+    return (x / n) * n ** (3 - q)
+
+
 def _moneta_normalize(A: Tensor, q: float, dims: tuple[int, ...], eps: float) -> Tensor:
-    # A / n^{q-2} = (A/n)·n^{3-q}: |A/n| <= 1, so only n^{3-q} can be large, and only for n near eps
-    n = _lq_norm(A, q, dims).clamp_min(eps)
-    return (A / n) * n ** (3 - q)
+    return _rescale(A, _lq_norm(A, q, dims), q, eps)
 
 
 @implements("miras", 24)
@@ -619,6 +635,9 @@ class Retention(abc.ABC):
     lag_token: bool = (
         False  # Memora (Eq. 30): the chunk's first token is applied before the chunk's gradients
     )
+    # phi(C) = C·rho(||C||), one number per matrix (Moneta): such a retention also has ``matrix_norm`` and
+    # ``rescale``, and the chunked memory reads it through the dual form (miras/chunked.py)
+    rescaling: bool = False
 
     @abc.abstractmethod
     def project(self, acc: Tensor) -> Tensor:
@@ -639,6 +658,37 @@ class WeightDecay(Retention):
         return _check_acc(acc)
 
 
+class _LqProjection(torch.autograd.Function):
+    r""":math:`W = A\,\rho(\|A\|_q)`, :math:`\rho(n) = \max(n, \epsilon)^{2-q}`, keeping only :math:`A` for
+    back-propagation (autograd keeps three more matrices: :math:`A/s`, its square, :math:`A/n`).
+
+    .. math::
+        \bar A = \rho(n)\,\bar W + \rho'(n)\,\langle\bar W, A\rangle\,\frac{\partial n}{\partial A},
+        \qquad \rho'(n) = (2-q)\,n^{1-q}\ (0\ \text{for}\ n < \epsilon),
+
+    evaluated on :math:`A/n` so that no power of a large entry is formed.
+    """
+
+    @staticmethod
+    def forward(ctx, acc: Tensor, retention: LqNormalization) -> Tensor:
+        ctx.save_for_backward(acc)
+        ctx.retention = retention
+        return retention.rescale(acc, retention.matrix_norm(acc))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        (acc,) = ctx.saved_tensors
+        retention = ctx.retention
+        norm = retention.matrix_norm(acc)
+        scale = norm.clamp_min(retention.eps)
+        unit = acc / scale  # entries <= 1 where norm >= eps
+        inner = (grad * unit).sum(dim=(-2, -1), keepdim=True)  # <grad, A> / n
+        slope = torch.where(norm >= retention.eps, (2 - retention.q) * scale ** (2 - retention.q), 0.0)
+        direction = retention.matrix_norm_grad(unit, norm / scale)  # 0-homogeneous: dn/dA at A/n
+        return retention.rescale(grad, norm).add_(direction.mul_(slope * inner)), None
+
+
 @implements("miras", 24)
 class LqNormalization(Retention):
     r"""Moneta's ℓ_q retention (MIRAS v1, Eq. 24): :math:`\varphi(A) = A/\|A\|_q^{q-2}` per layer matrix.
@@ -647,11 +697,38 @@ class LqNormalization(Retention):
     :func:`moneta_normalize`.
     """
 
+    rescaling = True
+    eps = 1e-12
+
     def __init__(self, q: float = 4.0) -> None:
         self.q = _check_q(q, minimum=1.0, strict=False)
 
     def project(self, acc: Tensor) -> Tensor:
-        return _moneta_normalize(_check_acc(acc), self.q, (acc.dim() - 2, acc.dim() - 1), 1e-12)
+        return _LqProjection.apply(_check_acc(acc), self)
+
+    def matrix_norm(self, acc: Tensor, *, bounded: bool = False) -> Tensor:
+        """:math:`\\|C\\|_q` of each layer matrix, ``(..., 1, 1)``; ``bounded``: the caller has divided
+        ``acc`` by a bound of its entries (no overflow possible), so the norm skips its max-scaling pass."""
+        dims = (acc.dim() - 2, acc.dim() - 1)
+        return _unscaled_lq_norm(acc, self.q, dims) if bounded else _lq_norm(acc, self.q, dims)
+
+    def matrix_norm_grad(self, acc: Tensor, norm: Tensor) -> Tensor:
+        r""":math:`\partial\|C\|_q/\partial C = \mathrm{Sign}(C)\,|C|^{q-1}/\|C\|_q^{q-1}` (0 where the norm
+        is 0), given ``norm = matrix_norm(acc)``; computed in ``acc``'s memory (``acc`` is consumed)."""
+        q = self.q
+        if q == 2:
+            direction = acc
+        elif q == 4:  # an odd power keeps the sign: C^3
+            direction = acc.pow_(3)
+        else:
+            direction = acc.abs().pow_(q - 1).mul_(torch.sign(acc))
+        safe = torch.where(norm > 0, norm, torch.ones_like(norm))
+        return direction.mul_(torch.where(norm > 0, safe ** (1 - q), torch.zeros_like(norm)))
+
+    def rescale(self, x: Tensor, norm: Tensor) -> Tensor:
+        """:math:`x / \\|C\\|_q^{q-2}` with the norm clamped at ``eps``: ``project(C) = rescale(C,
+        matrix_norm(C))``, and ``rescale(h @ C, norm)`` reads through :math:`\\varphi(C)` by linearity."""
+        return _rescale(x, norm, self.q, self.eps)
 
 
 @implements("miras", 27)

@@ -75,20 +75,23 @@ def chunk_coefficients(alpha: Tensor, eta: Tensor, theta: Tensor) -> dict[str, T
     return {"eta_decay": eta_decay, "P": p, "beta": beta, "s": s[..., 0], "Q": q}
 
 
-def _dual_read(
-    model: MemoryMLP, weights: Weights, momentum: Weights, acts, grads, c, queries: Tensor, anchor=None
-) -> Tensor:
+def dual_read(
+    model: MemoryMLP, weights: Weights, momentum: Weights, acts, grads, c, queries: Tensor, anchor=None,
+    rescale: Callable[[int, Tensor], Tensor] | None = None,
+) -> Tensor:  # fmt: skip
     """Read every position of the chunk with its own weights M_t, without materialising them (T-U8).
 
     With an ``anchor`` M_0 (:meth:`MemoryMLP.anchor`) forgetting moves the weights towards it:
-    ``M_t = M_0 + beta_t (M_t' - M_0) + ...``.
+    ``M_t = M_0 + beta_t (M_t' - M_0) + ...``. ``rescale(layer, h @ C_t)`` maps each layer's linear read
+    when the weights are a per-token rescaling of the accumulator (MIRAS' Moneta, ``miras/chunked.py``).
     """
     beta, s, q = c["beta"][..., None], c["s"][..., None], c["Q"]
 
     def linear(layer: int, h: Tensor) -> Tensor:
         w, m, a, g = weights[layer], momentum[layer], acts[layer], grads[layer]
         out = beta * (h @ w) + s * (h @ m) + ((h @ a.transpose(-1, -2)) * q) @ g
-        return out if anchor is None else out + (1 - beta) * (h @ anchor[layer])
+        out = out if anchor is None else out + (1 - beta) * (h @ anchor[layer])
+        return out if rescale is None else rescale(layer, out)
 
     _, pre = model.layers(queries, linear)
     return model.readout(queries, pre[-1])
@@ -102,7 +105,7 @@ def _chunk(model, weights, momentum, grad_weights, piece, read, output_grad, anc
     y = None
     if queries is not None:
         if read == "token":
-            y = _dual_read(model, weights, momentum, acts, grads, c, queries, anchor)
+            y = dual_read(model, weights, momentum, acts, grads, c, queries, anchor)
         else:
             y = model.recall(grad_weights, queries)
     return (y, *chunk_end_state(c, weights, momentum, acts, grads, anchor))

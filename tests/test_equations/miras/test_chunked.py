@@ -181,6 +181,29 @@ def test_materialised_form_equals_the_titans_dual_form():
 
 
 @pytest.mark.equation("miras", 28)
+def test_materialised_form_has_the_dual_forms_gradients_with_forgetting_to_m0():
+    # the per-token read's hand-written backward, anchor (forget to M_0) included, against autograd of the
+    # Titans dual form
+    model, state, k, v, q, gates, _ = make(norm=True, seq=10)
+    assert model.forget_to_initial
+    leaves = [k, v, q, *gates, *state.weights, *state.momentum]
+    for leaf in leaves:
+        leaf.requires_grad_(True)
+
+    def grads(**kw):
+        fn = chunked_memory if not kw else miras_chunked_memory
+        y, s = fn(model, state, k, v, q, *gates, chunk_size=4, **kw)
+        total = (y * torch.sin(torch.arange(y.numel(), dtype=DT)).reshape(y.shape)).sum()
+        return torch.autograd.grad(
+            total + sum((w * w).sum() for w in s.weights), leaves + list(model.parameters())
+        )
+
+    got = grads(output_grad=associative_loss_output_grad, dual_form=False)
+    for a, b in zip(got, grads(), strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.equation("miras", 28)
 @pytest.mark.parametrize("retention", ["lq", "softmax-lag"])
 @pytest.mark.parametrize("split", [1, 3, 4, 5, 10])
 def test_state_continues_the_stream_at_any_split(retention, split):
@@ -325,3 +348,150 @@ def test_checkpointed_chunks_give_the_same_outputs_states_and_gradients(retentio
         assert_states_close(s, s0)
         for a, b in zip(g, g0, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+
+
+# -- Moneta's rescaling retention through the dual form ----------------------------------------------------
+# phi(C) = C / ||C||_q^{q-2} scales each layer matrix by one number, so the chunked memory reads through the
+# Titans dual form and materialises each token's accumulator only for its norm. The expectation is the token
+# loop with this file's own lq_normalise (Eq. 24 as printed), not the retention under test.
+
+
+def run_rescaled(model, state, k, v, q, gates, params, *, bias, chunk, q_exp=4.0, **kw):
+    from neural_memory.miras.retention import LqNormalization
+
+    _, grad, uses_params = BIASES[bias]
+    return miras_chunked_memory(
+        model, state, k, v, q, *gates, chunk_size=chunk, output_grad=grad,
+        bias_params=params if uses_params else None, rescaling=LqNormalization(q_exp), **kw,
+    )  # fmt: skip
+
+
+def make_lq(q_exp, **kw):
+    model, state, k, v, q, gates, params = make(retention="lq", **kw)
+    weights = tuple(lq_normalise(a, q_exp) for a in state.accumulator)
+    state = MemoryState(weights, state.momentum, weights, accumulator=state.accumulator)
+    return model, state, k, v, q, gates, params
+
+
+def reference_lq(model, state, k, v, q, gates, params, *, bias, chunk, q_exp=4.0):
+    loss, _, uses_params = BIASES[bias]
+    return reference_memory(
+        model, state, k, v, q, *gates, chunk_size=chunk, loss=loss,
+        bias_params=params if uses_params else None, project=lambda c: lq_normalise(c, q_exp),
+    )  # fmt: skip
+
+
+@pytest.mark.equation("miras", 24)
+@pytest.mark.equation("miras", 28)
+@pytest.mark.parametrize("q_exp", [2.0, 3.0, 4.0])
+@pytest.mark.parametrize("chunk", [1, 4, 16])
+@pytest.mark.parametrize(("depth", "norm"), [(1, False), (2, True)])
+def test_rescaled_dual_read_equals_the_token_loop(q_exp, chunk, depth, norm):
+    model, state, k, v, q, gates, params = make_lq(q_exp, depth=depth, seq=13, norm=norm)
+    want = reference_lq(model, state, k, v, q, gates, params, bias="lp", chunk=chunk, q_exp=q_exp)
+    got = run_rescaled(model, state, k, v, q, gates, params, bias="lp", chunk=chunk, q_exp=q_exp)
+    torch.testing.assert_close(got[0], want[0], **TOL)
+    assert_states_close(got[1], want[1])
+
+
+@pytest.mark.equation("miras", 28)
+def test_rescaled_gradients_equal_reference_gradients():
+    model, state, k, v, q, gates, params = make_lq(4.0, seq=9, norm=True)
+    leaves = [k, v, q, *gates, *state.accumulator, *state.momentum]
+    for leaf in leaves:
+        leaf.requires_grad_(True)
+
+    def grads(fn):
+        weights = tuple(lq_normalise(a) for a in state.accumulator)
+        start = MemoryState(weights, state.momentum, weights, accumulator=state.accumulator)
+        y, s = fn(model, start, k, v, q, gates, params, bias="scaled", chunk=4)
+        total = (y * torch.cos(torch.arange(y.numel(), dtype=DT)).reshape(y.shape)).sum()
+        total = total + sum((w * w).sum() for w in s.weights)
+        return torch.autograd.grad(total, leaves + list(model.parameters()))
+
+    for got, want in zip(grads(run_rescaled), grads(reference_lq), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.equation("miras", 24)
+def test_rescaled_norms_do_not_overflow_in_float32():
+    # accumulators of 1e20: |C|^3 = 1e60 overflows float32, so the norm is taken of C over a bound of its
+    # entries. q = 3 makes phi(C) = C / ||C||_3 of order one, so a wrong norm shows in the outputs.
+    model, state, k, v, q, gates, _ = make_lq(3.0, seq=6, norm=True)
+    big = tuple(1e20 * a for a in state.accumulator)
+    weights = tuple(lq_normalise(a, 3.0) for a in big)
+    start = MemoryState(weights, state.momentum, weights, accumulator=big)
+    want, _ = reference_lq(model, start, k, v, q, gates, None, bias="l2", chunk=4, q_exp=3.0)
+
+    def f32(xs):
+        return tuple(x.float() for x in xs)
+
+    start32 = MemoryState(f32(weights), f32(state.momentum), f32(weights), accumulator=f32(big))
+    k32, v32, q32 = k.float(), v.float(), q.float()
+    model32 = model.float()
+    got, _ = run_rescaled(model32, start32, k32, v32, q32, f32(gates), None, bias="l2", chunk=4, q_exp=3.0)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_rescaling_and_project_are_exclusive():
+    from neural_memory.miras.retention import LqNormalization
+
+    model, state, k, v, q, gates, _ = make_lq(4.0)
+    with pytest.raises(ValueError, match="rescaling"):
+        miras_chunked_memory(
+            model, state, k, v, q, *gates, chunk_size=4, output_grad=associative_loss_output_grad,
+            project=lq_normalise, rescaling=LqNormalization(),
+        )  # fmt: skip
+
+
+@pytest.mark.equation("miras", 24)
+@pytest.mark.parametrize("q_exp", [1.5, 2.0, 3.0, 4.0])
+def test_token_norms_backward_equals_autograd_of_the_materialised_states(q_exp):
+    # the hand-written backward of ||C_t||_q against autograd of C_t built entry by entry
+    from neural_memory.miras.chunked import _token_norms
+    from neural_memory.miras.retention import LqNormalization
+
+    torch.manual_seed(3)
+    n, b, d_in, d_out = 2, 5, 3, 4
+    beta, s = torch.rand(n, b, dtype=DT), torch.randn(n, b, dtype=DT)
+    q = torch.tril(torch.randn(n, b, b, dtype=DT))
+    start, momentum = torch.randn(n, d_in, d_out, dtype=DT), torch.randn(n, d_in, d_out, dtype=DT)
+    a, g = torch.randn(n, b, d_in, dtype=DT), torch.randn(n, b, d_out, dtype=DT)
+    leaves = [beta, s, q, start, momentum, a, g]
+    for leaf in leaves:
+        leaf.requires_grad_(True)
+    weights = torch.randn(n, b, dtype=DT)
+
+    def by_hand():
+        states = torch.stack([
+            beta[:, t, None, None] * start + s[:, t, None, None] * momentum
+            + sum(q[:, t, i, None, None] * a[:, i, :, None] * g[:, i, None, :] for i in range(b))
+            for t in range(b)
+        ], dim=1)  # fmt: skip
+        return states.abs().pow(q_exp).sum(dim=(-2, -1)).pow(1 / q_exp)
+
+    coefficients = {"beta": beta, "s": s, "Q": q}
+    got = _token_norms(LqNormalization(q_exp), coefficients, start, momentum, a, g)[..., 0]
+    want = by_hand()
+    torch.testing.assert_close(got, want, **TOL)
+    got_grads = torch.autograd.grad((got * weights).sum(), leaves)
+    want_grads = torch.autograd.grad((want * weights).sum(), leaves)
+    for x, y in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(x, y, **TOL)
+
+
+def test_token_norms_of_an_all_zero_accumulator_are_zero_with_zero_gradient():
+    from neural_memory.miras.chunked import _token_norms
+    from neural_memory.miras.retention import LqNormalization
+
+    n, b, d = 1, 3, 2
+    zeros = [torch.zeros(n, b, dtype=DT, requires_grad=True) for _ in range(2)]
+    q = torch.zeros(n, b, b, dtype=DT, requires_grad=True)
+    start, momentum = (torch.zeros(n, d, d, dtype=DT, requires_grad=True) for _ in range(2))
+    a, g = (torch.zeros(n, b, d, dtype=DT, requires_grad=True) for _ in range(2))
+    coefficients = {"beta": zeros[0], "s": zeros[1], "Q": q}
+    norms = _token_norms(LqNormalization(4.0), coefficients, start, momentum, a, g)
+    assert torch.equal(norms, torch.zeros_like(norms))
+    for grad in torch.autograd.grad(norms.sum(), [*zeros, q, start, momentum, a, g]):
+        assert torch.isfinite(grad).all() and torch.equal(grad, torch.zeros_like(grad))

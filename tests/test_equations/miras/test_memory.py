@@ -264,3 +264,36 @@ def test_channel_step_chunks_equal_the_token_loop_with_gradients(preset, chunk):
 def test_channel_step_rejects_a_bad_rank():
     with pytest.raises(ValueError, match="channel_rank"):
         MirasMemory(8, channel_step=True, channel_rank=0)
+
+
+# -- the learning algorithm as a named choice (MIRAS §3: the fourth of the four choices) --------------------
+
+
+def test_algorithm_names_the_learning_rule_and_equals_the_momentum_flag():
+    x = torch.randn(2, 9, 8, dtype=DT)
+    for name, flag in (("gd", False), ("gd-momentum", True)):
+        torch.manual_seed(0)
+        named = MirasMemory(8, algorithm=name, chunk_size=4).to(DT)
+        torch.manual_seed(0)
+        flagged = MirasMemory(8, momentum=flag, chunk_size=4).to(DT)
+        assert named.algorithm == name
+        torch.testing.assert_close(named(x)[0], flagged(x)[0], rtol=0, atol=0)
+    torch.manual_seed(0)
+    plain = MirasMemory(8, algorithm="gd", chunk_size=4).to(DT)
+    torch.manual_seed(0)
+    with_momentum = MirasMemory(8, algorithm="gd-momentum", chunk_size=4).to(DT)
+    assert (plain(x)[0] - with_momentum(x)[0]).abs().max() > 1e-6  # the two rules are different memories
+    assert MirasMemory(8).algorithm == "gd-momentum"  # Titans' default
+
+
+def test_algorithm_rejects_unknown_names_and_a_contradicting_momentum_flag():
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        MirasMemory(8, algorithm="adam")
+    with pytest.raises(ValueError, match="contradicts"):
+        MirasMemory(8, algorithm="gd", momentum=True)
+
+
+def test_presets_run_plain_gd_and_take_either_override():
+    assert moneta(8).algorithm == yaad(8).algorithm == memora(8).algorithm == "gd"  # MIRAS §5.3
+    assert moneta(8, algorithm="gd-momentum").algorithm == "gd-momentum"
+    assert memora(8, momentum=True).algorithm == "gd-momentum"

@@ -1096,3 +1096,37 @@ def test_steps_are_finite_for_inputs_up_to_1e4(w, grad, eta, alpha, beta):
     ]
     for out in outputs:
         assert bool(torch.isfinite(out).all())
+
+
+# -- Moneta's projection keeps only its input for back-propagation ---------------------------------------
+
+
+def _printed_eq24(acc: torch.Tensor, q: float) -> torch.Tensor:  # A / ||A||_q^{q-2}, typed from the paper
+    return acc / acc.abs().pow(q).sum(dim=(-2, -1), keepdim=True).pow((q - 2) / q)
+
+
+@pytest.mark.equation("miras", 24)
+@pytest.mark.parametrize("q", [1.5, 2.0, 3.0, 4.0])
+def test_lq_projection_gradient_equals_autograd_of_eq24_as_printed(q):
+    acc = _randn(3, 2, 4, 5, seed=4).requires_grad_(True)
+    upstream = _randn(3, 2, 4, 5, seed=5)
+    got = LqNormalization(q).project(acc)
+    want = _printed_eq24(acc, q)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-13)
+    (g_got,) = torch.autograd.grad((got * upstream).sum(), acc)
+    (g_want,) = torch.autograd.grad((want * upstream).sum(), acc)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-11, atol=1e-12)
+
+
+def test_lq_projection_of_a_zero_or_huge_matrix_has_finite_gradients():
+    zero = torch.zeros(1, 3, 3, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(LqNormalization(4.0).project(zero).sum(), zero)
+    assert torch.isfinite(grad).all()
+    huge = (1e15 * _randn(1, 3, 3, seed=2)).float().requires_grad_(True)  # |A|^3 overflows float32
+    out = LqNormalization(3.0).project(huge)
+    (grad,) = torch.autograd.grad((out * out).sum(), huge)
+    huge64 = huge.detach().double().requires_grad_(True)
+    want = _printed_eq24(huge64, 3.0)
+    (grad_want,) = torch.autograd.grad((want * want).sum(), huge64)
+    assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+    torch.testing.assert_close(grad.double(), grad_want, rtol=1e-4, atol=1e-22)
