@@ -1,5 +1,5 @@
-"""Titans and MIRAS LM kinds (titans-mac/-mag/-mal/-lmm, moneta, yaad, memora) and the sliding-window
-baseline (swa): causality, streaming, bounded state, training, sizes."""
+"""Titans and MIRAS LM kinds (titans-mac/-mag/-mal/-lmm, moneta, yaad, memora and their -h hybrids) and the
+sliding-window baseline (swa): causality, streaming, bounded state, training, sizes."""
 
 import itertools
 
@@ -28,6 +28,9 @@ CONFIGS = {
     "hope": {"cms_chunk_sizes": (4, 2), "chunk_size": 3, "other_chunk_size": 3, "cms_rates": 0.005},
     "hope-attention": {"cms_chunk_sizes": (4, 2), "cms_rates": 0.005, "heads": 2},
     "swa": {"heads": 2, "window": 3},  # the sliding-window baseline: its cache is bounded like a memory's
+    "moneta-h": {"heads": 2, "window": 3, **MEMORY},
+    "yaad-h": {"heads": 2, "window": 3, **MEMORY},
+    "memora-h": {"heads": 2, "window": 3, **MEMORY},
 }
 
 
@@ -45,6 +48,9 @@ KINDS = [
     "hope",
     "hope-attention",
     "swa",
+    "moneta-h",
+    "yaad-h",
+    "memora-h",
 ]
 
 
@@ -172,12 +178,15 @@ def test_parameter_counts_by_hand(kind):
         "hope": (4 * d + d + d * d + d) + 5 * 2 * d * d + d * d + 2 * (d + 1) + d + d * d + 2 * 3 * d * 4 * d,
         "hope-attention": attention + 2 * 3 * d * 4 * d,  # attention (fused W_QKV, W_O) + the same CMS
         "swa": attention,  # fused W_QKV and W_O; RoPE and the window have no parameters
-    }[kind]
+    }
+    mixer["moneta-h"], mixer["yaad-h"], mixer["memora-h"] = (m + attention for m in (mixer["moneta"],
+                                                          mixer["yaad"], mixer["memora"]))  # fmt: skip
+    two_mixers = mixer[kind] if kind.endswith("-h") else 2 * mixer[kind]  # the hybrids: memory, then SWA
     lm = make_lm(kind, depth=2)
     counts = count_parameters(lm)
-    per_block = mixer + 3 * d * 4 * d + 2 * d  # mixer + SwiGLU (gate, up, down) + two RMSNorms
-    assert counts["mixer"] == 2 * mixer
-    assert counts["total"] == 2 * VOCAB * d + 2 * per_block + d  # embedding, untied head, final RMSNorm
+    per_block = 3 * d * 4 * d + 2 * d  # SwiGLU (gate, up, down) + two RMSNorms
+    assert counts["mixer"] == two_mixers
+    assert counts["total"] == 2 * VOCAB * d + two_mixers + 2 * per_block + d  # embedding, untied head, norm
 
 
 def test_memory_config_keys_clash_raises():
@@ -225,3 +234,20 @@ def test_outer_gradients_stay_bounded_on_a_long_sequence(kind, seed):
         (p.grad.abs().max().item(), name) for name, p in model.named_parameters() if p.grad is not None
     )
     assert worst[0] < 1.0, worst
+
+
+@pytest.mark.parametrize(("kind", "retention"), [("moneta-h", "LqNormalization"), ("yaad-h", "WeightDecay"),
+                                                 ("memora-h", "KLSoftmax")])  # fmt: skip
+def test_hybrid_kinds_alternate_a_miras_layer_and_sliding_window_attention(kind, retention):
+    # MIRAS M-U33: "-H" is Samba-style, a MIRAS layer followed by sliding-window attention, each with its MLP
+    from neural_memory.miras.memory import MirasMemory
+    from neural_memory.models.transformer import CausalSelfAttention
+
+    lm = make_lm(kind, depth=4)
+    mixers = [block.mixer for block in lm.blocks]
+    assert all(isinstance(m, MirasMemory) for m in mixers[0::2])
+    assert all(type(m.retention).__name__ == retention for m in mixers[0::2])
+    assert all(isinstance(m, CausalSelfAttention) and m.window == 3 for m in mixers[1::2])
+    plain = make_lm(kind.removesuffix("-h"), depth=4)
+    assert count_parameters(lm) != count_parameters(plain)
+    assert get_kind(kind).defaults["window"] == 64

@@ -20,7 +20,11 @@ from neural_memory.experiments.base import (
     train_config,
     train_variants,
 )
-from neural_memory.experiments.paper_claims import NL_TABLE2_760M_WIKI, TITANS_TABLE1_340M_WIKI
+from neural_memory.experiments.paper_claims import (
+    MIRAS_TABLE2_760M_HYBRID_WIKI,
+    NL_TABLE2_760M_WIKI,
+    TITANS_TABLE1_340M_WIKI,
+)
 from neural_memory.experiments.plots import bars_with_ci
 from neural_memory.experiments.stats import NOT_TESTED
 
@@ -67,6 +71,9 @@ ALL_KINDS = [
     "moneta",
     "yaad",
     "memora",
+    "moneta-h",
+    "yaad-h",
+    "memora-h",
     "hope",
     "linear-attention",
     "deltanet",
@@ -107,6 +114,18 @@ def claims(results: dict[str, Any]) -> list[Claim]:
             paper=f"Wiki ppl {t1['Titans (LMM)']} vs {t1['Gated DeltaNet']}",
         )
     )
+    hybrid = MIRAS_TABLE2_760M_HYBRID_WIKI
+    for name in ("Moneta", "Yaad", "Memora"):
+        rows.append(
+            lower_loss_claim(
+                ci,
+                f"{name.lower()}-h",
+                name.lower(),
+                claim=f"{name}-H (sliding-window attention in every other layer) beats {name} at equal depth",
+                reference="MIRAS Table 2 (760M)",
+                paper=f"Wiki ppl {hybrid[name + '-H']} vs {hybrid[name]}",
+            )
+        )
     nl = NL_TABLE2_760M_WIKI
     for other, name in (("titans-mac", "Titans"), ("transformer", "Transformer++")):
         rows.append(

@@ -50,6 +50,16 @@ MIRAS_TABLE2_WIKI: dict[str, dict[str, float]] = {
     },
 }
 
+# MIRAS v1 Table 2, 760M/30B: WikiText perplexity of the three models and their Samba-style "-H" hybrids.
+MIRAS_TABLE2_760M_HYBRID_WIKI: dict[str, float] = {
+    "Moneta": 21.18,
+    "Yaad": 20.99,
+    "Memora": 22.28,
+    "Moneta-H": 18.72,
+    "Yaad-H": 18.59,
+    "Memora-H": 18.24,
+}
+
 # NL v1 Table 2, 760M/30B: WikiText perplexity.
 NL_TABLE2_760M_WIKI: dict[str, float] = {"Hope": 18.68, "Titans": 20.08, "Transformer++": 24.18}
 
@@ -81,6 +91,7 @@ TITANS_FIG7 = (
 TITANS_FIG8 = "Fig. 8: throughput drops roughly linearly as L_M grows (no numbers)"
 
 __all__ = [
+    "MIRAS_TABLE2_760M_HYBRID_WIKI",
     "MIRAS_TABLE2_WIKI",
     "NL_TABLE2_760M_WIKI",
     "NL_TABLE3_SWDE",

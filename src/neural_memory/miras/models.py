@@ -3,9 +3,16 @@
 Each block's mixer is a :class:`~neural_memory.miras.memory.MirasMemory` — M-U33's block: q/k/v
 projections, a depthwise-separable convolution of kernel 4 after each, l2-normalised queries and keys, the
 memory, output normalisation and a linear gate — stacked by :func:`neural_memory.models.registry.build_lm`
-in the Llama-style wrapper (SwiGLU MLP, RMSNorm) of :mod:`neural_memory.models.lm`. The hybrid "-H" models
-(a MIRAS layer followed by sliding-window attention) are not built here. v1 gives Table 5's sizes only for
-the 170M-780M models; the defaults below are small, for CPU experiments:
+in the Llama-style wrapper (SwiGLU MLP, RMSNorm) of :mod:`neural_memory.models.lm`.
+
+The hybrids ``moneta-h``, ``yaad-h``, ``memora-h`` (v1 Table 2's "-H" rows; M-U33: "Samba-style, with a
+MIRAS layer followed by sliding-window attention") alternate the blocks: even layers mix with the MIRAS
+memory, odd layers with sliding-window attention with RoPE
+(:func:`~neural_memory.models.transformer.sliding_window_mixer`), each block with its own MLP, as Samba
+alternates Mamba and SWA. The paper gives no window; ours is the sliding-window baseline's, 64
+(``window``), with ``heads`` attention heads.
+
+v1 gives Table 5's sizes only for the 170M-780M models; the defaults below are small, for CPU experiments:
 
 =====================  =======  =====================================================================
 key                    default  meaning
@@ -14,6 +21,7 @@ key                    default  meaning
 ``memory_chunk_size``  16       chunk ``b`` of the parallel form (§6: 16 or 64)
 ``memory_heads``       4        independent memories (Table 5: 16 heads at width 768)
 ``memory``             None     any other :class:`~neural_memory.miras.memory.MirasMemory` kwargs
+``window``, ``heads``  64, 4    the hybrids' sliding-window attention layers
 =====================  =======  =====================================================================
 """
 
@@ -23,6 +31,7 @@ from torch import nn
 
 from neural_memory.miras.memory import memora, moneta, yaad
 from neural_memory.models.registry import register_kind
+from neural_memory.models.transformer import sliding_window_mixer
 from neural_memory.titans.models import memory_kwargs
 
 MIRAS_DEFAULTS = {"memory_depth": 2, "memory_chunk_size": 16, "memory_heads": 4}
@@ -45,6 +54,30 @@ def _builder(preset, kind: str):
     return build
 
 
+def _hybrid_builder(preset, kind: str):
+    def build(
+        *,
+        dim: int,
+        layer_index: int,
+        memory_depth: int = 2,
+        memory_chunk_size: int = 16,
+        memory_heads: int = 4,
+        memory: dict | None = None,
+        heads: int = 4,
+        window: int = 64,
+    ) -> nn.Module:
+        if layer_index % 2:  # Samba's order: the memory layer first, then sliding-window attention
+            return sliding_window_mixer(dim=dim, layer_index=layer_index, heads=heads, window=window)
+        return preset(dim, **memory_kwargs(memory_depth, memory_chunk_size, memory_heads, memory))
+
+    build.__name__ = build.__qualname__ = f"build_{kind.replace('-', '_')}"
+    build.__doc__ = (
+        f"Builder of kind ``{kind}``: :func:`~neural_memory.miras.memory.{preset.__name__}` at even layers, "
+        "sliding-window attention at odd layers (MIRAS M-U33's Samba-style hybrid)."
+    )
+    return build
+
+
 build_moneta = _builder(moneta, "moneta")
 build_yaad = _builder(yaad, "yaad")
 build_memora = _builder(memora, "memora")
@@ -62,4 +95,15 @@ register_kind(
     description="MIRAS Memora: l2 bias, KL retention: softmax weights on the simplex (Eq. 27)",
 )  # fmt: skip
 
-__all__ = ["build_memora", "build_moneta", "build_yaad"]
+HYBRID_DEFAULTS = {**MIRAS_DEFAULTS, "heads": 4, "window": 64}
+build_moneta_h = _hybrid_builder(moneta, "moneta-h")
+build_yaad_h = _hybrid_builder(yaad, "yaad-h")
+build_memora_h = _hybrid_builder(memora, "memora-h")
+for _name, _build in (("moneta-h", build_moneta_h), ("yaad-h", build_yaad_h), ("memora-h", build_memora_h)):
+    register_kind(
+        _name, _build, defaults=HYBRID_DEFAULTS,
+        description=f"MIRAS {_name[:-2].capitalize()}-H: its memory and sliding-window attention in "
+        "alternating layers (Samba-style, M-U33)",
+    )  # fmt: skip
+
+__all__ = ["build_memora", "build_memora_h", "build_moneta", "build_moneta_h", "build_yaad", "build_yaad_h"]
