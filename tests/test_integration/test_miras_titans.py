@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from neural_memory.common.attention import linear_memory_read, linear_memory_write
-from neural_memory.common.delta_rule import delta_rule_step
-from neural_memory.miras.attentional_bias import DotProductBias, L2Bias, LpBias, YaadBias
+from neural_memory.common.delta_rule import delta_rule_step, longhorn_step
+from neural_memory.miras.attentional_bias import DotProductBias, HuberBias, L2Bias, LpBias, YaadBias
 from neural_memory.miras.chunked import miras_chunked_memory
-from neural_memory.miras.framework import delta_retention_step, hebbian_step
+from neural_memory.miras.framework import delta_retention_step, hebbian_step, ttt_linear_step
 from neural_memory.miras.memory import MirasMemory, memora, moneta, yaad
 from neural_memory.miras.retention import KLSoftmax, LqNormalization, WeightDecay
 from neural_memory.titans.memory import NeuralMemory
@@ -258,3 +258,46 @@ def test_the_memory_loops_refuse_an_anchor_with_a_projection(loop):
     extra["project"] = LqNormalization(q=4).project
     with pytest.raises(ValueError, match="forget_to_initial"):
         run(model, state, x, x, x, gate, gate, gate, chunk_size=2, **extra)
+
+
+# -- the framework table's online-regression rows as MirasMemory configurations -------------------------
+
+
+def linear_memory(algorithm, theta, chunk=1):
+    return fixed(MirasMemory, bias=L2Bias(scale=0.5), retention=WeightDecay(), algorithm=algorithm, depth=1,
+                 residual_norm=False, fixed_gates=(0.0, 0.0, theta), chunk_size=chunk)  # fmt: skip
+
+
+def written(memory, x):
+    """The memory's final weights (column convention) and the keys and values it wrote."""
+    start = memory.init_state(x.shape[0])
+    keys, values, _ = memory.keys_values(x, start)
+    _, state = memory(x, start)
+    return start.weights[0].transpose(-1, -2), state.weights[0].transpose(-1, -2), keys, values
+
+
+@pytest.mark.equation("titans", 35)
+@pytest.mark.parametrize("theta", [0.3, 5.0])
+def test_implicit_gd_with_the_l2_bias_is_longhorn(theta):
+    # Table 1's Longhorn row: implicit online regression, S' = S - theta (S' k - v) k^T, closed form Eq. 35
+    torch.manual_seed(1)
+    x = torch.randn(2, 7, DIM, dtype=DT)
+    w0, got, k, v = written(linear_memory("implicit-gd", theta), x)
+    memory = w0
+    for i in range(x.shape[1]):
+        memory = longhorn_step(memory, k[:, i], v[:, i], theta)
+    torch.testing.assert_close(got, memory, rtol=0, atol=1e-12)
+    # the explicit step with the same theta is DeltaNet (TTT-Linear's write), a different memory
+    _, explicit, _, _ = written(linear_memory("gd", theta), x)
+    want = w0
+    for i in range(x.shape[1]):
+        want = ttt_linear_step(want, k[:, i], v[:, i], theta)
+    torch.testing.assert_close(explicit, want, rtol=0, atol=1e-12)
+    assert (explicit - got).abs().max() > 1e-3
+
+
+def test_implicit_gd_needs_a_linear_memory_and_the_l2_bias():
+    with pytest.raises(ValueError, match=r"implicit-gd.*needs a linear memory"):
+        MirasMemory(DIM, algorithm="implicit-gd")  # depth 2
+    with pytest.raises(ValueError, match=r"implicit-gd.*needs a linear memory"):
+        MirasMemory(DIM, algorithm="implicit-gd", depth=1, residual_norm=False, bias=HuberBias())

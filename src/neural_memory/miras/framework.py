@@ -15,7 +15,8 @@ Decays (``A``, ``alpha``) come in three forms, chosen by ``diagonal``:
 
 Table 1 rows and where they live: LA, RetNet, lightning attention, Mamba2, GLA — :func:`hebbian_step`
 (Eq. 8); DeltaNet, Gated DeltaNet, RWKV-7-style — :func:`delta_retention_step` (Eq. 9); Longhorn —
-:func:`neural_memory.common.delta_rule.longhorn_step` (Titans Eq. 35); TTT-Linear, HGRN2, DFW — below.
+:func:`neural_memory.common.delta_rule.longhorn_step` (Titans Eq. 35; as a memory,
+``MirasMemory(algorithm="implicit-gd")``); TTT-Linear, HGRN2, DFW — below.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ that continues a stream at any split point) with its four choices open:
 * **retention** — a :class:`~neural_memory.miras.retention.Retention`: how the state is kept (a linear
   accumulator :math:`C` decayed by :math:`1-\alpha_t`, read through :math:`\mathcal{M} = \phi(C)`);
 * **algorithm** — gradient descent, with Titans' momentum (``algorithm="gd-momentum"``, the default) or
-  without (``"gd"``).
+  without (``"gd"``), or the implicit step of a linear ℓ₂ memory (``"implicit-gd"``: Longhorn).
 
 With (MLP, :math:`\ell_2`, weight decay, GD + momentum) it *is* the Titans memory, bit for bit
 (``tests/test_integration/test_miras_titans.py``). The presets are the paper's three models:
@@ -109,7 +109,9 @@ def _channel_scaled(output_grad, pred: Tensor, target: Tensor, channel_step: Ten
     return channel_step * output_grad(pred, target, **params)
 
 
-ALGORITHMS = {"gd": False, "gd-momentum": True}  # name -> Titans' momentum (Eq. 14) on or off
+# name -> Titans' momentum (Eq. 14) on or off. "implicit-gd": the implicit (proximal) step
+# W_t = W_{t-1} - theta_t grad l(W_t), in closed form for a linear memory and the l2 bias (Longhorn).
+ALGORITHMS = {"gd": False, "gd-momentum": True, "implicit-gd": False}
 
 
 def _algorithm_momentum(algorithm: str | None, momentum: bool | None) -> bool:
@@ -129,8 +131,12 @@ class MirasMemory(NeuralMemory):
         dim: model width, split into ``heads`` memories.
         bias: the attentional bias (default :math:`\\ell_2`, Titans Eq. 12).
         retention: the retention gate (default weight decay, Titans Eq. 13).
-        algorithm: the learning rule, ``"gd"`` (MIRAS' presets) or ``"gd-momentum"`` (Titans, Eq. 14; the
-            default); the same choice as ``momentum``, by name.
+        algorithm: the learning rule, ``"gd"`` (MIRAS' presets), ``"gd-momentum"`` (Titans, Eq. 14; the
+            default; ``momentum`` is the same choice as a flag) or ``"implicit-gd"``: the implicit step
+            :math:`W_t = W_{t-1} - \\theta_t\\nabla\\ell(W_t)`, which for a linear memory and the ℓ₂ bias
+            :math:`c\\|Wk - v\\|^2` is GD with the step :math:`\\theta_t / (1 + 2c\\,\\theta_t\\|k_t\\|^2)`
+            (Table 1's Longhorn row, Titans Eq. 35; with decay, the step is taken from the undecayed
+            :math:`W_{t-1}`, the order of our weight decay).
         momentum: GD with Titans' momentum (Eq. 14) instead of plain GD (default True).
         delta_init: initial Huber/Yaad threshold; ``None`` = :math:`\\sqrt{d_{head}}`.
         channel_step: multiply the scalar step by a learned channel-wise factor (:class:`ChannelStepGate`,
@@ -162,7 +168,7 @@ class MirasMemory(NeuralMemory):
                 raise ValueError("forget_to_initial needs the weight-decay retention (Titans Eq. 13)")
             kwargs["forget_to_initial"] = False
         super().__init__(dim, momentum=momentum, **kwargs)
-        self.algorithm = "gd-momentum" if momentum else "gd"
+        self.algorithm = algorithm or ("gd-momentum" if momentum else "gd")
         bias = L2Bias() if bias is None else bias
         if not isinstance(bias, AttentionalBias):
             raise TypeError(f"bias must be an AttentionalBias, got {type(bias).__name__}")
@@ -179,6 +185,13 @@ class MirasMemory(NeuralMemory):
         if "delta" in bias.token_params:
             init = math.sqrt(self.head_dim) if delta_init is None else delta_init
             self.delta_gate = DeltaGate(dim, self.heads, init)
+        linear_l2 = self.memory.depth == 1 and not self.memory.residual_norm and isinstance(bias, L2Bias)
+        if self.algorithm == "implicit-gd" and not linear_l2:
+            raise ValueError(
+                "algorithm='implicit-gd' has a closed form only here: it needs a linear memory (depth=1, "
+                f"residual_norm=False) and the L2Bias, got depth={self.memory.depth}, "
+                f"residual_norm={self.memory.residual_norm}, bias={type(bias).__name__}"
+            )
         check_int("channel_rank", channel_rank)
         self.channel_gate = ChannelStepGate(dim, channel_rank) if channel_step else None
 
@@ -201,6 +214,8 @@ class MirasMemory(NeuralMemory):
 
     def _write(self, x, keys, values, queries, state):
         alpha, eta, theta = self.gates(x)
+        if self.algorithm == "implicit-gd":  # Sherman-Morrison: the implicit step is an explicit, shorter one
+            theta = theta / (1 + 2 * self.bias.scale * theta * keys.pow(2).sum(dim=-1))
         params = {} if self.delta_gate is None else {"delta": self.delta_gate(x)}
         if not torch.compiler.is_compiling():  # once per call; the memory loops use the unchecked forms
             check_gates(alpha.detach(), eta.detach(), theta.detach())
