@@ -55,6 +55,8 @@ def _builder(preset, kind: str):
 
 
 def _hybrid_builder(preset, kind: str):
+    memory_layer = _builder(preset, kind)
+
     def build(
         *,
         dim: int,
@@ -68,7 +70,12 @@ def _hybrid_builder(preset, kind: str):
     ) -> nn.Module:
         if layer_index % 2:  # Samba's order: the memory layer first, then sliding-window attention
             return sliding_window_mixer(dim=dim, layer_index=layer_index, heads=heads, window=window)
-        return preset(dim, **memory_kwargs(memory_depth, memory_chunk_size, memory_heads, memory))
+        sizes = {
+            "memory_depth": memory_depth,
+            "memory_chunk_size": memory_chunk_size,
+            "memory_heads": memory_heads,
+        }
+        return memory_layer(dim=dim, layer_index=layer_index, memory=memory, **sizes)
 
     build.__name__ = build.__qualname__ = f"build_{kind.replace('-', '_')}"
     build.__doc__ = (
