@@ -164,8 +164,8 @@ def test_experiment_verdicts_follow_the_rule_on_the_numbers_it_produced(shared, 
     _, documents = shared
     candidates = _raw_intervals(documents[name])
     for claim in documents[name]["claims"]:
-        if claim["comparison"] is None:
-            assert claim["verdict"] == NOT_TESTED_MODEL
+        if claim["comparison"] is None:  # a model that does not exist, or needs more blocks than the scale
+            assert claim["verdict"] in (NOT_TESTED_MODEL, "not tested: needs depth >= 2")
             continue
         a, b, direction = claim["comparison"]["a"], claim["comparison"]["b"], claim["comparison"]["direction"]
         assert _matches_one_of(a, candidates) and _matches_one_of(b, candidates), claim["claim"]
@@ -179,7 +179,9 @@ def test_scaling_measures_every_kind_at_every_length(shared):
     _, documents = shared
     scale = get_scale("test")
     results = documents["scaling"]["results"]
-    assert set(results["kinds"]) == set(available_kinds())
+    hybrids = {"moneta-h", "yaad-h", "memora-h"}  # need depth 2; the test scale has depth 1
+    assert set(results["kinds"]) == set(available_kinds()) - hybrids
+    assert results["shallow_kinds"] == dict.fromkeys(hybrids, 2)
     assert results["lengths"] == list(scale.scaling_lengths) and results["batch_size"] == 1
     for record in results["kinds"].values():
         assert record["params"] > 0
@@ -231,6 +233,20 @@ def test_claims_of_a_model_that_does_not_exist_are_not_tested(shared):
     assert hope_claims
     expected = {NOT_TESTED_MODEL} if "hope" not in available_kinds() else VERDICTS
     assert {c["verdict"] for c in hope_claims} <= expected
+
+
+def test_hybrids_are_not_run_below_their_depth_and_their_claims_say_why(shared):
+    # the test scale has depth 1: a "-h" hybrid would be its plain model under the hybrid's name
+    _, documents = shared
+    lm_doc, recall_doc = documents["lm"], documents["recall"]
+    assert lm_doc["results"]["depth"] == 1
+    assert lm_doc["results"]["shallow_kinds"] == {"moneta-h": 2, "yaad-h": 2, "memora-h": 2}
+    assert not {"moneta-h", "yaad-h", "memora-h"} & set(lm_doc["results"]["variants"])
+    assert set(recall_doc["results"]["shallow_kinds"]) == {"moneta-h", "yaad-h", "memora-h"}
+    hybrid_claims = [c for c in lm_doc["claims"] if "-H (" in c["claim"]]
+    assert len(hybrid_claims) == 3
+    assert {c["verdict"] for c in hybrid_claims} == {"not tested: needs depth >= 2"}
+    assert all("this scale has depth 1" in c["measured"] for c in hybrid_claims)
 
 
 def test_a_finished_experiment_is_reused_not_rerun(shared):

@@ -110,7 +110,7 @@ def test_mac_without_memory_streams_exactly():
 # not in KINDS; test_transformer.py checks its cache); test_hope_attention_state_grows_only_by_its_kv_cache
 @pytest.mark.parametrize("kind", [kind for kind in KINDS if kind != "hope-attention"])
 def test_state_size_does_not_grow_with_the_stream(kind):
-    lm = make_lm(kind, dtype=torch.float32, depth=1)
+    lm = make_lm(kind, dtype=torch.float32, depth=get_kind(kind).min_depth)
     x = tokens(1, 50)
     sizes, state = [], None
     with torch.no_grad():
@@ -140,7 +140,7 @@ def test_tiny_lm_overfits_a_fixed_batch(kind):
     # (60 for the MIRAS kinds, which have no attention: measured 0.10-0.14 at 40 steps, 0.03-0.04 at 60;
     # 80 for the Hope kinds, whose CMS levels rewrite the FFN in context: seeds 0-4 measured 0.10-0.38 at 40,
     # 0.04-0.20 at 60, 0.03-0.15 at 80 for hope-attention; hope seed 0: 0.33, 0.04, 0.03)
-    lm = make_lm(kind, dtype=torch.float32, depth=1, seed=1)
+    lm = make_lm(kind, dtype=torch.float32, depth=get_kind(kind).min_depth, seed=1)
     batch = tokens(2, 25, seed=3)
     optimiser = torch.optim.Adam(lm.parameters(), lr=3e-2)
     first = None
@@ -204,7 +204,7 @@ def test_memory_dict_reaches_the_memory():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_detached_state_continues_the_stream_identically(kind):
-    lm = make_lm(kind, dtype=torch.float32, depth=1)
+    lm = make_lm(kind, dtype=torch.float32, depth=get_kind(kind).min_depth)
     x = tokens(1, 9)
     _, state = lm(x[:, :5])
     expected, _ = lm(x[:, 5:], state)
@@ -251,3 +251,10 @@ def test_hybrid_kinds_alternate_a_miras_layer_and_sliding_window_attention(kind,
     plain = make_lm(kind.removesuffix("-h"), depth=4)
     assert count_parameters(lm) != count_parameters(plain)
     assert get_kind(kind).defaults["window"] == 64
+
+
+def test_a_hybrid_refuses_a_single_block():
+    # one block would be its MIRAS layer alone: the plain model under the hybrid's name
+    assert get_kind("moneta-h").min_depth == 2 and get_kind("moneta").min_depth == 1
+    with pytest.raises(ValueError, match="needs depth >= 2"):
+        make_lm("moneta-h", depth=1)

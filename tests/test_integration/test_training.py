@@ -12,6 +12,7 @@ import torch
 from neural_memory.cli import main
 from neural_memory.commands.train import OPTIONS, assignments_to_dict, parse_assignment
 from neural_memory.models import available_kinds, lm_loss
+from neural_memory.models.registry import get_kind
 from neural_memory.training import (
     Task,
     TrainConfig,
@@ -247,11 +248,12 @@ def test_generate_needs_a_prompt_byte(tmp_path):
 
 @pytest.mark.parametrize("kind", available_kinds())
 def test_every_kind_trains_and_checkpoints(tmp_path, kind):
-    config = TrainConfig(kind=kind, steps=2, seq_len=16, batch_size=2, dim=16, depth=1, recall_pairs=3)
+    depth = get_kind(kind).min_depth  # 1, or 2 for the hybrids that alternate two layer types
+    config = TrainConfig(kind=kind, steps=2, seq_len=16, batch_size=2, dim=16, depth=depth, recall_pairs=3)
     result = train(config, tmp_path, progress=False, log=lambda _: None)
     assert result.steps == 2 and math.isfinite(result.val_loss)
     model, _ = load_model(tmp_path)
-    assert model.depth == 1
+    assert model.depth == depth
 
 
 @pytest.mark.parametrize("kind", ["titans-mac", "titans-lmm"])

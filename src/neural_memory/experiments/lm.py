@@ -31,21 +31,32 @@ from neural_memory.experiments.stats import NOT_TESTED
 MODEL_NOT_IMPLEMENTED = f"{NOT_TESTED}: model not implemented"
 
 
+def too_shallow(kinds: list[str], depth: int) -> dict[str, int]:
+    """The kinds of ``kinds`` that cannot be built with ``depth`` blocks, with the depth each needs."""
+    from neural_memory.models.registry import get_kind
+
+    return {k: get_kind(k).min_depth for k in kinds if get_kind(k).min_depth > depth}
+
+
 def kind_runs(ctx: Context, desc: str, kinds: list[str]) -> dict[str, Any]:
-    """Train each available kind of ``kinds`` with its defaults on the LM text; missing kinds are listed."""
+    """Train each available kind of ``kinds`` with its defaults on the LM text; missing kinds are listed,
+    and so are the kinds that need more blocks than the scale has (the alternating hybrids at depth 1)."""
     from neural_memory.models.registry import available_kinds
 
     present = set(available_kinds())
+    shallow = too_shallow([k for k in kinds if k in present], ctx.scale.depth)
     text = str(ctx.lm_text())
     variants = {
         kind: (lambda seed, k=kind: train_config(ctx, k, seed, text=text))
         for kind in kinds
-        if kind in present
+        if kind in present and kind not in shallow
     }
     records = train_variants(ctx, desc, variants)
     return {
         "variants": {kind: {"kind": kind, "runs": runs} for kind, runs in records.items()},
         "missing_kinds": [kind for kind in kinds if kind not in present],
+        "shallow_kinds": shallow,
+        "depth": ctx.scale.depth,
     }
 
 
@@ -53,8 +64,14 @@ def kind_intervals(results: dict[str, Any]):
     return {name: loss_interval(v["runs"]) for name, v in results["variants"].items()}
 
 
-def lower_loss_claim(ci, a: str, b: str, *, claim: str, reference: str, paper: str) -> Claim:
-    """The claim "kind a has lower loss than kind b"; not tested if either kind is not implemented."""
+def lower_loss_claim(ci, a: str, b: str, *, claim: str, reference: str, paper: str, results=None) -> Claim:
+    """The claim "kind a has lower loss than kind b"; not tested if either kind is not implemented, or
+    (with the experiment's ``results``) needs more blocks than the scale has."""
+    shallow = (results or {}).get("shallow_kinds", {})
+    for kind in (a, b):
+        if kind in shallow:
+            measured = f"({kind} needs depth >= {shallow[kind]}; this scale has depth {results['depth']})"
+            return Claim(claim, reference, paper, measured, f"{NOT_TESTED}: needs depth >= {shallow[kind]}")
     if a not in ci or b not in ci:
         missing = ", ".join(k for k in (a, b) if k not in ci)
         return Claim(claim, reference, paper, f"({missing} not implemented)", MODEL_NOT_IMPLEMENTED)
@@ -124,6 +141,7 @@ def claims(results: dict[str, Any]) -> list[Claim]:
                 claim=f"{name}-H (sliding-window attention in every other layer) beats {name} at equal depth",
                 reference="MIRAS Table 2 (760M)",
                 paper=f"Wiki ppl {hybrid[name + '-H']} vs {hybrid[name]}",
+                results=results,
             )
         )
     nl = NL_TABLE2_760M_WIKI
@@ -145,6 +163,9 @@ def table(results: dict[str, Any]) -> list[list[str]]:
     ci = kind_intervals(results)
     rows = [[kind, str(v["runs"][0]["params"]), ci[kind].text()] for kind, v in results["variants"].items()]
     rows += [[kind, "-", "not implemented"] for kind in results["missing_kinds"]]
+    rows += [
+        [kind, "-", f"not run: needs depth >= {n}"] for kind, n in results.get("shallow_kinds", {}).items()
+    ]
     return [["kind", "params", "bpb [95 % CI]"], *rows]
 
 

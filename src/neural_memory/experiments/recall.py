@@ -36,6 +36,8 @@ def run(ctx: Context) -> dict[str, Any]:
     present = available_kinds()
     kinds = [k for k in lm.ALL_KINDS if k in present] + [k for k in present if k not in lm.ALL_KINDS]
     s = ctx.scale
+    shallow = lm.too_shallow(kinds, s.depth)
+    kinds = [k for k in kinds if k not in shallow]
     variants = {
         _name(kind, p, d): (
             lambda seed, k=kind, p=p, d=d: train_config(
@@ -52,6 +54,7 @@ def run(ctx: Context) -> dict[str, Any]:
         "widths": list(s.recall_widths),
         "kinds": kinds,
         "missing_kinds": [k for k in lm.ALL_KINDS if k not in present],
+        "shallow_kinds": shallow,
         "variants": {name: {"runs": runs} for name, runs in records.items()},
     }
 
@@ -108,6 +111,10 @@ def table(results: dict[str, Any]) -> list[list[str]]:
         for kind in results["kinds"]
     ]
     rows += [[kind, *["not implemented"] * (len(header) - 1)] for kind in results["missing_kinds"]]
+    rows += [
+        [k, *[f"not run: needs depth >= {n}"] * (len(header) - 1)]
+        for k, n in results.get("shallow_kinds", {}).items()
+    ]
     return [header, *rows]
 
 

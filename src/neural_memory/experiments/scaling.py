@@ -130,9 +130,11 @@ def _cached_kind(ctx: Context, kind: str) -> dict[str, Any]:
 def run(ctx: Context) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
+    from neural_memory.experiments.lm import too_shallow
     from neural_memory.models.registry import available_kinds
 
-    kinds = available_kinds()
+    shallow = too_shallow(available_kinds(), ctx.scale.depth)  # the hybrids at depth 1: not timed
+    kinds = [k for k in available_kinds() if k not in shallow]
     disable = None if ctx.progress is None else not ctx.progress
     measured = {}
     with tqdm(total=len(kinds), desc="scaling", unit="kind", disable=disable, leave=False) as bar:
@@ -140,7 +142,12 @@ def run(ctx: Context) -> dict[str, Any]:
             bar.set_postfix_str(kind, refresh=True)
             measured[kind] = _cached_kind(ctx, kind)
             bar.update(1)
-    return {"lengths": list(ctx.scale.scaling_lengths), "batch_size": 1, "kinds": measured}
+    return {
+        "lengths": list(ctx.scale.scaling_lengths),
+        "batch_size": 1,
+        "kinds": measured,
+        "shallow_kinds": shallow,
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -283,6 +290,8 @@ def table(results: dict[str, Any]) -> list[list[str]]:
         ]
         for kind, record in results["kinds"].items()
     ]
+    shallow = results.get("shallow_kinds", {})
+    rows += [[kind, *[f"not run: needs depth >= {n}"] * (len(header) - 1)] for kind, n in shallow.items()]
     return [header, *rows]
 
 

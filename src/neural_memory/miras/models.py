@@ -108,7 +108,7 @@ build_yaad_h = _hybrid_builder(yaad, "yaad-h")
 build_memora_h = _hybrid_builder(memora, "memora-h")
 for _name, _build in (("moneta-h", build_moneta_h), ("yaad-h", build_yaad_h), ("memora-h", build_memora_h)):
     register_kind(
-        _name, _build, defaults=HYBRID_DEFAULTS,
+        _name, _build, defaults=HYBRID_DEFAULTS, min_depth=2,
         description=f"MIRAS {_name[:-2].capitalize()}-H: its memory and sliding-window attention in "
         "alternating layers (Samba-style, M-U33)",
     )  # fmt: skip

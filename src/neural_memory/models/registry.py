@@ -43,6 +43,7 @@ class KindSpec:
     builder: MixerBuilder
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    min_depth: int = 1  # fewest blocks that make the kind what its name says (2 for alternating hybrids)
 
     def config_keys(self) -> list[str] | None:
         """Keyword arguments the builder accepts besides ``dim`` and ``layer_index`` (None = any)."""
@@ -62,6 +63,7 @@ def register_kind(
     *,
     defaults: Mapping[str, Any] | None = None,
     description: str = "",
+    min_depth: int = 1,
 ) -> None:
     """Make ``name`` buildable by :func:`build_lm`.
 
@@ -70,6 +72,8 @@ def register_kind(
         builder: ``builder(*, dim, layer_index, **config) -> nn.Module`` following the mixer protocol.
         defaults: config used when the caller does not set a key (e.g. ``{"heads": 4}``).
         description: one line for listings.
+        min_depth: the fewest blocks the kind can be built with (a hybrid that alternates two layer types
+            needs 2: with one block it would be its first layer type under the hybrid's name).
 
     Registering the same name again with a builder of the same qualified name replaces the entry (a
     re-imported provider); a different builder under a taken name raises ``ValueError``.
@@ -81,7 +85,10 @@ def register_kind(
     old = _KINDS.get(name)
     if old is not None and _qualname(old.builder) != _qualname(builder):
         raise ValueError(f"kind {name!r} is already registered by {_qualname(old.builder)}")
-    spec = KindSpec(name, builder, MappingProxyType(dict(defaults or {})), description)
+    from neural_memory.common.validation import check_int
+
+    check_int("min_depth", min_depth)
+    spec = KindSpec(name, builder, MappingProxyType(dict(defaults or {})), description, min_depth)
     _check_config_keys(spec, spec.defaults)
     _KINDS[name] = spec
 
@@ -164,6 +171,8 @@ def build_lm(kind: str, *, vocab_size: int, dim: int, depth: int, **config: Any)
     check_int("depth", depth)
     check_int("dim", dim)
     mixer_config(kind, config)  # fail on a bad kind or bad keys before building anything
+    if depth < get_kind(kind).min_depth:
+        raise ValueError(f"kind {kind!r} needs depth >= {get_kind(kind).min_depth}, got depth={depth}")
     mixers = [build_mixer(kind, dim=dim, layer_index=i, **config) for i in range(depth)]
     return LanguageModel(vocab_size=vocab_size, dim=dim, mixers=mixers, **lm_config)
 
