@@ -219,6 +219,11 @@ def test_unknown_kind_lists_the_kinds(tmp_path):
         main(["train", "gpt5", "--out", str(tmp_path)])
 
 
+def test_a_hybrid_at_depth_one_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match=r"kind 'yaad-h' needs --depth >= 2"):
+        main(["train", "yaad-h", "--depth", "1", "--out", str(tmp_path)])
+
+
 def test_unknown_config_key_is_named(tmp_path):
     with pytest.raises(SystemExit, match=r"unknown config keys for kind 'transformer': colour"):
         main(["train", "transformer", "--out", str(tmp_path), "--config", "colour=1"])
