@@ -26,7 +26,8 @@ Three forms, one semantics:
   accumulators are materialised only for their norms, and back-propagation rebuilds them instead of
   keeping them (:class:`_TokenNorms`);
 * any other non-linear :math:`\phi` (Memora's softmax): the chunk's per-token accumulators :math:`C_t`
-  are materialised (``b × params`` per chunk) and each query is read with :math:`\phi(C_t)`.
+  are materialised (``b × params`` per chunk) and each query is read with :math:`\phi(C_t)`; here too
+  back-propagation rebuilds them instead of keeping them (:class:`_ProjectedRead`).
 
 **Our chunk semantics, and where they differ from the paper** (``docs/errata.md``, "MIRAS Eq. 24, 28-32").
 The paper normalises "only at chunk ends" and reads in-chunk tokens from the linear states (Algorithm B
