@@ -220,7 +220,7 @@ def test_unknown_kind_lists_the_kinds(tmp_path):
 
 
 def test_a_hybrid_at_depth_one_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match=r"kind 'yaad-h' needs --depth >= 2"):
+    with pytest.raises(SystemExit, match=r"kind 'yaad-h' needs depth >= 2, got depth=1"):
         main(["train", "yaad-h", "--depth", "1", "--out", str(tmp_path)])
 
 

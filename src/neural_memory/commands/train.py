@@ -156,7 +156,7 @@ def _dataset_text(name: str, *, progress: bool | None) -> Path:
 
 def _prepare(args: argparse.Namespace, out: Path):
     """Validate everything cheap before training; returns the config (``None`` when resuming)."""
-    from neural_memory.models.registry import available_kinds, get_kind, mixer_config
+    from neural_memory.models.registry import available_kinds, check_depth, mixer_config
     from neural_memory.training import (
         CHECKPOINT_NAME,
         Task,
@@ -180,8 +180,7 @@ def _prepare(args: argparse.Namespace, out: Path):
         else:
             config = TrainConfig(kind=args.kind, **settings)
         mixer_config(config.kind, config.model_config)
-        if config.depth < get_kind(config.kind).min_depth:
-            raise ValueError(f"kind {config.kind!r} needs --depth >= {get_kind(config.kind).min_depth}")
+        check_depth(config.kind, config.depth)
         Task(config)
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise _fail(str(error)) from error

@@ -150,6 +150,13 @@ def build_mixer(kind: str, *, dim: int, layer_index: int, **config: Any) -> nn.M
     return mixer
 
 
+def check_depth(kind: str, depth: int) -> None:
+    """``ValueError`` when ``kind`` cannot be built with ``depth`` blocks (its :attr:`KindSpec.min_depth`)."""
+    needed = get_kind(kind).min_depth
+    if depth < needed:
+        raise ValueError(f"kind {kind!r} needs depth >= {needed}, got depth={depth}")
+
+
 def build_lm(kind: str, *, vocab_size: int, dim: int, depth: int, **config: Any):
     """A :class:`~neural_memory.models.lm.LanguageModel` whose ``depth`` blocks all mix with ``kind``.
 
@@ -171,8 +178,7 @@ def build_lm(kind: str, *, vocab_size: int, dim: int, depth: int, **config: Any)
     check_int("depth", depth)
     check_int("dim", dim)
     mixer_config(kind, config)  # fail on a bad kind or bad keys before building anything
-    if depth < get_kind(kind).min_depth:
-        raise ValueError(f"kind {kind!r} needs depth >= {get_kind(kind).min_depth}, got depth={depth}")
+    check_depth(kind, depth)
     mixers = [build_mixer(kind, dim=dim, layer_index=i, **config) for i in range(depth)]
     return LanguageModel(vocab_size=vocab_size, dim=dim, mixers=mixers, **lm_config)
 
@@ -183,6 +189,7 @@ __all__ = [
     "available_kinds",
     "build_lm",
     "build_mixer",
+    "check_depth",
     "get_kind",
     "load_providers",
     "mixer_config",
