@@ -301,3 +301,7 @@ def test_implicit_gd_needs_a_linear_memory_and_the_l2_bias():
         MirasMemory(DIM, algorithm="implicit-gd")  # depth 2
     with pytest.raises(ValueError, match=r"implicit-gd.*needs a linear memory"):
         MirasMemory(DIM, algorithm="implicit-gd", depth=1, residual_norm=False, bias=HuberBias())
+    with pytest.raises(ValueError, match=r"implicit-gd.*needs a linear memory"):  # a per-channel step
+        MirasMemory(
+            DIM, algorithm="implicit-gd", depth=1, residual_norm=False, bias=L2Bias(), channel_step=True
+        )

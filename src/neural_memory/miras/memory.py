@@ -186,11 +186,12 @@ class MirasMemory(NeuralMemory):
             init = math.sqrt(self.head_dim) if delta_init is None else delta_init
             self.delta_gate = DeltaGate(dim, self.heads, init)
         linear_l2 = self.memory.depth == 1 and not self.memory.residual_norm and isinstance(bias, L2Bias)
-        if self.algorithm == "implicit-gd" and not linear_l2:
+        if self.algorithm == "implicit-gd" and not (linear_l2 and not channel_step):
             raise ValueError(
                 "algorithm='implicit-gd' has a closed form only here: it needs a linear memory (depth=1, "
-                f"residual_norm=False) and the L2Bias, got depth={self.memory.depth}, "
-                f"residual_norm={self.memory.residual_norm}, bias={type(bias).__name__}"
+                "residual_norm=False), the L2Bias and the scalar step (channel_step=False), got "
+                f"depth={self.memory.depth}, residual_norm={self.memory.residual_norm}, "
+                f"bias={type(bias).__name__}, channel_step={channel_step}"
             )
         check_int("channel_rank", channel_rank)
         self.channel_gate = ChannelStepGate(dim, channel_rank) if channel_step else None
