@@ -75,6 +75,83 @@ def chunk_coefficients(alpha: Tensor, eta: Tensor, theta: Tensor) -> dict[str, T
     return {"eta_decay": eta_decay, "P": p, "beta": beta, "s": s[..., 0], "Q": q}
 
 
+class _DualLinear(torch.autograd.Function):
+    """:func:`dual_linear` with a backward that keeps only its inputs (see there)."""
+
+    @staticmethod
+    def forward(ctx, h, w, m, a, g, beta, s, q, anchor):
+        scores = (h @ a.transpose(-1, -2)) * q  # (N, b, b): how much of token i's gradient token t reads
+        out = torch.baddbmm(torch.addcmul(beta * (h @ w), s, h @ m), scores, g)
+        if anchor is not None:
+            out = torch.addcmul(out, 1 - beta, h @ anchor)
+        ctx.save_for_backward(h, w, m, a, g, beta, s, q, anchor)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        h, w, m, a, g, beta, s, q, anchor = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        # go @ W^T is both the gradient at h through W and, dotted with h, the gradient of beta: the
+        # products h W that autograd would have kept are never needed.
+        through_w, through_m = grad_out @ w.transpose(-1, -2), grad_out @ m.transpose(-1, -2)
+        out_scores = grad_out @ g.transpose(-1, -2)  # (N, b, b)
+        grad_h = grad_w = grad_m = grad_a = grad_g = grad_beta = grad_s = grad_q = grad_anchor = None
+        if need[0]:
+            grad_h = torch.baddbmm(torch.addcmul(beta * through_w, s, through_m), out_scores * q, a)
+        if need[5]:
+            grad_beta = torch.linalg.vecdot(h, through_w)[..., None]
+        if anchor is not None:
+            through_anchor = grad_out @ anchor.transpose(-1, -2)
+            if need[0]:
+                grad_h = torch.addcmul(grad_h, 1 - beta, through_anchor)
+            if need[5]:
+                grad_beta = grad_beta - torch.linalg.vecdot(h, through_anchor)[..., None]
+            if need[8]:
+                grad_anchor = h.transpose(-1, -2) @ ((1 - beta) * grad_out)
+        if need[1]:
+            grad_w = h.transpose(-1, -2) @ (beta * grad_out)
+        if need[2]:
+            grad_m = h.transpose(-1, -2) @ (s * grad_out)
+        if need[6]:
+            grad_s = torch.linalg.vecdot(h, through_m)[..., None]
+        if need[3]:
+            grad_a = (out_scores * q).transpose(-1, -2) @ h
+        if need[4] or need[7]:
+            raw = h @ a.transpose(-1, -2)
+            grad_g = (raw * q).transpose(-1, -2) @ grad_out if need[4] else None
+            grad_q = raw * out_scores if need[7] else None
+        return grad_h, grad_w, grad_m, grad_a, grad_g, grad_beta, grad_s, grad_q, grad_anchor
+
+
+@implements("titans", 16)
+def dual_linear(
+    h: Tensor, w: Tensor, m: Tensor, a: Tensor, g: Tensor, beta: Tensor, s: Tensor, q: Tensor,
+    anchor: Tensor | None = None,
+) -> Tensor:  # fmt: skip
+    r"""One layer of the dual-form read (Titans Eq. 16, catalog T-U8): each token through its own weights.
+
+    .. math::
+        h_t\,W_t = \beta_t\,(h_t W) + s_t\,(h_t S) + (1 - \beta_t)\,(h_t \mathcal{M}_0)
+            + \sum_{i} Q_{ti}\,(h_t a_i^\top)\,g_i
+
+    where :math:`W_t = \beta_t W + s_t S + (1-\beta_t)\mathcal{M}_0 + \sum_i Q_{ti} a_i^\top g_i` are the
+    weights after token ``t`` of the chunk (the :math:`\mathcal{M}_0` term only with an ``anchor``), never
+    materialised. Its backward keeps only the inputs: autograd through the same expression would keep
+    :math:`hW`, :math:`hS` and :math:`h\mathcal{M}_0` (``b × d_out`` each, per layer and chunk) just to get
+    the gradients of :math:`\beta` and :math:`s`, which are :math:`h_t \cdot (\bar y_t W^\top)` with the
+    product :math:`\bar y W^\top` that the gradient at :math:`h` needs anyway.
+
+    Args:
+        h: the layer's input ``(N, b, d_in)``; w, m, anchor: ``(N, d_in, d_out)`` (``anchor`` optional).
+        a, g: the chunk's gradient factors ``(N, b, d_in)``, ``(N, b, d_out)``.
+        beta, s: ``(N, b, 1)``; q: ``(N, b, b)`` (:func:`chunk_coefficients`).
+
+    Returns:
+        ``(N, b, d_out)``.
+    """
+    return _DualLinear.apply(h, w, m, a, g, beta, s, q, anchor)
+
+
 def dual_read(
     model: MemoryMLP, weights: Weights, momentum: Weights, acts, grads, c, queries: Tensor, anchor=None,
     rescale: Callable[[int, Tensor], Tensor] | None = None,
@@ -89,8 +166,7 @@ def dual_read(
 
     def linear(layer: int, h: Tensor) -> Tensor:
         w, m, a, g = weights[layer], momentum[layer], acts[layer], grads[layer]
-        out = beta * (h @ w) + s * (h @ m) + ((h @ a.transpose(-1, -2)) * q) @ g
-        out = out if anchor is None else out + (1 - beta) * (h @ anchor[layer])
+        out = dual_linear(h, w, m, a, g, beta, s, q, None if anchor is None else anchor[layer])
         return out if rescale is None else rescale(layer, out)
 
     _, pre = model.layers(queries, linear)

@@ -74,6 +74,42 @@ ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tens
 }
 
 
+class _SiluBackward(torch.autograd.Function):
+    """``back * silu'(z)`` by torch's fused kernel, differentiable (torch's own has no derivative)."""
+
+    @staticmethod
+    def forward(ctx, back: Tensor, z: Tensor) -> Tensor:
+        ctx.save_for_backward(back, z)
+        return torch.ops.aten.silu_backward(back, z)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        back, z = ctx.saved_tensors
+        grad_back = _SiluBackward.apply(grad_out, z) if ctx.needs_input_grad[0] else None
+        grad_z = None
+        if ctx.needs_input_grad[1]:  # silu''(z) = s (1 - s) (2 + z (1 - 2 s)), s = sigmoid(z)
+            s = torch.sigmoid(z)
+            grad_z = s * (1 - s) * (2 + z * (1 - 2 * s)) * back * grad_out
+        return grad_back, grad_z
+
+
+def scaled_act_grad(back: Tensor, z: Tensor, activation: str) -> Tensor:
+    r"""Back-propagation through a hidden activation: :math:`\partial\ell/\partial z = b \odot \sigma'(z)`.
+
+    The step of the closed-form MLP backward (:meth:`MemoryMLP.gradient_factors`) from a layer's input
+    gradient ``back`` to its pre-activation ``z``, both ``(N, T, hidden)``. It is torch's own fused
+    activation backward (one kernel), differentiable and keeping only ``back`` and ``z`` for the outer
+    loop's back-propagation: autograd through ``back * act_grad(z)`` would also keep
+    :math:`\mathrm{sigmoid}(z)`, its complement and the derivative, each as large as the chunk's hidden
+    activations.
+    """
+    if activation == "silu":
+        return _SiluBackward.apply(back, z)
+    if activation == "gelu":
+        return torch.ops.aten.gelu_backward(back, z)
+    raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+
+
 class MemoryMLP(nn.Module):
     r"""The memory network :math:`\mathcal{M}` (Titans §3.1): ``depth`` bias-free linear layers.
 
@@ -250,7 +286,7 @@ class MemoryMLP(nn.Module):
         grads: list[Tensor] = [self.readout_backward(h, output_grad(self.readout(keys, h), values))]
         for layer in range(len(weights) - 1, 0, -1):
             back = grads[0] @ weights[layer].transpose(-1, -2)
-            grads.insert(0, back * self.act_grad(pre[layer - 1]))
+            grads.insert(0, scaled_act_grad(back, pre[layer - 1], self.activation))
         return acts, grads
 
 

@@ -182,3 +182,48 @@ def test_forget_to_initial_follows_the_read_out_and_validates():
         MemoryMLP(4, forget_to_initial="yes")
     with pytest.raises(ValueError, match="multiple of heads"):
         MemoryMLP(4, heads=2).anchor(3)
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu"])
+def test_scaled_activation_grad_is_back_times_the_derivative_by_autograd(activation):
+    # expected from autograd of the activation itself, not from the closed forms under test
+    from neural_memory.titans.memory_model import ACTIVATIONS, scaled_act_grad
+
+    g = torch.Generator().manual_seed(0)
+    z = 3 * torch.randn(2, 5, 7, dtype=torch.float64, generator=g)
+    back = torch.randn(2, 5, 7, dtype=torch.float64, generator=g)
+    act = ACTIVATIONS[activation][0]
+    derivative = torch.func.vmap(torch.func.grad(act))(z.reshape(-1)).reshape(z.shape)
+    torch.testing.assert_close(scaled_act_grad(back, z, activation), back * derivative, rtol=0, atol=1e-14)
+    # and its own derivative in z (the second derivative of the activation), again by autograd
+    zz = z.clone().requires_grad_()
+    scaled_act_grad(back, zz, activation).sum().backward()
+    second = torch.func.vmap(torch.func.grad(torch.func.grad(act)))(z.reshape(-1)).reshape(z.shape)
+    torch.testing.assert_close(zz.grad, back * second, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu"])
+def test_scaled_activation_grad_gradcheck_and_keeps_only_its_inputs(activation):
+    from neural_memory.titans.memory_model import scaled_act_grad
+
+    g = torch.Generator().manual_seed(1)
+    back = torch.randn(2, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    z = torch.randn(2, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda b, x: scaled_act_grad(b, x, activation), (back, z))
+    assert torch.autograd.gradgradcheck(lambda b, x: scaled_act_grad(b, x, activation), (back, z))
+    kept = set()
+
+    def pack(t):
+        kept.add(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        scaled_act_grad(back, z, activation)
+    assert kept == {back.untyped_storage().data_ptr(), z.untyped_storage().data_ptr()}
+
+
+def test_scaled_activation_grad_refuses_an_unknown_activation():
+    from neural_memory.titans.memory_model import scaled_act_grad
+
+    with pytest.raises(ValueError, match=r"activation must be one of \['gelu', 'silu'\], got 'relu'"):
+        scaled_act_grad(torch.ones(2), torch.ones(2), "relu")
