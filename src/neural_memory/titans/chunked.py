@@ -199,12 +199,14 @@ def chunk_end_state(c: dict[str, Tensor], weights: Weights, momentum: Weights, a
     last_q, last_p = c["Q"][:, -1, :, None], c["P"][:, -1, :, None]  # (N, b, 1)
     new_w, new_s = [], []
     for layer, (w, m, a, g) in enumerate(zip(weights, momentum, acts, grads, strict=True)):
-        # baddbmm/addcmul fuse the adds: these weight-sized passes dominate the cost of small chunks.
-        start = torch.addcmul(beta * w, s, m)
+        # One weight-sized allocation per tensor, every term added into it in place: these weight-sized
+        # passes dominate the cost of small chunks, and each fresh weight-sized block is a new mapping the
+        # kernel zero-fills page by page. (No backward here needs the buffer's earlier values.)
+        start = (beta * w).addcmul_(s, m)
         if anchor is not None:
-            start = torch.addcmul(start, 1 - beta, anchor[layer])
-        new_w.append(torch.baddbmm(start, (a * last_q).transpose(-1, -2), g))
-        new_s.append(torch.baddbmm(eta_decay * m, (a * last_p).transpose(-1, -2), g))
+            start.addcmul_(1 - beta, anchor[layer])
+        new_w.append(start.baddbmm_((a * last_q).transpose(-1, -2), g))
+        new_s.append((eta_decay * m).baddbmm_((a * last_p).transpose(-1, -2), g))
     return tuple(new_w), tuple(new_s)
 
 
