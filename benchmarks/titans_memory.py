@@ -183,6 +183,58 @@ def child(spec: dict) -> dict:
         row["peak_delta_mb"] = row["maxrss_mb"] - baseline
         out["modes"][mode] = row
         print("PARTIAL " + json.dumps(out), flush=True)  # kept by the parent if a later mode times out
+    fwd_bwd = out["modes"].get("fwd_bwd")
+    if fwd_bwd is not None and spec.get("flops", True) and spec["config"] != "reference":
+        # after the timed calls, so neither the counter nor the profiler touches the measurements above
+        fwd_bwd.update(compute_profile(lambda: forward_backward(x), spec["batch"] * spec["seq"]))
+        fwd_bwd["matmul_peak_gflops"] = matmul_peak_gflops()
+        if "flops_per_token" in fwd_bwd:
+            fwd_bwd["achieved_gflops"] = fwd_bwd["flops_per_token"] * fwd_bwd["tokens_per_s"] / 1e9
+            fwd_bwd["share_of_matmul_peak"] = fwd_bwd["achieved_gflops"] / fwd_bwd["matmul_peak_gflops"]
+        print("PARTIAL " + json.dumps(out), flush=True)
+    return out
+
+
+MATMUL_PEAK_SIZE = 1024  # the fp32 matmul whose speed stands for the machine's peak (issue 14)
+
+
+def matmul_peak_gflops(reps: int = 10) -> float:
+    """GFLOP/s of a ``1024 x 1024`` fp32 matmul in this process (its threads), best of ``reps`` calls."""
+    import torch
+
+    a, b = torch.randn(MATMUL_PEAK_SIZE, MATMUL_PEAK_SIZE), torch.randn(MATMUL_PEAK_SIZE, MATMUL_PEAK_SIZE)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * MATMUL_PEAK_SIZE**3 / best / 1e9
+
+
+def compute_profile(step, tokens: int, top: int = 8) -> dict:
+    """FLOPs of one call of ``step`` counted by ``FlopCounterMode`` (per token), and its top operators
+    by self CPU time under ``torch.profiler`` (a second call)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out: dict = {}
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+        out["flops_per_token"] = counter.get_total_flops() / tokens
+    except Exception as err:  # a third-party model may use operators the counter cannot see through
+        out["flops_error"] = f"{type(err).__name__}: {str(err)[:160]}"
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    out["profile_top"] = [
+        {"op": e.key, "self_cpu_ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total,
+         "calls": e.count}
+        for e in events[:top]
+    ]  # fmt: skip
     return out
 
 
@@ -215,7 +267,8 @@ def titans_pytorch_available() -> bool:
 def plan(cfg: dict) -> list[dict]:
     """Every configuration, in priority order: the rows the targets need run first (see ``_priority``)."""
     base = {
-        k: cfg[k] for k in ("dim", "depth", "batch", "heads", "expansion", "iters", "threads", "mem_cap_gb")
+        k: cfg[k]
+        for k in ("dim", "depth", "batch", "heads", "expansion", "iters", "threads", "mem_cap_gb", "flops")
     }
     rows = []
     for chunk in cfg["chunks"]:
@@ -347,6 +400,29 @@ def print_table(rows: list[dict]) -> None:
         modes = r["modes"] if r.get("status") == "ok" else r.get("planned_modes", ["fwd"])
         for mode in modes:
             print(_fmt_row(r, mode))
+
+
+def print_flops(rows: list[dict]) -> None:
+    """FLOPs per token, achieved GFLOP/s and share of the matmul peak, top operators: per fwd+bwd row."""
+    lines = []
+    for r in sorted(rows, key=lambda r: (r["config"], r["chunk"], r["seq"])):
+        m = r.get("modes", {}).get("fwd_bwd") if r.get("status") == "ok" else None
+        if not m or "matmul_peak_gflops" not in m:
+            continue
+        head = f"{_label(r):<22}{r['chunk']:>6}{r['seq']:>7}"
+        if "flops_per_token" in m:
+            head += (
+                f"{m['flops_per_token'] / 1e6:>11.1f}{m['achieved_gflops']:>10.1f}"
+                f"{m['matmul_peak_gflops']:>9.1f}{100 * m['share_of_matmul_peak']:>7.1f} %"
+            )
+        else:
+            head += f"  FLOPs not counted: {m.get('flops_error', '?')}"
+        top = ", ".join(f"{op['op']} {100 * op['share']:.0f}%" for op in m.get("profile_top", [])[:4])
+        lines.append(f"{head}   {top}")
+    if lines:
+        head = f"{'fwd+bwd':<22}{'chunk':>6}{'seq':>7}{'MFLOP/tok':>11}{'GFLOP/s':>10}{'peak':>9}{'share':>9}"
+        print(f"\n{head}   top ops")
+        print("\n".join(lines))
 
 
 def _verdict(ok: bool) -> str:
@@ -532,6 +608,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["fwd_bwd"],
         help="extra token-loop modes (fwd_bwd keeps two weight copies per token: GBs at seq 1024)",
     )
+    p.add_argument(
+        "--no-flops",
+        dest="flops",
+        action="store_false",
+        help="skip the FLOP count, matmul peak and profile of each fwd+bwd row (two extra calls each)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
     p.add_argument("--budget-min", type=float, default=0.0, help="skip remaining configurations after this")
@@ -555,6 +637,7 @@ def config_from(args: argparse.Namespace) -> dict:
         timeout=args.timeout,
         budget_min=args.budget_min,
         mem_cap_gb=args.mem_cap_gb,
+        flops=args.flops,
     )
     return cfg
 
@@ -615,6 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     _write(args.out, report)
     print()
     print_table(report["rows"])
+    print_flops(report["rows"])
     print_derived(report["derived"])
     print(f"\nJSON: {args.out}")
     return 0

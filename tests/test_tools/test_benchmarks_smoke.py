@@ -42,11 +42,33 @@ def test_quick_run_writes_every_key(bench, tmp_path, capsys):
                 "peak_delta_mb",
             } <= set(m)
             assert len(m["seconds"]) == 1 and m["tokens_per_s"] > 0 and m["maxrss_mb"] > 0
+    flops = {
+        "flops_per_token",
+        "achieved_gflops",
+        "matmul_peak_gflops",
+        "share_of_matmul_peak",
+        "profile_top",
+    }
+    fast_bwd = report["rows"][0]["modes"]["fwd_bwd"]
+    assert flops <= set(fast_bwd) and fast_bwd["flops_per_token"] > 0 and fast_bwd["profile_top"]
+    assert not flops & set(report["rows"][1]["modes"]["fwd"])  # the token loop is not profiled
     assert set(report["rows"][0]["modes"]) == {"fwd", "fwd_bwd"}
     assert set(report["rows"][1]["modes"]) == {"fwd"}
     assert all(d["verdict"] in {"PASS", "FAIL", "INFO", "N/A"} for d in report["derived"])
     printed = capsys.readouterr().out
     assert "tokens/s" in printed and "Derived" in printed and str(out) in printed
+    assert "MFLOP/tok" in printed
+
+
+def test_flops_are_counted_per_token_and_the_profile_names_the_operator(bench):
+    import torch
+
+    a, b = torch.randn(64, 32), torch.randn(32, 16)
+    result = bench.compute_profile(lambda: a @ b, tokens=4)
+    assert result["flops_per_token"] == 2 * 64 * 32 * 16 / 4  # one matmul, 2 m k n FLOPs
+    assert result["profile_top"][0]["op"] in {"aten::mm", "aten::matmul"}
+    assert 0 < result["profile_top"][0]["share"] <= 1
+    assert bench.matmul_peak_gflops(reps=2) > 0
 
 
 def _row(config, chunk, seq, fwd_s=None, bwd_s=None, peak=100.0):
