@@ -187,6 +187,14 @@ def _chunk(model, weights, momentum, grad_weights, piece, read, output_grad, anc
     return (y, *chunk_end_state(c, weights, momentum, acts, grads, anchor))
 
 
+def _add_matmul(buffer: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``buffer + a @ b``, into ``buffer`` itself unless autocast is on: autocast runs the matmul (and so
+    its out-of-place sum) in lower precision, which an in-place add into a float32 buffer would change."""
+    if torch.is_autocast_enabled(buffer.device.type):
+        return torch.baddbmm(buffer, a, b)
+    return buffer.baddbmm_(a, b)
+
+
 def chunk_end_state(c: dict[str, Tensor], weights: Weights, momentum: Weights, acts, grads, anchor=None):
     r"""The weights (or accumulator) and momentum at the end of a chunk, each one tensor per layer.
 
@@ -199,14 +207,14 @@ def chunk_end_state(c: dict[str, Tensor], weights: Weights, momentum: Weights, a
     last_q, last_p = c["Q"][:, -1, :, None], c["P"][:, -1, :, None]  # (N, b, 1)
     new_w, new_s = [], []
     for layer, (w, m, a, g) in enumerate(zip(weights, momentum, acts, grads, strict=True)):
-        # One weight-sized allocation per tensor, every term added into it in place: these weight-sized
-        # passes dominate the cost of small chunks, and each fresh weight-sized block is a new mapping the
-        # kernel zero-fills page by page. (No backward here needs the buffer's earlier values.)
+        # Every term is added into one buffer in place: these weight-sized passes dominate the cost of
+        # small chunks, and each fresh weight-sized block is a new mapping the kernel zero-fills page by
+        # page (no backward here needs the buffer's earlier values).
         start = (beta * w).addcmul_(s, m)
         if anchor is not None:
             start.addcmul_(1 - beta, anchor[layer])
-        new_w.append(start.baddbmm_((a * last_q).transpose(-1, -2), g))
-        new_s.append((eta_decay * m).baddbmm_((a * last_p).transpose(-1, -2), g))
+        new_w.append(_add_matmul(start, (a * last_q).transpose(-1, -2), g))
+        new_s.append(_add_matmul(eta_decay * m, (a * last_p).transpose(-1, -2), g))
     return tuple(new_w), tuple(new_s)
 
 
