@@ -85,12 +85,22 @@ class _DualLinear(torch.autograd.Function):
         if anchor is not None:
             out = torch.addcmul(out, 1 - beta, h @ anchor)
         ctx.save_for_backward(h, w, m, a, g, beta, s, q, anchor)
+        # the backward runs its matmuls as the forward did (autograd's own backward of an autocast
+        # matmul runs in the lower precision too)
+        ctx.device = h.device.type
+        ctx.autocast = torch.is_autocast_enabled(ctx.device)
+        ctx.autocast_dtype = torch.get_autocast_dtype(ctx.device)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        h, w, m, a, g, beta, s, q, anchor = ctx.saved_tensors
-        need = ctx.needs_input_grad
+        inputs = ctx.saved_tensors  # once: checkpointing allows one unpacking per backward
+        with torch.autocast(ctx.device, dtype=ctx.autocast_dtype, enabled=ctx.autocast):
+            grads = _DualLinear._backward(ctx.needs_input_grad, grad_out, *inputs)
+        return tuple(None if g is None else g.to(x.dtype) for g, x in zip(grads, inputs, strict=True))
+
+    @staticmethod
+    def _backward(need, grad_out, h, w, m, a, g, beta, s, q, anchor):
         # go @ W^T is both the gradient at h through W and, dotted with h, the gradient of beta: the
         # products h W that autograd would have kept are never needed.
         through_w, through_m = grad_out @ w.transpose(-1, -2), grad_out @ m.transpose(-1, -2)
@@ -99,13 +109,13 @@ class _DualLinear(torch.autograd.Function):
         if need[0]:
             grad_h = torch.baddbmm(torch.addcmul(beta * through_w, s, through_m), out_scores * q, a)
         if need[5]:
-            grad_beta = torch.linalg.vecdot(h, through_w)[..., None]
+            grad_beta = torch.linalg.vecdot(h, through_w.to(h.dtype))[..., None]
         if anchor is not None:
             through_anchor = grad_out @ anchor.transpose(-1, -2)
             if need[0]:
                 grad_h = torch.addcmul(grad_h, 1 - beta, through_anchor)
             if need[5]:
-                grad_beta = grad_beta - torch.linalg.vecdot(h, through_anchor)[..., None]
+                grad_beta = grad_beta - torch.linalg.vecdot(h, through_anchor.to(h.dtype))[..., None]
             if need[8]:
                 grad_anchor = h.transpose(-1, -2) @ ((1 - beta) * grad_out)
         if need[1]:
@@ -113,7 +123,7 @@ class _DualLinear(torch.autograd.Function):
         if need[2]:
             grad_m = h.transpose(-1, -2) @ (s * grad_out)
         if need[6]:
-            grad_s = torch.linalg.vecdot(h, through_m)[..., None]
+            grad_s = torch.linalg.vecdot(h, through_m.to(h.dtype))[..., None]
         if need[3]:
             grad_a = (out_scores * q).transpose(-1, -2) @ h
         if need[4] or need[7]:

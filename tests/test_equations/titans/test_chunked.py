@@ -349,3 +349,29 @@ def test_dual_linear_keeps_nothing_but_its_inputs_for_back_propagation():
     inputs = dual_linear_inputs(True)
     kept, _ = saved_storages(dual_linear, *inputs)
     assert kept and kept <= {x.untyped_storage().data_ptr() for x in inputs}
+
+
+@pytest.mark.parametrize("anchored", [False, True])
+def test_dual_linear_under_bf16_autocast_matches_autograd_of_the_plain_expression(anchored):
+    # the backward runs its matmuls under the forward's autocast, as autograd's own backward would
+    from neural_memory.titans.chunked import dual_linear
+
+    inputs = [
+        x.detach().float().requires_grad_() if x is not None else None for x in dual_linear_inputs(anchored)
+    ]
+
+    def plain(*x):
+        h, w, m, a, grad, beta, s, q, anchor = x
+        out = beta * (h @ w) + s * (h @ m) + ((h @ a.transpose(-1, -2)) * q) @ grad
+        return out if anchor is None else out + (1 - beta) * (h @ anchor)
+
+    results = []
+    for fn in (dual_linear, plain):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fn(*inputs)
+        leaves = [x for x in inputs if x is not None]
+        results.append((out.float(), torch.autograd.grad(out.float().pow(2).sum(), leaves)))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0.05, atol=0.05)
+    for got, want in zip(results[0][1], results[1][1], strict=True):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=0.05, atol=0.05 * want.abs().max().item())
