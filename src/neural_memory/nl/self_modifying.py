@@ -55,7 +55,7 @@ from torch.func import grad, vmap
 
 from neural_memory.common.validation import check_int
 from neural_memory.registry import implements
-from neural_memory.titans.memory_model import ACTIVATIONS
+from neural_memory.titans.memory_model import ACTIVATIONS, scaled_act_grad
 
 Weights = tuple[Tensor, ...]  # linear: (W,) (N, d, d); residual MLP: (W_2 (N, d, h), W_1 (N, h, d))
 MEMORIES = ("residual_mlp", "linear")
@@ -170,11 +170,10 @@ def layer_factors(
     if len(weights) == 1:
         return [(key, _output_grad(key @ weights[0], target, objective))]
     w_in, w_out = weights
-    act, act_grad = ACTIVATIONS[activation]
     z = key @ w_in
-    hidden = act(z)
+    hidden = ACTIVATIONS[activation][0](z)
     r = _output_grad(key + hidden @ w_out, target, objective)
-    return [(key, (r @ w_out.transpose(-1, -2)) * act_grad(z)), (hidden, r)]
+    return [(key, scaled_act_grad(r @ w_out.transpose(-1, -2), z, activation)), (hidden, r)]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -162,7 +162,7 @@ class MemoryMLP(nn.Module):
         self.dim, self.depth, self.heads, self.residual_norm = dim, depth, heads, residual_norm
         self.forget_to_initial = forget_to_initial
         self.activation = activation
-        self.act, self.act_grad = ACTIVATIONS[activation]
+        self.act = ACTIVATIONS[activation][0]
         hidden = expansion * dim
         widths = [dim] + [hidden] * (depth - 1) + [dim]
         self.initial_weights = nn.ParameterList(
