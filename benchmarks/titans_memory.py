@@ -129,8 +129,8 @@ def build_model(spec: dict):
         "expansion": spec["expansion"],
         "impl": "reference" if spec["config"] == "reference" else "chunked",
     }
-    if spec.get("checkpoint_chunks"):
-        kwargs["checkpoint_chunks"] = spec["checkpoint_chunks"]
+    if _checkpoint_supported():  # 0 = none, explicitly: the default ("auto") checkpoints past 256 chunks
+        kwargs["checkpoint_chunks"] = spec.get("checkpoint_chunks") or 0
     return NeuralMemory(dim, **kwargs)
 
 

@@ -50,6 +50,7 @@ from torch.utils.checkpoint import checkpoint
 from neural_memory.miras.retention import Retention
 from neural_memory.registry import implements
 from neural_memory.titans.chunked import (
+    checkpoint_group,
     chunk_coefficients,
     chunk_end_state,
     chunked_memory,
@@ -252,7 +253,7 @@ def miras_chunked_memory(
     chunk_size: int,
     dual_form: bool | None = None,
     read: str = "token",
-    checkpoint_chunks: int = 0,
+    checkpoint_chunks: int | str = 0,
 ) -> tuple[Tensor | None, MemoryState]:
     r"""Chunk-parallel MIRAS memory (MIRAS v1, Eq. 28-32), equal to the token loop with the same chunks.
 
@@ -319,7 +320,7 @@ def miras_chunked_memory(
     rules = (output_grad, project, lag_token, chunk_size, anchor, rescaling)
     # Back-propagation keeps every chunk's per-token states (b x params each); checkpointing groups of
     # chunks keeps only the group's starting state and recomputes the group in the backward pass.
-    group = checkpoint_chunks if checkpoint_chunks > 0 and torch.is_grad_enabled() else len(pieces) or 1
+    group = checkpoint_group(checkpoint_chunks, len(pieces))
     outputs = []
     for first in range(0, len(pieces), group):
         block = pieces[first : first + group]

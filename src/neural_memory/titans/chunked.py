@@ -31,6 +31,7 @@ sequence, since each chunk's gradients need the previous chunk's final weights.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 
@@ -263,6 +264,30 @@ def join_outputs(outputs: list[Tensor], queries: Tensor | None) -> Tensor | None
     return torch.cat(outputs, dim=1) if outputs else queries[:, :0]
 
 
+# Back-propagation through n chunks keeps n chunk states (2 x params each); past this many pieces
+# checkpoint_chunks="auto" checkpoints groups of ceil(sqrt(n)) pieces, so it keeps about 2 sqrt(n) states.
+AUTO_CHECKPOINT_MIN_PIECES = 256
+
+
+def checkpoint_group(checkpoint_chunks: int | str, n_pieces: int) -> int:
+    r"""Pieces per checkpointed group; ``n_pieces`` (one group: no checkpointing) when it is off.
+
+    ``checkpoint_chunks``: ``0`` never checkpoints, ``g > 0`` keeps the state every ``g`` pieces, and
+    ``"auto"`` keeps every state up to :data:`AUTO_CHECKPOINT_MIN_PIECES` pieces and, beyond, one every
+    :math:`\lceil\sqrt{n}\rceil` pieces: at 16K tokens and chunk 16 (1024 pieces) 64 states instead of
+    1024, for one more forward pass of the memory. Without gradients nothing is kept, so never.
+    """
+    if checkpoint_chunks == "auto":
+        checkpoint_chunks = 0 if n_pieces <= AUTO_CHECKPOINT_MIN_PIECES else math.isqrt(n_pieces - 1) + 1
+    elif not isinstance(checkpoint_chunks, int) or isinstance(checkpoint_chunks, bool):
+        raise TypeError(f"checkpoint_chunks must be 'auto' or an int >= 0, got {checkpoint_chunks!r}")
+    elif checkpoint_chunks < 0:
+        raise ValueError(f"checkpoint_chunks must be 'auto' or >= 0 (0 disables it), got {checkpoint_chunks}")
+    if checkpoint_chunks == 0 or not torch.is_grad_enabled():
+        return max(n_pieces, 1)
+    return checkpoint_chunks
+
+
 def _run(model, weights, momentum, chunk_weights, offset, pieces, chunk_size, read, output_grad, anchor):
     """Run consecutive pieces ``(keys, values, queries, alpha, eta, theta, bias_params)``.
 
@@ -293,7 +318,7 @@ def chunked_memory(
     *,
     chunk_size: int,
     read: str = "token",
-    checkpoint_chunks: int = 0,
+    checkpoint_chunks: int | str = 0,
     output_grad: Callable[..., Tensor] = associative_loss_output_grad,
     bias_params: dict[str, Tensor] | None = None,
 ) -> tuple[Tensor | None, MemoryState]:
@@ -316,6 +341,8 @@ def chunked_memory(
     Back-propagation keeps every chunk's starting weights and momentum, ``2 × params`` per chunk.
     ``checkpoint_chunks=g > 0`` keeps them only every ``g`` chunks and recomputes the chunks in between
     during the backward pass (gradient checkpointing): the same gradients, for one more forward pass.
+    ``"auto"`` does so with :math:`g = \lceil\sqrt{n}\rceil` once there are more than
+    :data:`AUTO_CHECKPOINT_MIN_PIECES` pieces (:func:`checkpoint_group`); ``0`` never.
 
     Args:
         keys, values: ``(N, T, d)``; queries: ``(N, T, d)`` or ``None`` (write only).
@@ -336,7 +363,7 @@ def chunked_memory(
         state.chunk_weights,
         state.offset,
     )
-    group = checkpoint_chunks if checkpoint_chunks > 0 and torch.is_grad_enabled() else len(pieces) or 1
+    group = checkpoint_group(checkpoint_chunks, len(pieces))
     anchor = model.anchor(keys.shape[0], keys.dtype)
     outputs = []
     for first in range(0, len(pieces), group):

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from neural_memory.common.memory_block import MemoryBlock
 from neural_memory.registry import implements
-from neural_memory.titans.chunked import chunked_memory
+from neural_memory.titans.chunked import checkpoint_group, chunked_memory
 from neural_memory.titans.gates import FixedGates, MemoryGates
 from neural_memory.titans.memory_model import MemoryMLP
 from neural_memory.titans.reference import reference_memory
@@ -73,7 +73,12 @@ class NeuralMemory(MemoryBlock):
         theta_max: bound of the learned step size :math:`\\theta_t`.
         impl: ``"chunked"`` (fast) or ``"reference"`` (token loop, slow; for tests).
         checkpoint_chunks: if > 0, keep chunk states for back-propagation only every this many chunks and
-            recompute the rest (same gradients, less memory, one more forward pass).
+            recompute the rest (same gradients, less memory, one more forward pass); ``0`` (default) keeps
+            every chunk's state; ``"auto"`` keeps them all up to 256 chunks per call and one every
+            :math:`\\lceil\\sqrt{n}\\rceil` beyond
+            (:func:`~neural_memory.titans.chunked.checkpoint_group`), so they grow as :math:`\\sqrt{T}`,
+            not :math:`T`, with the sequence length (``titans-lmm`` at 16K tokens: kept for backward 3.5 ->
+            0.7 GB, peak 4.0 -> 3.0 GB, CPU time 1.5-2x; ``benchmarks/README.md``).
     """
 
     def __init__(
@@ -98,12 +103,11 @@ class NeuralMemory(MemoryBlock):
         fixed_gates: tuple[float, float, float] | None = None,
         theta_max: float = 0.02,
         impl: str = "chunked",
-        checkpoint_chunks: int = 0,
+        checkpoint_chunks: int | str = 0,
     ):
         super().__init__()
         _validate(dim, depth, chunk_size, heads, conv_kernel, read, gates, fixed_gates, impl)
-        if checkpoint_chunks < 0:
-            raise ValueError(f"checkpoint_chunks must be >= 0 (0 disables it), got {checkpoint_chunks}")
+        checkpoint_group(checkpoint_chunks, 1)  # validates it
         self.chunk_size, self.read, self.impl = chunk_size, read, impl
         self.checkpoint_chunks = checkpoint_chunks
         # registration order (projections, memory, gates, output) fixes the random initialisation

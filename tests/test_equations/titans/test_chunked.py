@@ -7,7 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from neural_memory.titans.chunked import chunk_coefficients, chunked_memory
+from neural_memory.titans.chunked import (
+    AUTO_CHECKPOINT_MIN_PIECES,
+    checkpoint_group,
+    chunk_coefficients,
+    chunked_memory,
+)
 from neural_memory.titans.memory_model import MemoryMLP
 from neural_memory.titans.reference import per_token_gradients, reference_memory
 from neural_memory.titans.state import MemoryState
@@ -375,3 +380,35 @@ def test_dual_linear_under_bf16_autocast_matches_autograd_of_the_plain_expressio
     for got, want in zip(results[0][1], results[1][1], strict=True):
         assert got.dtype == torch.float32
         torch.testing.assert_close(got, want, rtol=0.05, atol=0.05 * want.abs().max().item())
+
+
+@pytest.mark.parametrize(
+    ("setting", "pieces", "group"),
+    [
+        ("auto", 1, 1),
+        ("auto", 256, 256),  # up to the threshold: every state kept (one group)
+        ("auto", 257, 17),  # ceil(sqrt(257)) = 17
+        ("auto", 1024, 32),  # 16K tokens at chunk 16
+        ("auto", 1025, 33),
+        (0, 10, 10),
+        (0, 0, 1),
+        (3, 10, 3),
+    ],
+)
+def test_checkpoint_group_by_hand(setting, pieces, group):
+    assert AUTO_CHECKPOINT_MIN_PIECES == 256
+    assert checkpoint_group(setting, pieces) == group
+
+
+def test_checkpoint_group_never_checkpoints_without_gradients():
+    with torch.no_grad():
+        assert checkpoint_group("auto", 1024) == 1024
+        assert checkpoint_group(3, 10) == 10
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"), [(-1, ValueError), ("sqrt", TypeError), (2.0, TypeError), (True, TypeError)]
+)
+def test_checkpoint_group_refuses_bad_settings(setting, error):
+    with pytest.raises(error, match="checkpoint_chunks must be 'auto' or"):
+        checkpoint_group(setting, 10)

@@ -473,3 +473,23 @@ def test_without_weight_decay_the_memory_follows_eq9_by_hand():
             torch.testing.assert_close(state.weights[0][b * 2 + h], weights[-1], rtol=0, atol=1e-12)
             torch.testing.assert_close(state.momentum[0][b * 2 + h], momentum, rtol=0, atol=1e-12)
             assert not torch.allclose(weights[-1], w0, atol=1e-3)
+
+
+def test_auto_checkpointing_starts_past_256_chunks_and_changes_nothing_but_memory():
+    """checkpoint_chunks="auto" keeps every chunk state up to 256 chunks, then one every ceil(sqrt(n))."""
+    torch.manual_seed(0)
+    config = {"heads": 1, "depth": 2, "chunk_size": 1, "expansion": 1, "conv_kernel": 0}
+    auto = NeuralMemory(2, **config, checkpoint_chunks="auto").to(DT)
+    plain = NeuralMemory(2, **config).to(DT)  # default: every state kept
+    plain.load_state_dict(auto.state_dict())
+    short, long = torch.randn(1, 256, 2, dtype=DT), torch.randn(1, 300, 2, dtype=DT)
+    assert saved_for_backward(auto, short) == saved_for_backward(plain, short)
+    assert saved_for_backward(auto, long) < 0.5 * saved_for_backward(plain, long)
+    grads = []
+    for module in (plain, auto):
+        y, state = module(long)
+        loss = (y**2).sum() + sum((w**2).sum() for w in state.weights)
+        grads.append((y, torch.autograd.grad(loss, list(module.parameters()))))
+    torch.testing.assert_close(grads[0][0], grads[1][0], **TOL)
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(a, b, **TOL)
