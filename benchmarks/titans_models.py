@@ -67,7 +67,11 @@ def child(spec: dict) -> dict:
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
-    lm = build_lm(spec["kind"], vocab_size=spec["vocab"], dim=spec["dim"], depth=spec["depth"])
+    # the memory's checkpointing (NeuralMemory's checkpoint_chunks) through the kind's memory dict
+    config = (
+        {"memory": {"checkpoint_chunks": spec["checkpoint_chunks"]}} if spec.get("checkpoint_chunks") else {}
+    )
+    lm = build_lm(spec["kind"], vocab_size=spec["vocab"], dim=spec["dim"], depth=spec["depth"], **config)
     optimiser = torch.optim.AdamW(lm.parameters(), lr=1e-3)
     tokens = torch.randint(0, spec["vocab"], (spec["batch"], spec["seq"] + 1))
 
@@ -81,12 +85,14 @@ def child(spec: dict) -> dict:
     rss_before = rss_mb()
     for _ in range(spec["warmup"]):
         step()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(spec["steps"]):
         loss = step()
     seconds = (time.perf_counter() - start) / spec["steps"]
     return {
         "seconds_per_step": seconds,
+        # user + system CPU time of the process: less sensitive to other jobs on the machine than wall time
+        "cpu_seconds_per_step": (time.process_time() - cpu_start) / spec["steps"],
         "tokens_per_second": spec["batch"] * spec["seq"] / seconds,
         "peak_rss_mb": peak_rss_mb(),
         "delta_peak_rss_mb": peak_rss_mb() - rss_before,
@@ -110,31 +116,39 @@ def measure(spec: dict, timeout: float) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def label(r: dict) -> str:
+    """The kind, with the memories' checkpointing when it is on."""
+    return r["kind"] + (f" ckpt={r['checkpoint_chunks']}" if r.get("checkpoint_chunks") else "")
+
+
 def table(results: list[dict], seqs: list[int]) -> str:
-    lines = [f"{'kind':<12} {'seq':>6} {'tokens/s':>10} {'s/step':>9} {'dPeakRSS MB':>12} {'params':>9}"]
+    lines = [
+        f"{'kind':<21} {'seq':>6} {'tokens/s':>10} {'s/step':>9} {'cpu s/step':>10} {'dPeakRSS MB':>12} "
+        f"{'params':>9}"
+    ]
     for r in results:
         if "error" in r:
-            lines.append(f"{r['kind']:<12} {r['seq']:>6}  FAILED: {r['error']}")
+            lines.append(f"{label(r):<21} {r['seq']:>6}  FAILED: {r['error']}")
             continue
         lines.append(
-            f"{r['kind']:<12} {r['seq']:>6} {r['tokens_per_second']:>10.0f} {r['seconds_per_step']:>9.3f} "
-            f"{r['delta_peak_rss_mb']:>12.1f} {r['parameters']:>9}"
+            f"{label(r):<21} {r['seq']:>6} {r['tokens_per_second']:>10.0f} {r['seconds_per_step']:>9.3f} "
+            f"{r['cpu_seconds_per_step']:>10.3f} {r['delta_peak_rss_mb']:>12.1f} {r['parameters']:>9}"
         )
     lines.append("")
     lines.append(f"time ratio seq {seqs[-1]} / seq {seqs[0]} (linear = {seqs[-1] / seqs[0]:g}):")
-    for kind, ratio in ratios(results, seqs).items():
-        lines.append(f"  {kind:<12} {ratio if isinstance(ratio, str) else f'{ratio:.2f}'}")
+    for name, ratio in ratios(results, seqs).items():
+        lines.append(f"  {name:<21} {ratio if isinstance(ratio, str) else f'{ratio:.2f}'}")
     return "\n".join(lines)
 
 
 def ratios(results: list[dict], seqs: list[int]) -> dict[str, float | str]:
     out: dict[str, float | str] = {}
-    for kind in dict.fromkeys(r["kind"] for r in results):
-        by_seq = {r["seq"]: r for r in results if r["kind"] == kind and "error" not in r}
+    for name in dict.fromkeys(label(r) for r in results):
+        by_seq = {r["seq"]: r for r in results if label(r) == name and "error" not in r}
         if seqs[0] in by_seq and seqs[-1] in by_seq:
-            out[kind] = by_seq[seqs[-1]]["seconds_per_step"] / by_seq[seqs[0]]["seconds_per_step"]
+            out[name] = by_seq[seqs[-1]]["seconds_per_step"] / by_seq[seqs[0]]["seconds_per_step"]
         else:
-            out[kind] = "n/a (a length failed)"
+            out[name] = "n/a (a length failed)"
     return out
 
 
@@ -150,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="timed training steps per config")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per config before giving up")
+    parser.add_argument(
+        "--checkpoint-chunks",
+        nargs="+",
+        default=["0"],
+        help="the memories' checkpoint_chunks, each measured in turn: 0 (none, default), auto or an int "
+        "(Titans kinds only)",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -163,12 +184,14 @@ def main(argv: list[str] | None = None) -> int:
             base[key] = tuple(args.seqs) if key == "seqs" else getattr(args, key)
     seqs = sorted(base.pop("seqs"))
     results = []
+    settings = [c if c == "auto" else int(c) for c in args.checkpoint_chunks]
     for seq in seqs:
         for kind in args.kinds:
-            spec = {**base, "kind": kind, "seq": seq, "threads": args.threads}
-            result = {"kind": kind, "seq": seq, **measure(spec, args.timeout)}
-            results.append(result)
-            print(json.dumps(result), flush=True)
+            for ckpt in settings if kind.startswith("titans-") else [0]:
+                spec = {**base, "kind": kind, "seq": seq, "threads": args.threads, "checkpoint_chunks": ckpt}
+                result = {"kind": kind, "seq": seq, "checkpoint_chunks": ckpt, **measure(spec, args.timeout)}
+                results.append(result)
+                print(json.dumps(result), flush=True)
     print()
     print(table(results, seqs))
     if args.out:

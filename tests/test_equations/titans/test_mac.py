@@ -247,3 +247,84 @@ def test_bad_configuration_raises(kwargs, error, match):
 def test_bad_input_raises():
     with pytest.raises(ValueError, match=r"x must have shape \(batch, seq, 8\)"):
         make_mac()(torch.randn(1, 4, 6, dtype=DT))
+
+
+# -- construction, states and streaming ---------------------------------------------------------------------
+
+
+def test_mac_construction_by_hand():
+    with pytest.raises(ValueError, match=r"^dim must be an int >= 1, got 0$"):
+        MemoryAsContext(0, segment_len=4, n_persistent=1, heads=1)
+    assert MemoryAsContext(1, segment_len=1, n_persistent=1, heads=1).dim == 1
+    with pytest.raises(TypeError, match=r"^use_memory must be a bool, got int$"):
+        MemoryAsContext(8, segment_len=4, n_persistent=1, heads=2, use_memory=1)
+    mac = MemoryAsContext(8, segment_len=4, n_persistent=3, heads=2, memory={"chunk_size": 3, "depth": 1})
+    assert (mac.segment_len, mac.n_memory, mac.persistent.n_persistent, mac.attention.heads) == (4, 4, 3, 2)
+    assert mac.memory.chunk_size == 3 and mac.memory.memory.depth == 1
+    plain = MemoryAsContext(8, segment_len=4, n_persistent=3, heads=2, use_memory=False)
+    assert plain.memory is None and plain.n_memory == 0 and plain.use_memory is False
+
+
+def test_mac_stream_start_needs_a_positive_batch_size():
+    with pytest.raises(ValueError, match=r"^batch_size must be an int >= 1, got 0$"):
+        make_mac().init_state(0)
+
+
+@pytest.mark.parametrize("use_memory", [True, False])
+def test_mac_stream_starts_empty_in_the_requested_dtype_and_device(use_memory):
+    mac = MemoryAsContext(8, segment_len=4, n_persistent=2, heads=2, use_memory=use_memory)
+    state = mac.init_state(3, dtype=torch.bfloat16)
+    assert state.offset == 0 and state.retrieval is None
+    for rows in (state.memory_tokens, state.segment_tokens):
+        assert rows.shape == (3, 0, 8) and rows.dtype == torch.bfloat16
+    if use_memory:
+        assert {w.dtype for w in state.memory.weights} == {torch.bfloat16}
+        assert state.memory.tokens_seen == 0
+    else:
+        assert state.memory is None
+    on_meta = mac.to("meta").init_state(3, device="meta")
+    assert on_meta.memory_tokens.device.type == "meta" and on_meta.segment_tokens.device.type == "meta"
+
+
+def test_mac_state_counts_and_detaches_its_tensors():
+    mac = make_mac()
+    x = torch.randn(1, 6, 8, dtype=DT, requires_grad=True)
+    _, state = mac(x)  # one segment of 4 and 2 rows of the next
+    assert state.offset == 2
+    expected = (
+        state.memory.numel()
+        + state.retrieval.numel()
+        + state.memory_tokens.numel()
+        + state.segment_tokens.numel()
+    )
+    assert state.numel() == expected and state.memory_tokens.numel() == 2 * 8
+    detached = state.detach()
+    assert detached.offset == 2
+    assert not detached.memory_tokens.requires_grad and not detached.segment_tokens.requires_grad
+    assert all(not w.requires_grad for w in (*detached.memory.weights, *detached.retrieval.weights))
+    torch.testing.assert_close(detached.segment_tokens, state.segment_tokens.detach(), rtol=0, atol=0)
+    _, between = make_mac(use_memory=False)(x[:, :4])
+    assert between.detach().memory is None and between.numel() == 0
+
+
+def test_mac_on_an_empty_sequence_returns_nothing_and_keeps_the_state():
+    mac = make_mac()
+    state = mac.init_state(2)
+    out, after = mac(torch.randn(2, 0, 8, dtype=DT), state)
+    assert out.shape == (2, 0, 8)
+    assert after is state
+
+
+@pytest.mark.parametrize("use_memory", [True, False])
+@pytest.mark.parametrize("cut", [0, 1, 4, 6, 9])
+def test_mac_streaming_in_two_calls_equals_one_call(cut, use_memory):
+    mac = make_mac(use_memory=use_memory)
+    x = torch.randn(2, 9, 8, dtype=DT)
+    whole, whole_state = mac(x)
+    first, state = mac(x[:, :cut])
+    second, state = mac(x[:, cut:], state)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, **TOL)
+    assert state.offset == whole_state.offset == 1
+    if use_memory:
+        for a, b in zip(state.memory.weights, whole_state.memory.weights, strict=True):
+            torch.testing.assert_close(a, b, **TOL)

@@ -7,7 +7,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from neural_memory.titans.mag import MemoryAsGate, SlidingWindowAttention
+from neural_memory.titans.mag import (
+    AttentionProjections,
+    MemoryAsGate,
+    SlidingWindowAttention,
+    WindowCache,
+    memory_config,
+)
 
 from .hand_attention import hand_attention
 
@@ -194,3 +200,110 @@ def test_bad_input_raises():
     mag = make_mag()
     with pytest.raises(ValueError, match=r"x must have shape \(batch, seq, 8\)"):
         mag(torch.randn(2, 4, 5, dtype=DT))
+
+
+# -- construction, states and streaming ---------------------------------------------------------------------
+
+
+def test_memory_config_is_a_copy_of_the_dict_or_empty():
+    given = {"chunk_size": 2}
+    config = memory_config(given)
+    assert config == given and config is not given
+    assert memory_config(None) == {}
+    with pytest.raises(
+        TypeError, match=r"^memory must be a dict of NeuralMemory keyword arguments or None, got list$"
+    ):
+        memory_config([("depth", 2)])
+    with pytest.raises(
+        ValueError, match=r"^memory config must not set 'dim'; the memory always has the mixer's"
+    ):
+        memory_config({"dim": 4})
+
+
+def test_attention_projections_shapes_and_errors():
+    proj = AttentionProjections(8, 2)
+    assert (proj.dim, proj.heads, proj.head_dim) == (8, 2, 4)
+    for layer in (proj.to_q, proj.to_k, proj.to_v, proj.to_out):
+        assert layer.weight.shape == (8, 8) and layer.bias is None
+    assert AttentionProjections(1, 1).head_dim == 1
+    with pytest.raises(ValueError, match=r"^dim must be an int >= 1, got 0$"):
+        AttentionProjections(0, 1)
+    with pytest.raises(ValueError, match=r"^heads must be an int >= 1, got 0$"):
+        AttentionProjections(8, 0)
+    with pytest.raises(ValueError, match=r"^heads must divide dim, got dim=8, heads=3$"):
+        AttentionProjections(8, 3)
+
+
+def test_attention_projections_split_and_merge_heads_by_hand():
+    torch.manual_seed(0)
+    proj = AttentionProjections(4, 2).to(DT)
+    x = torch.randn(1, 3, 4, dtype=DT)
+    q = proj.queries(x)
+    assert q.shape == (1, 2, 3, 2)
+    full = x @ proj.to_q.weight.T
+    torch.testing.assert_close(q[0, 1], full[0, :, 2:], **TOL)  # head 1 holds channels 2..3
+    k, v = proj.keys_values(x)
+    torch.testing.assert_close(k[0, 0], (x @ proj.to_k.weight.T)[0, :, :2], **TOL)
+    torch.testing.assert_close(v[0, 1], (x @ proj.to_v.weight.T)[0, :, 2:], **TOL)
+
+
+def test_caches_count_and_detach_their_tensors():
+    keys = torch.randn(2, 2, 3, 4, requires_grad=True)
+    cache = WindowCache(keys=keys * 1, values=keys[:, :, :1] * 2, seen=5)
+    assert cache.numel() == 48 + 16
+    detached = cache.detach()
+    assert not detached.keys.requires_grad and not detached.values.requires_grad and detached.seen == 5
+    torch.testing.assert_close(detached.values, cache.values.detach(), rtol=0, atol=0)
+    mag = make_mag()
+    _, state = mag(torch.randn(1, 4, 8, dtype=DT))
+    assert state.numel() == state.memory.numel() + state.attention.numel()
+    assert state.memory.numel() > 0 and state.attention.numel() == 2 * 1 * 2 * 2 * 4  # window - 1 = 2 rows
+    detached = state.detach()
+    assert all(not w.requires_grad for w in detached.memory.weights)
+    assert not detached.attention.keys.requires_grad
+    assert detached.attention.seen == state.attention.seen
+
+
+def test_mag_dim_must_be_a_positive_int_and_the_memory_gets_its_settings():
+    with pytest.raises(ValueError, match=r"^dim must be an int >= 1, got 0$"):
+        MemoryAsGate(0, window=3, n_persistent=1, heads=1)
+    assert MemoryAsGate(1, window=3, n_persistent=1, heads=1).dim == 1
+    mag = MemoryAsGate(8, window=3, n_persistent=1, heads=2, memory={"chunk_size": 3, "depth": 1})
+    assert mag.memory.chunk_size == 3 and mag.memory.memory.depth == 1
+    assert mag.norm_attention.eps == EPS and mag.norm_memory.eps == EPS
+
+
+def test_mag_stream_start_needs_a_positive_batch_size():
+    with pytest.raises(ValueError, match=r"^batch_size must be an int >= 1, got 0$"):
+        make_mag().init_state(0)
+
+
+@pytest.mark.parametrize("n_persistent", [0, 2])
+def test_mag_stream_starts_in_the_requested_dtype(n_persistent):
+    mag = MemoryAsGate(8, window=3, n_persistent=n_persistent, heads=2, memory={"chunk_size": 2})
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        state = mag.init_state(2, dtype=torch.bfloat16)
+    assert state.attention.keys.dtype == torch.bfloat16 and state.attention.seen == 0
+    assert state.attention.keys.shape == (2, 2, 0, 4)
+    assert {w.dtype for w in state.memory.weights} == {torch.bfloat16}
+    assert state.memory.tokens_seen == n_persistent
+
+
+def test_mag_window_cache_is_made_on_the_requested_device():
+    mag = MemoryAsGate(8, window=3, n_persistent=0, heads=2).to("meta")
+    state = mag.init_state(2, device="meta")
+    assert state.attention.keys.device.type == "meta"
+    assert {w.device.type for w in state.memory.weights} == {"meta"}
+
+
+@pytest.mark.parametrize("cut", [0, 1, 4, 7])
+def test_mag_streaming_in_two_calls_equals_one_call(cut):
+    mag = make_mag()
+    x = torch.randn(2, 7, 8, dtype=DT)
+    whole, whole_state = mag(x)
+    first, state = mag(x[:, :cut])
+    second, state = mag(x[:, cut:], state)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, **TOL)
+    for a, b in zip(state.memory.weights, whole_state.memory.weights, strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+    torch.testing.assert_close(state.attention.keys, whole_state.attention.keys, **TOL)

@@ -122,3 +122,67 @@ def test_bad_configuration_raises(kwargs, error, match):
 def test_bad_input_raises():
     with pytest.raises(ValueError, match=r"x must have shape \(batch, seq, 8\)"):
         make_mal()(torch.randn(3, 8, dtype=DT))
+
+
+# -- construction, stream start and streaming ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [LongTermMemoryLayer, MemoryAsLayer])
+def test_dim_must_be_a_positive_int_and_one_is_allowed(cls):
+    extra = {"window": 3, "heads": 1} if cls is MemoryAsLayer else {}
+    with pytest.raises(ValueError, match=r"^dim must be an int >= 1, got 0$"):
+        cls(0, n_persistent=1, **extra)
+    assert cls(1, n_persistent=1, **extra).dim == 1
+
+
+@pytest.mark.parametrize("cls", [LongTermMemoryLayer, MemoryAsLayer])
+def test_the_memory_settings_reach_the_memory(cls):
+    extra = {"window": 3, "heads": 2} if cls is MemoryAsLayer else {}
+    layer = cls(8, n_persistent=1, memory={"chunk_size": 3, "depth": 1}, **extra)
+    assert layer.memory.chunk_size == 3 and layer.memory.memory.depth == 1
+
+
+def test_stream_start_needs_a_positive_batch_size():
+    lmm = LongTermMemoryLayer(8, n_persistent=2)
+    with pytest.raises(ValueError, match=r"^batch_size must be an int >= 1, got 0$"):
+        lmm.start(0)
+
+
+@pytest.mark.parametrize("cls", [LongTermMemoryLayer, MemoryAsLayer])
+def test_without_persistent_tokens_the_stream_starts_in_the_requested_dtype(cls):
+    """No prefix to write: the start state is the memory's M_0 (and an empty window) cast to ``dtype``."""
+    extra = {"window": 3, "heads": 2} if cls is MemoryAsLayer else {}
+    layer = cls(8, n_persistent=0, **extra)  # float32 parameters
+    state = layer.init_state(2, dtype=torch.bfloat16)
+    memory = state if cls is LongTermMemoryLayer else state.memory
+    assert {w.dtype for w in (*memory.weights, *memory.momentum)} == {torch.bfloat16}
+    expected = tuple(w.to(torch.bfloat16) for w in layer.memory.memory.expand(2))
+    for got, want in zip(memory.weights, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    if cls is MemoryAsLayer:
+        assert state.attention.seen == 0 and state.attention.keys.shape == (2, 2, 0, 4)
+        assert state.attention.keys.dtype == torch.bfloat16
+
+
+def test_without_persistent_tokens_the_window_cache_is_made_on_the_requested_device():
+    mal = MemoryAsLayer(8, window=3, n_persistent=0, heads=2).to("meta")
+    state = mal.init_state(2, device="meta")
+    assert state.attention.keys.device.type == "meta" and state.attention.values.device.type == "meta"
+
+
+@pytest.mark.parametrize("cls", [LongTermMemoryLayer, MemoryAsLayer])
+@pytest.mark.parametrize("cut", [0, 1, 3, 6])
+def test_streaming_in_two_calls_equals_one_call(cls, cut):
+    torch.manual_seed(0)
+    extra = {"window": 3, "heads": 2} if cls is MemoryAsLayer else {}
+    layer = cls(8, n_persistent=2, memory={"chunk_size": 2}, **extra).to(DT)
+    with torch.no_grad():
+        layer.persistent.tokens.normal_()
+    x = torch.randn(2, 6, 8, dtype=DT)
+    whole, whole_state = layer(x)
+    first, state = layer(x[:, :cut])
+    second, state = layer(x[:, cut:], state)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, **TOL)
+    memory = (state, whole_state) if cls is LongTermMemoryLayer else (state.memory, whole_state.memory)
+    for a, b in zip(memory[0].weights, memory[1].weights, strict=True):
+        torch.testing.assert_close(a, b, **TOL)
