@@ -305,22 +305,75 @@ def test_same_seed_is_bit_identical():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"depth": 0}, "depth"),
-        ({"chunk_size": 0}, "chunk_size"),
-        ({"heads": 3}, "divisible by heads"),
-        ({"read": "late"}, "read"),
-        ({"impl": "fast"}, "impl"),
-        ({"conv_kernel": -1}, "conv_kernel"),
-        ({"checkpoint_chunks": -1}, "checkpoint_chunks"),
-        ({"gates": "fixed"}, "fixed_gates"),
+        ({"dim": 0}, r"^dim must be >= 1, got 0$"),
+        ({"depth": 0}, r"^depth must be >= 1, got 0$"),
+        ({"chunk_size": 0}, r"^chunk_size must be >= 1, got 0$"),
+        ({"heads": 0}, r"^heads must be >= 1, got 0$"),
+        ({"heads": 3}, r"^dim \(8\) must be divisible by heads \(3\)$"),
+        ({"read": "late"}, r"^read must be one of \('token', 'chunk'\), got 'late'$"),
+        ({"impl": "fast"}, r"^impl must be one of \('chunked', 'reference'\), got 'fast'$"),
+        ({"conv_kernel": -1}, r"^conv_kernel must be >= 0 \(0 disables the convolution\), got -1$"),
+        ({"checkpoint_chunks": -1}, r"^checkpoint_chunks must be 'auto' or >= 0 \(0 disables it\), got -1$"),
+        ({"gates": "learnt"}, r"^gates must be 'learned' or 'fixed', got 'learnt'$"),
+        ({"gates": "fixed"}, r"^gates='fixed' needs fixed_gates=\(alpha, eta, theta\)$"),
+        (
+            {"gates": "fixed", "fixed_gates": (0.1, 0.2)},
+            r"^gates='fixed' needs fixed_gates=\(alpha, eta, theta\)$",
+        ),
         ({"gates": "fixed", "fixed_gates": (1.5, 0.0, 0.1)}, "alpha"),
         ({"gates": "fixed", "fixed_gates": (0.0, 0.0, -0.1)}, "theta"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):
     torch.manual_seed(0)
+    kwargs = {"dim": 8, **kwargs}
     with pytest.raises(ValueError, match=match):
-        NeuralMemory(8, **kwargs)
+        NeuralMemory(kwargs.pop("dim"), **kwargs)
+
+
+@pytest.mark.parametrize("name", ["dim", "depth", "chunk_size", "heads"])
+@pytest.mark.parametrize("value", ["2", 2.0, True])
+def test_sizes_must_be_ints(name, value):
+    kwargs = {"dim": 8, name: value}
+    with pytest.raises(TypeError, match=rf"^{name} must be an int, got {type(value).__name__}$"):
+        NeuralMemory(kwargs.pop("dim"), **kwargs)
+
+
+def test_the_smallest_sizes_are_allowed():
+    module = NeuralMemory(1, depth=1, chunk_size=1, heads=1, conv_kernel=0)
+    assert module(torch.randn(1, 3, 1))[0].shape == (1, 3, 1)
+
+
+def test_init_state_is_m0_with_zero_momentum_in_the_requested_dtype_and_device():
+    torch.manual_seed(0)
+    module = NeuralMemory(8, heads=2)
+    state = module.init_state(3, dtype=torch.bfloat16)
+    m0 = module.memory.expand(3)
+    for w, s, c, w0 in zip(state.weights, state.momentum, state.chunk_weights, m0, strict=True):
+        assert w.dtype == s.dtype == c.dtype == torch.bfloat16 and w.shape == w0.shape
+        torch.testing.assert_close(w, w0.to(torch.bfloat16), rtol=0, atol=0)
+        assert not s.any()
+    assert {c.dtype for c in state.conv.values()} == {torch.bfloat16}
+    assert state.tokens_seen == 0 and state.offset == 0
+    plain = module.init_state(3)
+    assert {w.dtype for w in plain.weights} == {torch.float32}
+    on_meta = module.to("meta").init_state(3, device="meta")
+    assert {t.device.type for t in (*on_meta.weights, *on_meta.conv.values())} == {"meta"}
+
+
+def test_update_writes_like_forward_without_reading():
+    module, _ = pair(chunk_size=3)
+    x = torch.randn(2, 7, 8, dtype=DT)
+    _, by_forward = module(x)
+    by_update = module.update(x)
+    for a, b in zip(
+        by_update.weights + by_update.momentum, by_forward.weights + by_forward.momentum, strict=True
+    ):
+        torch.testing.assert_close(a, b, **TOL)
+    for name in ("k", "v"):  # the write advances the key and value convolutions; no query is read
+        torch.testing.assert_close(by_update.conv[name], by_forward.conv[name], **TOL)
+    assert not by_update.conv["q"].any()
+    assert by_update.tokens_seen == 7
 
 
 def test_bad_inputs_raise():
@@ -331,7 +384,7 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="x must have shape"):
         module(torch.randn(1, 5, 7))
     _, state = module(torch.randn(2, 3, 8))
-    with pytest.raises(ValueError, match="batch"):
+    with pytest.raises(ValueError, match=r"^state is for batch 2, x has batch 3$"):
         module(torch.randn(3, 3, 8), state)
     with pytest.raises(TypeError, match="depth"):
         NeuralMemory(8, depth=2.0)
