@@ -12,6 +12,9 @@ from neural_memory.titans.chunked import (
     checkpoint_group,
     chunk_coefficients,
     chunked_memory,
+    join_outputs,
+    piece_sizes,
+    split_pieces,
 )
 from neural_memory.titans.memory_model import MemoryMLP
 from neural_memory.titans.reference import per_token_gradients, reference_memory
@@ -412,3 +415,82 @@ def test_checkpoint_group_never_checkpoints_without_gradients():
 def test_checkpoint_group_refuses_bad_settings(setting, error):
     with pytest.raises(error, match="checkpoint_chunks must be 'auto' or"):
         checkpoint_group(setting, 10)
+
+
+def plain_dual_linear(h, w, m, a, grad, beta, s, q, anchor):
+    """The dual-form read written out, for autograd to differentiate."""
+    out = beta * (h @ w) + s * (h @ m) + ((h @ a.transpose(-1, -2)) * q) @ grad
+    return out if anchor is None else out + (1 - beta) * (h @ anchor)
+
+
+INPUT_NAMES = ("h", "w", "m", "a", "g", "beta", "s", "q", "anchor")
+
+
+@pytest.mark.parametrize("which", range(9), ids=INPUT_NAMES)
+def test_dual_linear_gives_each_input_its_own_gradient_when_only_it_needs_one(which):
+    """The backward computes only the gradients asked for, each of the right input (autograd reference)."""
+    from neural_memory.titans.chunked import dual_linear
+
+    inputs = [x.detach() for x in dual_linear_inputs(True)]
+    inputs[which].requires_grad_()
+    weight = torch.randn(2, 5, 4, dtype=DT, generator=torch.Generator().manual_seed(1))
+    (got,) = torch.autograd.grad((dual_linear(*inputs) * weight).sum(), inputs[which])
+    (want,) = torch.autograd.grad((plain_dual_linear(*inputs) * weight).sum(), inputs[which])
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("offset", "total", "chunk", "lag", "sizes"),
+    [
+        (0, 10, 4, False, [4, 4, 2]),
+        (3, 10, 4, False, [1, 4, 4, 1]),
+        (0, 0, 4, False, []),
+        (2, 1, 4, False, [1]),
+        (0, 10, 4, True, [1, 3, 1, 3, 1, 1]),  # Memora's lag token: each chunk's first token alone
+        (1, 5, 4, True, [3, 1, 1]),
+        (0, 3, 1, True, [1, 1, 1]),  # chunk 1: the lag token is the whole chunk
+    ],
+)
+def test_piece_sizes_by_hand(offset, total, chunk, lag, sizes):
+    assert piece_sizes(offset, total, chunk, lag) == sizes
+
+
+def test_split_pieces_cuts_streams_gates_and_parameters_alike():
+    keys = torch.arange(2 * 5 * 1.0).reshape(2, 5, 1)
+    gates = [torch.arange(10.0).reshape(2, 5) + k for k in (0, 100, 200)]
+    delta = torch.arange(10.0).reshape(2, 5) * -1
+    pieces = split_pieces([2, 3], (keys, keys + 1, None), gates, {"delta": delta})
+    assert len(pieces) == 2
+    k, v, q, alpha, eta, theta, params = pieces[1]
+    torch.testing.assert_close(k, keys[:, 2:], rtol=0, atol=0)
+    torch.testing.assert_close(v, keys[:, 2:] + 1, rtol=0, atol=0)
+    assert q is None
+    for got, gate in zip((alpha, eta, theta), gates, strict=True):
+        torch.testing.assert_close(got, gate[:, 2:], rtol=0, atol=0)
+    assert list(params) == ["delta"]
+    torch.testing.assert_close(params["delta"], delta[:, 2:], rtol=0, atol=0)
+    assert split_pieces([5], (keys, keys, keys), gates, None)[0][-1] == {}
+
+
+def test_join_outputs():
+    queries = torch.randn(3, 4, 2)
+    assert join_outputs([torch.ones(3, 1, 2)], None) is None
+    assert join_outputs([], queries).shape == (3, 0, 2)
+    parts = [torch.zeros(3, 1, 2), torch.ones(3, 2, 2)]
+    torch.testing.assert_close(join_outputs(parts, queries), torch.cat(parts, dim=1), rtol=0, atol=0)
+
+
+def test_add_matmul_adds_in_place_except_under_autocast():
+    from neural_memory.titans.chunked import _add_matmul
+
+    a, b = torch.randn(2, 3, 4), torch.randn(2, 4, 5)
+    buffer = torch.randn(2, 3, 5)
+    expected = buffer + a @ b
+    out = _add_matmul(buffer, a, b)
+    assert out is buffer
+    torch.testing.assert_close(out, expected)
+    before = buffer.clone()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = _add_matmul(buffer, a, b)
+    assert out is not buffer and torch.equal(buffer, before)
+    torch.testing.assert_close(out.float(), before + a @ b, rtol=0.05, atol=0.1)
