@@ -97,7 +97,7 @@ def residual_memory(z: Tensor, w_in: Tensor, w_out: Tensor, activation: str = "s
     Returns:
         ``(N, n, d)``.
     """
-    act, _ = ACTIVATIONS[activation]
+    act = ACTIVATIONS[activation]
     return z + act(z @ w_in) @ w_out
 
 
@@ -171,7 +171,7 @@ def layer_factors(
         return [(key, _output_grad(key @ weights[0], target, objective))]
     w_in, w_out = weights
     z = key @ w_in
-    hidden = ACTIVATIONS[activation][0](z)
+    hidden = ACTIVATIONS[activation](z)
     r = _output_grad(key + hidden @ w_out, target, objective)
     return [(key, scaled_act_grad(r @ w_out.transpose(-1, -2), z, activation)), (hidden, r)]
 

@@ -55,23 +55,10 @@ from neural_memory.titans.associative_loss import associative_loss_output_grad
 Weights = tuple[Tensor, ...]
 
 
-def _silu_grad(z: Tensor) -> Tensor:
-    s = torch.sigmoid(z)
-    return s * (1 + z * (1 - s))
-
-
-def _gelu_grad(z: Tensor) -> Tensor:
-    cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2.0)))
-    pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-    return cdf + z * pdf
-
-
 LAYER_NORM_EPS = 1e-5
 
-ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
-    "silu": (nn.functional.silu, _silu_grad),
-    "gelu": (nn.functional.gelu, _gelu_grad),
-}
+# the hidden activation by name; its derivative enters through :func:`scaled_act_grad`
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"silu": nn.functional.silu, "gelu": nn.functional.gelu}
 
 
 class _SiluBackward(torch.autograd.Function):
@@ -162,7 +149,7 @@ class MemoryMLP(nn.Module):
         self.dim, self.depth, self.heads, self.residual_norm = dim, depth, heads, residual_norm
         self.forget_to_initial = forget_to_initial
         self.activation = activation
-        self.act = ACTIVATIONS[activation][0]
+        self.act = ACTIVATIONS[activation]
         hidden = expansion * dim
         widths = [dim] + [hidden] * (depth - 1) + [dim]
         self.initial_weights = nn.ParameterList(

@@ -1,5 +1,6 @@
 """The memory network: the residual read-out with LayerNorm, and what it guarantees (errata "Titans §3.1")."""
 
+import itertools
 import math
 
 import numpy as np
@@ -192,7 +193,7 @@ def test_scaled_activation_grad_is_back_times_the_derivative_by_autograd(activat
     g = torch.Generator().manual_seed(0)
     z = 3 * torch.randn(2, 5, 7, dtype=torch.float64, generator=g)
     back = torch.randn(2, 5, 7, dtype=torch.float64, generator=g)
-    act = ACTIVATIONS[activation][0]
+    act = ACTIVATIONS[activation]
     derivative = torch.func.vmap(torch.func.grad(act))(z.reshape(-1)).reshape(z.shape)
     torch.testing.assert_close(scaled_act_grad(back, z, activation), back * derivative, rtol=0, atol=1e-14)
     # and its own derivative in z (the second derivative of the activation), again by autograd
@@ -227,3 +228,85 @@ def test_scaled_activation_grad_refuses_an_unknown_activation():
 
     with pytest.raises(ValueError, match=r"activation must be one of \['gelu', 'silu'\], got 'relu'"):
         scaled_act_grad(torch.ones(2), torch.ones(2), "relu")
+
+
+# -- construction, initial weights and the plain read --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"dim": 0}, ValueError, r"^dim must be >= 1, got 0$"),
+        ({"depth": 0}, ValueError, r"^depth must be >= 1 \(L_M >= 1\), got 0$"),
+        ({"expansion": 0}, ValueError, r"^expansion must be >= 1, got 0$"),
+        ({"heads": 0}, ValueError, r"^heads must be >= 1, got 0$"),
+        ({"activation": "relu"}, ValueError, r"^activation must be one of \['gelu', 'silu'\], got 'relu'$"),
+        ({"residual_norm": 1}, TypeError, r"^residual_norm must be a bool or None, got int$"),
+        ({"forget_to_initial": 1}, TypeError, r"^forget_to_initial must be a bool or None, got int$"),
+    ],
+)
+def test_memory_mlp_refuses_bad_settings_by_name(kwargs, error, match):
+    kwargs = {"dim": 4, **kwargs}
+    with pytest.raises(error, match=match):
+        MemoryMLP(kwargs.pop("dim"), **kwargs)
+
+
+def test_memory_mlp_smallest_sizes_are_allowed():
+    model = MemoryMLP(1, depth=1, expansion=1, heads=1)
+    assert [tuple(w.shape) for w in model.initial_weights] == [(1, 1, 1)]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_initial_weights_have_the_layer_widths_and_a_1_over_sqrt_fan_in_scale(depth):
+    torch.manual_seed(0)
+    model = MemoryMLP(16, depth=depth, expansion=3, heads=2)
+    widths = [16] + [48] * (depth - 1) + [16]
+    shapes = [tuple(w.shape) for w in model.initial_weights]
+    assert shapes == [(2, d_in, d_out) for d_in, d_out in itertools.pairwise(widths)]
+    for w, d_in in zip(model.initial_weights, widths, strict=False):
+        std = w.detach().std().item() * math.sqrt(d_in)  # N(0, 1/d_in) entries
+        assert 0.8 < std < 1.2
+    assert (model.dim, model.depth, model.heads, model.activation) == (16, depth, 2, "silu")
+
+
+def test_expand_repeats_m0_per_sequence_with_the_head_fastest_and_stays_connected():
+    model = MemoryMLP(2, depth=1, heads=3)
+    with torch.no_grad():
+        model.initial_weights[0].copy_(torch.arange(12.0).reshape(3, 2, 2))
+    (w,) = model.expand(2)
+    assert w.shape == (6, 2, 2)
+    for row in range(6):
+        torch.testing.assert_close(w[row], model.initial_weights[0][row % 3].detach(), rtol=0, atol=0)
+    w.sum().backward()
+    assert model.initial_weights[0].grad.eq(2.0).all()  # each head's M_0 appears in both sequences
+
+
+def test_anchor_is_m0_per_row_in_the_requested_dtype_and_refuses_a_projection():
+    model = MemoryMLP(2, depth=2, expansion=1, heads=2)
+    anchor = model.anchor(4, torch.float64)
+    for got, want in zip(anchor, model.expand(2), strict=True):
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, want.double(), rtol=0, atol=0)
+    assert {w.dtype for w in model.anchor(4)} == {torch.float32}
+    with pytest.raises(ValueError, match=r"^forget_to_initial needs a linear retention \(project=None\)$"):
+        model.anchor(4, project=torch.nn.functional.softmax)
+    with pytest.raises(ValueError, match=r"^rows must be a multiple of heads \(2\), got 3$"):
+        model.anchor(3)
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu"])
+def test_recall_without_read_out_norm_by_hand(activation):
+    torch.manual_seed(0)
+    model = MemoryMLP(3, depth=3, expansion=2, activation=activation, residual_norm=False).to(DT)
+    weights = tuple(w + 0.1 * torch.randn_like(w) for w in model.expand(2))
+    x = torch.randn(2, 4, 3, dtype=DT)
+    act = {
+        "silu": lambda z: z * torch.sigmoid(z),
+        "gelu": lambda z: 0.5 * z * (1 + torch.erf(z / math.sqrt(2))),
+    }
+    expected = act[activation](act[activation](x @ weights[0]) @ weights[1]) @ weights[2]
+    torch.testing.assert_close(model.recall(weights, x), expected, rtol=0, atol=1e-12)
+    inputs, pre = model.layers(x, lambda layer, h: h @ weights[layer])
+    assert len(inputs) == len(pre) == 3
+    torch.testing.assert_close(inputs[1], act[activation](pre[0]), rtol=0, atol=1e-15)
+    torch.testing.assert_close(pre[2], expected, rtol=0, atol=1e-12)
