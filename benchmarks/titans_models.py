@@ -19,6 +19,7 @@ with the time ratio ``time(longest) / time(shortest)`` per kind (linear scaling 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -63,7 +64,8 @@ def child(spec: dict) -> dict:
     from neural_memory.common.runtime import configure_allocator
     from neural_memory.models.registry import build_lm
 
-    configure_allocator()  # same fixed glibc mmap threshold for every kind (see neural_memory.common.runtime)
+    # the same fixed glibc mmap threshold for every kind (see neural_memory.common.runtime); 1 MiB by default
+    configure_allocator(spec.get("mmap_threshold") or 1 << 20)
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
@@ -118,26 +120,29 @@ def measure(spec: dict, timeout: float) -> dict:
 
 def label(r: dict) -> str:
     """The kind, with the memories' checkpointing when it is on."""
-    return r["kind"] + (f" ckpt={r['checkpoint_chunks']}" if r.get("checkpoint_chunks") else "")
+    name = r["kind"] + (f" ckpt={r['checkpoint_chunks']}" if r.get("checkpoint_chunks") else "")
+    return name + (
+        f" mmap={r['mmap_threshold'] >> 10}K" if r.get("mmap_threshold", 1 << 20) != 1 << 20 else ""
+    )
 
 
 def table(results: list[dict], seqs: list[int]) -> str:
     lines = [
-        f"{'kind':<21} {'seq':>6} {'tokens/s':>10} {'s/step':>9} {'cpu s/step':>10} {'dPeakRSS MB':>12} "
+        f"{'kind':<30} {'seq':>6} {'tokens/s':>10} {'s/step':>9} {'cpu s/step':>10} {'dPeakRSS MB':>12} "
         f"{'params':>9}"
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"{label(r):<21} {r['seq']:>6}  FAILED: {r['error']}")
+            lines.append(f"{label(r):<30} {r['seq']:>6}  FAILED: {r['error']}")
             continue
         lines.append(
-            f"{label(r):<21} {r['seq']:>6} {r['tokens_per_second']:>10.0f} {r['seconds_per_step']:>9.3f} "
+            f"{label(r):<30} {r['seq']:>6} {r['tokens_per_second']:>10.0f} {r['seconds_per_step']:>9.3f} "
             f"{r['cpu_seconds_per_step']:>10.3f} {r['delta_peak_rss_mb']:>12.1f} {r['parameters']:>9}"
         )
     lines.append("")
     lines.append(f"time ratio seq {seqs[-1]} / seq {seqs[0]} (linear = {seqs[-1] / seqs[0]:g}):")
     for name, ratio in ratios(results, seqs).items():
-        lines.append(f"  {name:<21} {ratio if isinstance(ratio, str) else f'{ratio:.2f}'}")
+        lines.append(f"  {name:<30} {ratio if isinstance(ratio, str) else f'{ratio:.2f}'}")
     return "\n".join(lines)
 
 
@@ -171,6 +176,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the memories' checkpoint_chunks, each measured in turn: 0 (none, default), auto or an int "
         "(Titans kinds only)",
     )
+    parser.add_argument(
+        "--mmap-threshold",
+        nargs="+",
+        type=int,
+        default=[1 << 20],
+        help="glibc mmap thresholds in bytes, each measured in turn (default 1048576, the CLI's)",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -187,9 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = [c if c == "auto" else int(c) for c in args.checkpoint_chunks]
     for seq in seqs:
         for kind in args.kinds:
-            for ckpt in settings if kind.startswith("titans-") else [0]:
-                spec = {**base, "kind": kind, "seq": seq, "threads": args.threads, "checkpoint_chunks": ckpt}
-                result = {"kind": kind, "seq": seq, "checkpoint_chunks": ckpt, **measure(spec, args.timeout)}
+            for ckpt, mmap in itertools.product(
+                settings if kind.startswith("titans-") else [0], args.mmap_threshold
+            ):
+                setting = {"checkpoint_chunks": ckpt, "mmap_threshold": mmap}
+                spec = {**base, "kind": kind, "seq": seq, "threads": args.threads, **setting}
+                result = {"kind": kind, "seq": seq, **setting, **measure(spec, args.timeout)}
                 results.append(result)
                 print(json.dumps(result), flush=True)
     print()
