@@ -158,6 +158,42 @@ def accuracy_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def seed_table(records: list[dict]) -> str:
+    """One row per kind, one column per seed: recall accuracy (final validation loss), or the text task's
+    final validation loss; a non-finite run shows as **NaN**. For one task and learning rate."""
+    seeds = sorted({r["seed"] for r in records})
+    lines = [
+        "| kind | " + " | ".join(f"seed {s}" for s in seeds) + " | all finite |",
+        "|---|" + "--:|" * len(seeds) + "---|",
+    ]
+    for kind in dict.fromkeys(r["kind"] for r in records):
+        runs = {r["seed"]: r for r in records if r["kind"] == kind}
+        cells = []
+        for seed in seeds:
+            r = runs.get(seed)
+            if r is None:
+                cells.append("not run")
+            elif r["finite"] is not True:
+                cells.append("**NaN**" if r["finite"] is False else "error")
+            elif r["task"] == "recall":
+                cells.append(f"{final(r, 'val_accuracy'):.3f} ({final(r, 'val_loss'):.2f})")
+            else:
+                cells.append(f"{final(r, 'val_loss'):.3f}")
+        finite = all(r["finite"] is True for r in runs.values())
+        lines.append(f"| {kind} | " + " | ".join(cells) + f" | {'yes' if finite else 'no'} |")
+    return "\n".join(lines)
+
+
+def summary(files: list[Path]) -> str:
+    """Seed tables of several stability result files, one per (task, learning-rate multiplier)."""
+    records = [r for f in files for r in json.loads(f.read_text())["records"]]
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["task"], r["lr_mult"]), []).append(r)
+    parts = [f"{task}, {mult:g}x lr:\n\n{seed_table(rs)}" for (task, mult), rs in sorted(groups.items())]
+    return "\n\n".join(parts)
+
+
 def save(out: Path | None, records: list[dict], stability: bool) -> None:
     if out is None:
         return
@@ -171,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=["stability", "recall"])
+    parser.add_argument("mode", choices=["stability", "recall", "summary"])
+    parser.add_argument("files", nargs="*", type=Path, help="summary: stability result files to tabulate")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS))
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--tasks", nargs="+", choices=["recall", "text"], default=None)
@@ -192,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny model, few steps (smoke test)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.mode == "summary":
+        print(summary(args.files))
+        return 0
     stability = args.mode == "stability"
     args.seeds = args.seeds or ([0, 1, 2, 3, 4] if stability else [0, 1, 2])
     args.tasks = args.tasks or (["recall", "text"] if stability and args.text else ["recall"])
