@@ -94,3 +94,18 @@ def test_an_output_gradient_goes_through_the_readout_norm_like_its_loss():
     for a, b, c in zip(by_loss, by_grad, without_norm, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
         assert (a - c).abs().max() > 1e-3  # the gain and bias matter, so dropping them would show
+
+
+def test_an_output_gradient_uses_each_rows_own_readout_gain_with_two_heads():
+    """Rows of different heads carry different gains and biases; the vjp path must read each row's own."""
+    torch.manual_seed(2)
+    model = MemoryMLP(4, depth=2, expansion=2, heads=2, residual_norm=True).to(DT)
+    with torch.no_grad():
+        model.norm_weight.add_(0.5 * torch.randn_like(model.norm_weight))
+        model.norm_bias.add_(0.5 * torch.randn_like(model.norm_bias))
+    weights = tuple(w + 0.3 * torch.randn_like(w) for w in model.expand(3))  # 6 rows: (sequence, head)
+    key, value = torch.randn(6, 4, dtype=DT), torch.randn(6, 4, dtype=DT)
+    by_loss = per_token_gradients(model, weights, key, value, loss=lambda p, t: ((p - t) ** 4).sum() / 4)
+    by_grad = per_token_gradients(model, weights, key, value, output_grad=lambda p, t: (p - t) ** 3)
+    for a, b in zip(by_loss, by_grad, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
