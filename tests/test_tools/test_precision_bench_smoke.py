@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "precision.py"
+from .scripts import load_benchmark
 
 
 def test_quick_run_writes_both_precisions(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("precision_bench", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("precision")
     out = tmp_path / "precision.json"
     assert bench.main(["--quick", "--kinds", "transformer", "titans-lmm", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]

@@ -96,19 +96,24 @@ def saved_for_backward(module, x):
     return sum(storages.values())
 
 
+def same_outputs_and_gradients(a, b, x):
+    """Two modules with the same weights give the same outputs and outer gradients on ``x`` (float64)."""
+    results = []
+    for module in (a, b):
+        y, state = module(x)
+        loss = (y**2).sum() + sum((w**2).sum() for w in state.weights)
+        results.append((y, torch.autograd.grad(loss, list(module.parameters()))))
+    torch.testing.assert_close(results[0][0], results[1][0], **TOL)
+    for ga, gb in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(ga, gb, **TOL)
+
+
 def test_checkpointing_gives_the_same_outputs_and_gradients_and_saves_less():
     plain, _ = pair(chunk_size=2)
     ckpt, _ = pair(chunk_size=2, checkpoint_chunks=2)
     x = torch.randn(2, 11, 8, dtype=DT)
     assert saved_for_backward(ckpt, x) < 0.5 * saved_for_backward(plain, x)
-    grads = []
-    for module in (plain, ckpt):
-        y, state = module(x)
-        loss = (y**2).sum() + sum((w**2).sum() for w in state.weights)
-        grads.append((y, torch.autograd.grad(loss, list(module.parameters()))))
-    torch.testing.assert_close(grads[0][0], grads[1][0], **TOL)
-    for a, b in zip(grads[0][1], grads[1][1], strict=True):
-        torch.testing.assert_close(a, b, **TOL)
+    same_outputs_and_gradients(plain, ckpt, x)
 
 
 @settings(max_examples=12)
@@ -538,11 +543,4 @@ def test_auto_checkpointing_starts_past_256_chunks_and_changes_nothing_but_memor
     short, long = torch.randn(1, 256, 2, dtype=DT), torch.randn(1, 300, 2, dtype=DT)
     assert saved_for_backward(auto, short) == saved_for_backward(plain, short)
     assert saved_for_backward(auto, long) < 0.5 * saved_for_backward(plain, long)
-    grads = []
-    for module in (plain, auto):
-        y, state = module(long)
-        loss = (y**2).sum() + sum((w**2).sum() for w in state.weights)
-        grads.append((y, torch.autograd.grad(loss, list(module.parameters()))))
-    torch.testing.assert_close(grads[0][0], grads[1][0], **TOL)
-    for a, b in zip(grads[0][1], grads[1][1], strict=True):
-        torch.testing.assert_close(a, b, **TOL)
+    same_outputs_and_gradients(plain, auto, long)
