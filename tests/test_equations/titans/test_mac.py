@@ -328,3 +328,28 @@ def test_mac_streaming_in_two_calls_equals_one_call(cut, use_memory):
     if use_memory:
         for a, b in zip(state.memory.weights, whole_state.memory.weights, strict=True):
             torch.testing.assert_close(a, b, **TOL)
+
+
+def test_mac_in_bfloat16_keeps_every_output_and_state_tensor_in_bfloat16():
+    """Caches and token buffers made between segments follow the input's dtype (no silent promotion)."""
+    torch.manual_seed(0)
+    mac = MemoryAsContext(8, segment_len=4, n_persistent=2, heads=2, memory={"chunk_size": 2}).to(
+        torch.bfloat16
+    )
+    x = torch.randn(1, 8, 8).to(torch.bfloat16)  # two whole segments: the state is between segments
+    out, state = mac(x)
+    assert out.dtype == torch.bfloat16
+    assert state.memory_tokens.dtype == state.segment_tokens.dtype == torch.bfloat16
+    out, state = mac(x[:, :3], state)  # inside a segment: the retrieval state and its caches
+    assert out.dtype == torch.bfloat16
+    assert {c.dtype for c in state.retrieval.conv.values()} == {torch.bfloat16}
+    assert {c.dtype for c in state.memory.conv.values()} == {torch.bfloat16}
+
+
+def test_mac_on_an_empty_first_call_starts_its_state_in_the_input_dtype_and_device():
+    mac = make_mac()
+    _, state = mac(torch.zeros(2, 0, 8, dtype=DT))
+    assert state.memory_tokens.dtype == state.segment_tokens.dtype == DT
+    assert {w.dtype for w in state.memory.weights} == {DT}
+    _, on_meta = make_mac().to("meta")(torch.zeros(2, 0, 8, dtype=DT, device="meta"))
+    assert on_meta.memory_tokens.device.type == "meta" and on_meta.segment_tokens.device.type == "meta"
