@@ -129,7 +129,7 @@ def build_model(spec: dict):
         "expansion": spec["expansion"],
         "impl": "reference" if spec["config"] == "reference" else "chunked",
     }
-    if _checkpoint_supported():  # 0 = none, explicitly: the default ("auto") checkpoints past 256 chunks
+    if _checkpoint_supported():  # stated, not left to the default: a plain row never checkpoints
         kwargs["checkpoint_chunks"] = spec.get("checkpoint_chunks") or 0
     return NeuralMemory(dim, **kwargs)
 

@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+MMAP_THRESHOLD = 1 << 20  # configure_allocator's default, the CLI's setting
 KINDS = ("titans-mac", "titans-mag", "titans-mal", "titans-lmm", "transformer")
 FULL = {
     "seqs": (1024, 4096, 16384),
@@ -64,8 +65,8 @@ def child(spec: dict) -> dict:
     from neural_memory.common.runtime import configure_allocator
     from neural_memory.models.registry import build_lm
 
-    # the same fixed glibc mmap threshold for every kind (see neural_memory.common.runtime); 1 MiB by default
-    configure_allocator(spec.get("mmap_threshold") or 1 << 20)
+    # the same fixed glibc mmap threshold for every kind (see neural_memory.common.runtime)
+    configure_allocator(spec.get("mmap_threshold") or MMAP_THRESHOLD)
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
@@ -121,9 +122,8 @@ def measure(spec: dict, timeout: float) -> dict:
 def label(r: dict) -> str:
     """The kind, with the memories' checkpointing when it is on."""
     name = r["kind"] + (f" ckpt={r['checkpoint_chunks']}" if r.get("checkpoint_chunks") else "")
-    return name + (
-        f" mmap={r['mmap_threshold'] >> 10}K" if r.get("mmap_threshold", 1 << 20) != 1 << 20 else ""
-    )
+    threshold = r.get("mmap_threshold", MMAP_THRESHOLD)
+    return name + (f" mmap={threshold >> 10}K" if threshold != MMAP_THRESHOLD else "")
 
 
 def table(results: list[dict], seqs: list[int]) -> str:
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "--mmap-threshold",
         nargs="+",
         type=int,
-        default=[1 << 20],
+        default=[MMAP_THRESHOLD],
         help="glibc mmap thresholds in bytes, each measured in turn (default 1048576, the CLI's)",
     )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
