@@ -358,6 +358,14 @@ def _code_lines(row: Mapping, inputs: Inputs) -> list[str]:
         out.append(
             f"- [`{where}`]({source_link(path, line, 'papers')}) (`{path}:{line}`){api_link}{mutation}"
         )
+    score = row.get("mutation")
+    if score and score["tested"]:
+        stale = " (stale: the code changed since)" if score["stale"] else ""
+        out += [
+            "",
+            f"**Mutation:** {score['killed']} of the {score['tested']} mutants of the claiming code killed "
+            f"({score['killed'] / score['tested']:.0%}){stale}; [report](../mutation.md).",
+        ]
     return [*out, ""]
 
 

@@ -432,7 +432,9 @@ def test_json_schema(marked_map):
         "tested_by",
         "verified_by",
         "na",
+        "mutation",
     }
+    assert eq8["mutation"] is None  # the synthetic tests directory has no mutation report beside it
     assert eq8["status"] == "verified" and eq8["tested_by"] == ["test_marked.py::test_eq8"]
     assert eq8["verified_by"] == {"m:f": ["t.py::m:f"]}
     assert len(data["equations"]) == 35 + 38 + 121
@@ -551,3 +553,48 @@ def test_update_readme_creates_a_missing_readme_and_rejects_one_without_markers(
     readme.write_text("# no markers\n", "utf-8")
     assert update_readme.main(["--readme", str(readme), "--tests", str(tests_dir)]) == 1
     assert readme.read_text("utf-8") == "# no markers\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mutation scores (scripts/mutation_report.py's per-equation entries)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _mutation_report(tmp_path: Path, source_text: str, recorded_text: str) -> Path:
+    import hashlib
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "m.py").write_text(source_text)
+    entry = {
+        "paper": "titans",
+        "number": 1,
+        "killed": 9,
+        "tested": 10,
+        "score": 0.9,
+        "sha256": {"src/m.py": hashlib.sha256(recorded_text.encode()).hexdigest()},
+        "not_run": ["n:g"],
+    }
+    path = tmp_path / "mutation.json"
+    path.write_text(json.dumps({"modules": {}, "equations": [entry]}))
+    return path
+
+
+def test_mutation_scores_are_read_per_equation_and_shown_beside_the_status(tmp_path):
+    scores = report.load_mutation_scores(_mutation_report(tmp_path, "x = 1\n", "x = 1\n"), tmp_path)
+    assert scores == {("titans", 1): report.MutationScore(9, 10, False, ("n:g",))}
+    rows = build_rows(SYNTHETIC, CLAIMS, TESTS, status=RUN, mutation=scores)
+    row1 = next(r for r in rows if r.number == 1)
+    assert row1.mutation == scores[("titans", 1)] and all(r.mutation is None for r in rows if r.number != 1)
+    assert "verified; mutation 90 % (9/10)" in render_plain(rows, summarise(rows))
+    # the README's markdown keeps the status alone: it changes with the tests, not with each mutation run
+    assert "mutation" not in render_markdown(rows, summarise(rows))
+
+
+def test_a_mutation_score_from_changed_code_is_marked_stale(tmp_path):
+    scores = report.load_mutation_scores(_mutation_report(tmp_path, "x = 2\n", "x = 1\n"), tmp_path)
+    assert scores[("titans", 1)].stale
+    assert scores[("titans", 1)].text() == "mutation 90 % (9/10) STALE"
+
+
+def test_no_mutation_report_means_no_scores(tmp_path):
+    assert report.load_mutation_scores(tmp_path / "absent.json", tmp_path) == {}

@@ -223,3 +223,19 @@ def test_the_newest_reproduction_report_is_copied_with_its_files(build_docs, tmp
     assert "## Report" in page and "![loss](loss.png)" in page
     assert "data (`../../benchmarks/x.json`)" in page  # a file outside the report's folder: no dead link
     assert (out / "reproduction" / "loss.png").read_bytes() == b"png"
+
+
+def test_an_equations_mutation_score_is_shown_in_its_section(build_docs):
+    row = {"implemented_by": [], "mutation": {"killed": 9, "tested": 12, "stale": False, "not_run": []}}
+    assert build_docs._code_lines(row, None) == ["**Code:** none claims this equation.", ""]
+    row = {**row, "implemented_by": ["m:f"]}
+
+    from types import SimpleNamespace
+
+    inputs = SimpleNamespace(locations={"m:f": ("src/neural_memory/m.py", 3)}, mutation={})
+    text = "\n".join(build_docs._code_lines(row, inputs))
+    assert "**Mutation:** 9 of the 12 mutants of the claiming code killed (75%)" in text
+    row["mutation"] = {**row["mutation"], "stale": True}
+    assert "(stale: the code changed since)" in "\n".join(build_docs._code_lines(row, inputs))
+    row["mutation"] = None
+    assert "Mutation" not in "\n".join(build_docs._code_lines(row, inputs))

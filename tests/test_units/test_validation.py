@@ -61,3 +61,14 @@ def test_the_type_error_names_the_type_it_got():
         check_range("eta", "0.5", LIKE)
     with pytest.raises(TypeError, match=r"^eta must be a float or a tensor, got bool$"):
         check_range("eta", True, LIKE)
+
+
+def test_check_range_checks_the_value_where_it_is_and_returns_it_on_the_device_of_like():
+    """A float (or a CPU tensor) is checked on the CPU and moved to ``like``'s device (``meta`` standing
+    in for CUDA here; a value check on a ``meta`` tensor could not read anything)."""
+    like = torch.zeros(2, 3, device="meta")
+    for value in (0.5, torch.full((3,), 0.25)):
+        t = check_range("gate", value, like, high=1.0)
+        assert t.device.type == "meta" and t.dtype == like.dtype
+    with pytest.raises(ValueError, match=r"^gate must be in \[0, 1\], got 2.0$"):
+        check_range("gate", 2.0, like, high=1.0)

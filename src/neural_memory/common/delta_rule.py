@@ -28,7 +28,7 @@ def _check_theta(theta: float | torch.Tensor, like: torch.Tensor, batch: torch.S
         raise TypeError(
             f"theta must be a float or a tensor of shape {tuple(batch)}, got {type(theta).__name__}"
         )
-    theta_t = torch.as_tensor(theta, dtype=like.dtype, device=like.device)
+    theta_t = torch.as_tensor(theta, dtype=like.dtype)  # checked where it is, then moved to like's device
     if not bool(torch.isfinite(theta_t).all() and (theta_t >= 0).all()):
         raise ValueError(f"theta must be finite and >= 0, got {theta}")
     try:
@@ -37,7 +37,7 @@ def _check_theta(theta: float | torch.Tensor, like: torch.Tensor, batch: torch.S
         fits = False
     if not fits:
         raise ValueError(f"theta of shape {tuple(theta_t.shape)} does not broadcast to {tuple(batch)}")
-    return theta_t
+    return theta_t.to(device=like.device)
 
 
 @implements("titans", 34)

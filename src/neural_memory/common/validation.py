@@ -42,7 +42,8 @@ def check_range(
     """
     if isinstance(value, bool) or not isinstance(value, int | float | Tensor):
         raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
-    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    # checked where the values are (a float: on the CPU, no device sync), then moved to like's device
+    t = torch.as_tensor(value, dtype=like.dtype)
     bad = torch.isnan(t) | (t < low) | (t > high) | (torch.isinf(t) & (not allow_inf))
     if low_open:
         bad = bad | (t == low)
@@ -56,4 +57,4 @@ def check_range(
         fits = False
     if not fits:
         raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to {tuple(shape)}")
-    return t
+    return t.to(device=like.device)

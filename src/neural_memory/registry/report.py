@@ -27,6 +27,11 @@ equation, on a status file older than the package's or the tests' code, and on c
 registry that disagree. Outside a source checkout (an installed package, no tests)
 the report shows the statuses shipped with the package and says so; ``--check`` needs the repository.
 
+When the repository holds a mutation report (``benchmarks/results/mutation.json``, written by
+``python3 dev.py mutate``), each equation whose claiming code was mutated shows its mutation score
+(killed / tested mutants of the claiming objects), marked stale when a module it comes from changed
+since that run.
+
 This module does not import torch; :func:`run` imports the package only to discover the claims.
 """
 
@@ -42,13 +47,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TextIO
 
-from neural_memory.registry import PAPER_TITLES, PAPERS, Equation, EquationId, paper_meta
+from neural_memory.registry import PAPER_TITLES, PAPERS, Equation, EquationId, normalise_number, paper_meta
 from neural_memory.registry import status as status_file
 from neural_memory.registry.status import RunStatus
 
 Key = tuple[str, EquationId]
 STATUSES: tuple[str, ...] = ("verified", "implemented", "tested", "missing", "n/a")
 COLLECT_TIMEOUT_S = 300
+MUTATION_REPORT = Path("benchmarks/results/mutation.json")  # relative to the repository
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,21 @@ class Row:
     tested_by: tuple[str, ...]
     na: str | None
     verified_by: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (claim, passing tests that executed it)
+    mutation: MutationScore | None = None
+
+
+@dataclass(frozen=True)
+class MutationScore:
+    """Mutants of an equation's claiming code killed by the tests, from the committed mutation report."""
+
+    killed: int
+    tested: int
+    stale: bool  # a module it comes from changed since the mutation run
+    not_run: tuple[str, ...] = ()  # claims in modules the report has not covered
+
+    def text(self) -> str:
+        share = f"{100 * self.killed / self.tested:.0f} %" if self.tested else "n/a"
+        return f"mutation {share} ({self.killed}/{self.tested}){' STALE' if self.stale else ''}"
 
 
 @dataclass(frozen=True)
@@ -112,6 +133,7 @@ def build_rows(
     tests: Mapping[Key, Sequence[str]],
     paper: str | None = None,
     status: RunStatus | None = None,
+    mutation: Mapping[Key, MutationScore] | None = None,
 ) -> list[Row]:
     """One row per registry equation (of ``paper``, or of all papers), in registry order."""
     rows = []
@@ -135,9 +157,31 @@ def build_rows(
                 tested,
                 eq.na,
                 verified_by,
+                (mutation or {}).get(key),
             )
         )
     return rows
+
+
+def load_mutation_scores(report: Path, root: Path) -> dict[Key, MutationScore]:
+    """Per equation, from a mutation report (``scripts/mutation_report.py``); {} when there is none.
+
+    ``root``: the repository the report's module paths are relative to (for the staleness check).
+    """
+    import hashlib
+
+    if not report.is_file():
+        return {}
+    data = json.loads(report.read_text())
+    scores = {}
+    for entry in data.get("equations", []):
+        stale = False
+        for path, sha in entry["sha256"].items():
+            source = root / path
+            stale |= not source.is_file() or hashlib.sha256(source.read_bytes()).hexdigest() != sha
+        key = (entry["paper"], normalise_number(entry["number"]))
+        scores[key] = MutationScore(entry["killed"], entry["tested"], stale, tuple(entry.get("not_run", ())))
+    return scores
 
 
 def summarise(rows: Iterable[Row]) -> dict[str, dict[str, int]]:
@@ -360,8 +404,9 @@ def _arxiv(paper: str) -> str:
     return f"arXiv:{meta['arxiv']}{meta['version']}"
 
 
-def _status_text(row: Row) -> str:
-    return f"n/a: {row.na}" if row.status == "n/a" else row.status
+def _status_text(row: Row, mutation: bool = True) -> str:
+    text = f"n/a: {row.na}" if row.status == "n/a" else row.status
+    return f"{text}; {row.mutation.text()}" if mutation and row.mutation is not None else text
 
 
 def render_plain(rows: Sequence[Row], summary: Mapping[str, Mapping[str, int]]) -> str:
@@ -460,7 +505,8 @@ def render_markdown(rows: Sequence[Row], summary: Mapping[str, Mapping[str, int]
         for r in rows:
             if r.paper == paper:
                 impl = "<br>".join(f"`{_md(w)}`" for w in r.implemented_by)
-                out.append(f"| {r.number} | {_md(r.name)} | {r.kind} | {_md(_status_text(r))} | {impl} |")
+                status = _md(_status_text(r, mutation=False))
+                out.append(f"| {r.number} | {_md(r.name)} | {r.kind} | {status} | {impl} |")
         out += ["", "</details>"]
     return "\n".join(out) + "\n"
 
@@ -499,6 +545,14 @@ def to_json(
             "tested_by": list(r.tested_by),
             "verified_by": {where: list(tests) for where, tests in r.verified_by},
             "na": r.na,
+            "mutation": None
+            if r.mutation is None
+            else {
+                "killed": r.mutation.killed,
+                "tested": r.mutation.tested,
+                "stale": r.mutation.stale,
+                "not_run": list(r.mutation.not_run),
+            },
         }
         for r in rows
     ]
@@ -569,7 +623,9 @@ def run(
         test_map = TestMap(tests=_tests_of(status))
 
     registry = load_registry()
-    rows = build_rows(registry, implementations, test_map.tests, paper, status)
+    root = tests_dir.resolve().parent if tests_dir is not None else None
+    mutation = load_mutation_scores(root / MUTATION_REPORT, root) if root is not None else {}
+    rows = build_rows(registry, implementations, test_map.tests, paper, status, mutation)
     summary = summarise(rows)
     source = status_source(status, tests_dir, shipped)
     problems = (

@@ -97,8 +97,8 @@ class _DualLinear(torch.autograd.Function):
     def backward(ctx, grad_out):
         inputs = ctx.saved_tensors  # once: checkpointing allows one unpacking per backward
         with torch.autocast(ctx.device, dtype=ctx.autocast_dtype, enabled=ctx.autocast):
-            grads = _DualLinear._backward(ctx.needs_input_grad, grad_out, *inputs)
-        return tuple(None if g is None else g.to(x.dtype) for g, x in zip(grads, inputs, strict=True))
+            # autograd casts each gradient to its input's dtype (float32 leaves under bf16 autocast)
+            return _DualLinear._backward(ctx.needs_input_grad, grad_out, *inputs)
 
     @staticmethod
     def _backward(need, grad_out, h, w, m, a, g, beta, s, q, anchor):
@@ -109,14 +109,14 @@ class _DualLinear(torch.autograd.Function):
         grad_h = grad_w = grad_m = grad_a = grad_g = grad_beta = grad_s = grad_q = grad_anchor = None
         if need[0]:
             grad_h = torch.baddbmm(torch.addcmul(beta * through_w, s, through_m), out_scores * q, a)
-        if need[5]:
-            grad_beta = torch.linalg.vecdot(h, through_w.to(h.dtype))[..., None]
+        if need[5]:  # vecdot runs under the matmuls' autocast too, so h and through_w meet in one dtype
+            grad_beta = torch.linalg.vecdot(h, through_w)[..., None]
         if anchor is not None:
             through_anchor = grad_out @ anchor.transpose(-1, -2)
             if need[0]:
                 grad_h = torch.addcmul(grad_h, 1 - beta, through_anchor)
             if need[5]:
-                grad_beta = grad_beta - torch.linalg.vecdot(h, through_anchor.to(h.dtype))[..., None]
+                grad_beta = grad_beta - torch.linalg.vecdot(h, through_anchor)[..., None]
             if need[8]:
                 grad_anchor = h.transpose(-1, -2) @ ((1 - beta) * grad_out)
         if need[1]:
@@ -124,7 +124,7 @@ class _DualLinear(torch.autograd.Function):
         if need[2]:
             grad_m = h.transpose(-1, -2) @ (s * grad_out)
         if need[6]:
-            grad_s = torch.linalg.vecdot(h, through_m.to(h.dtype))[..., None]
+            grad_s = torch.linalg.vecdot(h, through_m)[..., None]
         if need[3]:
             grad_a = (out_scores * q).transpose(-1, -2) @ h
         if need[4] or need[7]:

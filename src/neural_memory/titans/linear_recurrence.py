@@ -35,7 +35,7 @@ def _gate(name: str, value: Gate, M: torch.Tensor, upper: float | None) -> torch
     batch, d_v = tuple(M.shape[:-2]), M.shape[-2]
     if isinstance(value, bool) or not isinstance(value, int | float | torch.Tensor):
         raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
-    gate = torch.as_tensor(value, dtype=M.dtype, device=M.device)
+    gate = torch.as_tensor(value, dtype=M.dtype)  # checked where it is, then moved to M's device
     if gate.dim() == 0:
         shaped = gate
     elif tuple(gate.shape) == batch:
@@ -52,7 +52,7 @@ def _gate(name: str, value: Gate, M: torch.Tensor, upper: float | None) -> torch
         raise ValueError(f"{name} must be >= 0 and finite, got {value}")
     if upper is not None and not (finite_nonneg and (gate <= upper).all()):
         raise ValueError(f"{name} must be in [0, {upper:g}], got {value}")
-    return shaped
+    return shaped.to(device=M.device)
 
 
 @implements("titans", 32, 33)

@@ -194,12 +194,10 @@ class MemoryMLP(nn.Module):
         pre-activations :math:`z_l` of every layer; the last :math:`z` is the network's output before the
         read-out (:meth:`readout`).
         """
-        inputs, pre = [], []
-        h = x
-        for layer in range(self.depth):
-            inputs.append(h)
-            pre.append(linear(layer, h))
-            h = self.act(pre[-1]) if layer < self.depth - 1 else pre[-1]
+        inputs, pre = [x], [linear(0, x)]
+        for layer in range(1, self.depth):  # the activation sits between layers, not after the last
+            inputs.append(self.act(pre[-1]))
+            pre.append(linear(layer, inputs[-1]))
         return inputs, pre
 
     def recall(self, weights: Weights, x: Tensor, norm: tuple[Tensor, Tensor] | None = None) -> Tensor:

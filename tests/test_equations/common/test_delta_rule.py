@@ -136,6 +136,15 @@ def test_theta_that_does_not_broadcast_to_the_batch_names_both_shapes():
         assert _message(excinfo) == f"theta of shape {tuple(theta.shape)} does not broadcast to (3,)"
 
 
+def test_theta_is_checked_where_it_is_and_moves_to_the_states_device():
+    """θ given as a float or a CPU tensor for a state elsewhere (``meta`` standing in for CUDA): the
+    check reads it on the CPU, the step runs on the state's device."""
+    s, k, v = (torch.zeros(*shape, device="meta") for shape in ((2, 3, 2), (2, 2), (2, 3)))
+    for theta in (0.5, torch.tensor([0.5, 0.25])):
+        assert delta_rule_step(s, k, v, theta).device.type == "meta"
+        assert longhorn_delta(k, theta).device.type == "meta"
+
+
 @pytest.mark.equation("titans", 34)
 def test_delta_rule_scalar_theta_is_shared_by_a_batch_by_hand():
     # two 1 x 1 memories, θ = 0.5 for both:
@@ -208,3 +217,20 @@ def test_longhorn_rejects_bad_arguments():
         longhorn_delta(k, float("inf"))
     with pytest.raises(ValueError, match=r"k must have shape \(\.\.\., d_k=2\)"):
         longhorn_step(s, _randn(4), v, 1.0)
+
+
+def test_longhorn_delta_refuses_a_key_that_is_not_a_vector_and_says_what_it_got():
+    with pytest.raises(ValueError) as excinfo:
+        longhorn_delta(torch.tensor(2.0, dtype=F64), 0.5)
+    assert _message(excinfo) == "k must have shape (..., d_k), got torch.Size([])"
+    with pytest.raises(ValueError) as excinfo:
+        longhorn_delta([1.0, 2.0], 0.5)  # type: ignore[arg-type]
+    assert _message(excinfo) == "k must have shape (..., d_k), got list"
+
+
+def test_longhorn_delta_keeps_every_batch_axis():
+    """k of shape (2, 3, d): one step per (2, 3) position, theta broadcast over both batch axes."""
+    k = torch.arange(12.0, dtype=F64).reshape(2, 3, 2)
+    theta = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]], dtype=F64)
+    expected = theta / (1 + theta * (k * k).sum(-1))
+    torch.testing.assert_close(longhorn_delta(k, theta), expected, rtol=0, atol=1e-15)

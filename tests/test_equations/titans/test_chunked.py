@@ -449,6 +449,7 @@ def test_dual_linear_gives_each_input_its_own_gradient_when_only_it_needs_one(wh
         (0, 10, 4, True, [1, 3, 1, 3, 1, 1]),  # Memora's lag token: each chunk's first token alone
         (1, 5, 4, True, [3, 1, 1]),
         (0, 3, 1, True, [1, 1, 1]),  # chunk 1: the lag token is the whole chunk
+        (0, 5, 2, True, [1, 1, 1, 1, 1]),  # chunk 2: the lag token, then the chunk's other token
     ],
 )
 def test_piece_sizes_by_hand(offset, total, chunk, lag, sizes):
@@ -494,3 +495,97 @@ def test_add_matmul_adds_in_place_except_under_autocast():
         out = _add_matmul(buffer, a, b)
     assert out is not buffer and torch.equal(buffer, before)
     torch.testing.assert_close(out.float(), before + a @ b, rtol=0.05, atol=0.1)
+
+
+def test_piece_sizes_default_has_no_lag_token():
+    assert piece_sizes(0, 10, 4) == [4, 4, 2]
+
+
+def test_a_scaled_attentional_bias_is_a_scaled_step_size():
+    """Another bias reaches the update through ``output_grad`` (and its per-token ``bias_params``):
+    the gradient of c_t * loss is c_t times the gradient, so it must equal theta_t -> c_t theta_t."""
+    from neural_memory.titans.associative_loss import associative_loss_output_grad as l2_grad
+
+    model, state, keys, values, queries, alpha, eta, theta = make(depth=2, seq=7)
+    scale = 0.5 + torch.rand(theta.shape, dtype=DT)
+
+    def run(theta, **kwargs):
+        return chunked_memory(model, state, keys, values, queries, alpha, eta, theta, chunk_size=3, **kwargs)
+
+    y_const, s_const = run(theta, output_grad=lambda pred, target: 3.0 * l2_grad(pred, target))
+    y_want, s_want = run(3.0 * theta)
+    torch.testing.assert_close(y_const, y_want, **GRAD_TOL)
+    assert_states_close(s_const, s_want, GRAD_TOL)
+    y_tok, s_tok = run(
+        theta,
+        output_grad=lambda pred, target, c: c * l2_grad(pred, target),
+        bias_params={"c": scale[..., None]},
+    )
+    y_want, s_want = run(scale * theta)
+    torch.testing.assert_close(y_tok, y_want, **GRAD_TOL)
+    assert_states_close(s_tok, s_want, GRAD_TOL)
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_dual_read_rescales_each_layers_linear_read(depth):
+    """``rescale(layer, h @ C_t)`` (MIRAS' Moneta) is applied to every layer's read, with its index."""
+    from neural_memory.titans.chunked import dual_read
+
+    model, state, keys, values, queries, alpha, eta, theta = make(depth=depth, seq=4, norm=False)
+    acts, grads = model.gradient_factors(state.weights, keys, values)
+    c = chunk_coefficients(alpha, eta, theta)
+    args = (model, state.weights, state.momentum, acts, grads, c, queries)
+    seen = []
+
+    def double(layer, out):
+        seen.append(layer)
+        return 2.0 * out
+
+    doubled = dual_read(*args, rescale=double)
+    assert seen == list(range(depth))
+    plain = dual_read(*args)
+    if depth == 1:  # a linear memory: the read itself doubles
+        torch.testing.assert_close(doubled, 2.0 * plain, **TOL)
+    else:  # every layer's weights doubled: the same read as a model whose M_t are all 2 M_t
+        w2 = tuple(2.0 * w for w in state.weights)
+        m2 = tuple(2.0 * m for m in state.momentum)
+        g2 = [2.0 * g for g in grads]
+        torch.testing.assert_close(doubled, dual_read(model, w2, m2, acts, g2, c, queries), **GRAD_TOL)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16, torch.float16], ids=["off", "bf16", "fp16"])
+def test_dual_linear_backward_runs_under_the_forwards_autocast(dtype):
+    """The backward's matmuls run as the forward's did: not at all under autocast when it was off, and in
+    the forward's autocast dtype (not autocast's default) when it was on."""
+    import contextlib
+
+    from neural_memory.titans.chunked import _DualLinear, dual_linear
+
+    inputs = [x.detach().float().requires_grad_() for x in dual_linear_inputs(True)]
+    context = (lambda: torch.autocast("cpu", dtype=dtype)) if dtype else contextlib.nullcontext
+    with context():
+        out = dual_linear(*inputs)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).to(out.dtype)
+    got = torch.autograd.grad(out, inputs, grad_out)
+    with context():
+        want = _DualLinear._backward([True] * 9, grad_out, *(x.detach() for x in inputs))
+    for g, w, x in zip(got, want, inputs, strict=True):
+        assert g.dtype == x.dtype
+        torch.testing.assert_close(g, w.to(x.dtype), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("setting", "calls"), [(None, 0), (0, 0), (2, 2)])
+def test_chunked_memory_checkpoints_only_when_asked(setting, calls, monkeypatch):
+    """The default keeps every chunk state (speed first); ``checkpoint_chunks=g`` checkpoints groups of
+    g pieces (4 pieces of chunk 3 in 11 tokens -> 2 groups)."""
+    import neural_memory.titans.chunked as chunked
+
+    seen = []
+    original = chunked.checkpoint
+    monkeypatch.setattr(chunked, "checkpoint", lambda *a, **k: seen.append(1) or original(*a, **k))
+    model, state, keys, values, queries, alpha, eta, theta = make(depth=2, seq=11)
+    kwargs = {} if setting is None else {"checkpoint_chunks": setting}
+    chunked_memory(
+        model, state, keys, values, queries, alpha, eta, theta.requires_grad_(), chunk_size=3, **kwargs
+    )
+    assert len(seen) == calls

@@ -214,3 +214,16 @@ def test_linear_lmm_step_errors_say_what_they_got():
             linear_lmm_step(*args, 0.5, 0.5, 0.5)
     with pytest.raises(TypeError, match=r"^eta must be a float or a tensor, got str$"):
         linear_lmm_step(m, s, k, v, 0.5, "0.5", 0.5)  # type: ignore[arg-type]
+
+
+def test_gates_are_checked_where_they_are_and_move_to_the_memorys_device():
+    """Per-row gates given on the CPU for a memory elsewhere (``meta`` standing in for CUDA) end up on
+    the memory's device; their range check ran on the CPU, where the values can be read."""
+    d_v, d_k = 3, 2
+    m, s = torch.zeros(d_v, d_k, device="meta"), torch.zeros(d_v, d_k, device="meta")
+    k, v = torch.zeros(d_k, device="meta"), torch.zeros(d_v, device="meta")
+    rows = torch.tensor([0.1, 0.2, 0.3])
+    m_t, s_t = linear_lmm_step(m, s, k, v, rows, rows, rows)
+    assert m_t.device.type == s_t.device.type == "meta"
+    m_t, s_t = linear_lmm_step(m, s, k, v, 0.1, 0.2, 0.3)
+    assert m_t.device.type == s_t.device.type == "meta"

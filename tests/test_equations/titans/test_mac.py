@@ -9,6 +9,7 @@ from neural_memory.titans.mac import MemoryAsContext
 
 from . import hand_memory as hand
 from .hand_attention import hand_attention
+from .on_meta import run_on_meta, tensors_of
 
 DT = torch.float64
 TOL = {"rtol": 0.0, "atol": 1e-10}
@@ -282,8 +283,9 @@ def test_mac_stream_starts_empty_in_the_requested_dtype_and_device(use_memory):
         assert state.memory.tokens_seen == 0
     else:
         assert state.memory is None
-    on_meta = mac.to("meta").init_state(3, device="meta")
-    assert on_meta.memory_tokens.device.type == "meta" and on_meta.segment_tokens.device.type == "meta"
+    # a module on the CPU asked for a state elsewhere: every tensor of the state goes there
+    on_meta = mac.init_state(3, device="meta")
+    assert {t.device.type for t in tensors_of(on_meta)} == {"meta"}
 
 
 def test_mac_state_counts_and_detaches_its_tensors():
@@ -353,3 +355,14 @@ def test_mac_on_an_empty_first_call_starts_its_state_in_the_input_dtype_and_devi
     assert {w.dtype for w in state.memory.weights} == {DT}
     _, on_meta = make_mac().to("meta")(torch.zeros(2, 0, 8, dtype=DT, device="meta"))
     assert on_meta.memory_tokens.device.type == "meta" and on_meta.segment_tokens.device.type == "meta"
+
+
+def test_extended_mask_is_made_on_the_requested_device():
+    mask = make_mac().extended_mask(device="meta")
+    assert mask.device.type == "meta" and mask.shape == (4, 2 + 4 + 4)
+
+
+@pytest.mark.parametrize("use_memory", [True, False])
+def test_mac_keeps_every_tensor_of_output_and_state_on_the_input_device(use_memory, monkeypatch):
+    """Over a segment boundary (seq 5, segment 4, two calls); ``meta`` stands in for CUDA (on_meta.py)."""
+    run_on_meta(make_mac(memory={"impl": "reference"}, use_memory=use_memory), monkeypatch)

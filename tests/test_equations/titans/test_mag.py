@@ -16,6 +16,7 @@ from neural_memory.titans.mag import (
 )
 
 from .hand_attention import hand_attention
+from .on_meta import run_on_meta, tensors_of
 
 DT = torch.float64
 TOL = {"rtol": 0.0, "atol": 1e-10}
@@ -273,9 +274,10 @@ def test_mag_dim_must_be_a_positive_int_and_the_memory_gets_its_settings():
     assert mag.norm_attention.eps == EPS and mag.norm_memory.eps == EPS
 
 
-def test_mag_stream_start_needs_a_positive_batch_size():
+@pytest.mark.parametrize("n_persistent", [0, 2])  # without a prefix, MAG's own check is the only one
+def test_mag_stream_start_needs_a_positive_batch_size(n_persistent):
     with pytest.raises(ValueError, match=r"^batch_size must be an int >= 1, got 0$"):
-        make_mag().init_state(0)
+        make_mag(n_persistent=n_persistent).init_state(0)
 
 
 @pytest.mark.parametrize("n_persistent", [0, 2])
@@ -289,11 +291,78 @@ def test_mag_stream_starts_in_the_requested_dtype(n_persistent):
     assert state.memory.tokens_seen == n_persistent
 
 
-def test_mag_window_cache_is_made_on_the_requested_device():
-    mag = MemoryAsGate(8, window=3, n_persistent=0, heads=2).to("meta")
-    state = mag.init_state(2, device="meta")
-    assert state.attention.keys.device.type == "meta"
-    assert {w.device.type for w in state.memory.weights} == {"meta"}
+@pytest.mark.parametrize("n_persistent", [0, 2])
+def test_mag_window_cache_is_made_on_the_requested_device(n_persistent, monkeypatch):
+    """Every tensor of the state goes to the requested device. Without a prefix a CPU module can start
+    a state elsewhere; with one, the module writes the prefix, so it must be there too (value checks
+    off on meta, as in on_meta.py)."""
+    import neural_memory.titans.memory as memory
+
+    monkeypatch.setattr(memory, "check_gates", lambda *args: None)
+    torch.manual_seed(0)
+    mag = MemoryAsGate(8, window=3, n_persistent=n_persistent, heads=2, memory={"impl": "reference"})
+    state = (mag.to("meta") if n_persistent else mag).init_state(2, device="meta")
+    assert {t.device.type for t in tensors_of(state)} == {"meta"}
+
+
+@pytest.mark.parametrize("n_persistent", [0, 2])
+def test_mag_keeps_every_tensor_of_output_and_state_on_the_input_device(n_persistent, monkeypatch):
+    """``meta`` stands in for CUDA (on_meta.py); two calls, so the window cache is used."""
+    run_on_meta(
+        make_mag(n_persistent=n_persistent, memory={"chunk_size": 2, "impl": "reference"}), monkeypatch
+    )
+
+
+def test_sliding_window_attention_keeps_its_tensors_on_the_input_device(monkeypatch):
+    torch.manual_seed(0)
+    run_on_meta(SlidingWindowAttention(8, window=3, heads=2, block_size=2), monkeypatch)
+
+
+def test_mag_and_its_attention_start_in_the_input_dtype_under_autocast():
+    """A float32 module reading bf16 tokens under autocast: caches and memory start in bf16."""
+    torch.manual_seed(0)
+    mag = MemoryAsGate(8, window=3, n_persistent=2, heads=2, memory={"chunk_size": 2})
+    attention = SlidingWindowAttention(8, window=3, heads=2)
+    x = torch.randn(2, 5, 8, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, state = mag(x)
+        _, cache = attention(x)
+    assert state.attention.keys.dtype == cache.keys.dtype == torch.bfloat16
+    assert {w.dtype for w in state.memory.weights} == {torch.bfloat16}
+
+
+def test_block_size_is_kept_when_given_and_at_least_128_by_default():
+    assert SlidingWindowAttention(8, window=3, heads=2, block_size=5).block_size == 5
+    assert SlidingWindowAttention(8, window=3, heads=2).block_size == 128
+    assert SlidingWindowAttention(8, window=300, heads=2).block_size == 300
+    assert SlidingWindowAttention(8, window=3, heads=2, block_size=1).block_size == 1
+    with pytest.raises(ValueError, match=r"^block_size must be an int >= 1, got 0$"):
+        SlidingWindowAttention(8, window=3, heads=2, block_size=0)
+
+
+def test_each_query_block_reads_only_the_keys_its_window_can_reach(monkeypatch):
+    """Memory and time per block are O(block + window), not O(position): a block of queries
+    ``start..stop-1`` is given the ``window - 1`` keys before ``start`` (fewer at the stream start) and
+    its own, whatever the stream's length."""
+    torch.manual_seed(0)
+    attention = SlidingWindowAttention(8, window=3, heads=2, block_size=4)
+    seen_keys = []
+    attend = attention.proj.attend
+    monkeypatch.setattr(
+        attention.proj, "attend", lambda q, k, v, m: seen_keys.append(k.shape[2]) or attend(q, k, v, m)
+    )
+    _, cache = attention(torch.randn(1, 10, 8))  # blocks 0-3, 4-7, 8-9
+    assert seen_keys == [4, 2 + 4, 2 + 2]
+    seen_keys.clear()
+    attention(torch.randn(1, 5, 8), cache)  # 2 cached keys; blocks 0-3, 4
+    assert seen_keys == [2 + 4, 2 + 1]
+
+
+def test_an_empty_call_returns_an_empty_output_of_the_batch():
+    torch.manual_seed(0)
+    attention = SlidingWindowAttention(8, window=3, heads=2)
+    y, cache = attention(torch.randn(3, 0, 8))
+    assert y.shape == (3, 0, 8) and cache.seen == 0
 
 
 @pytest.mark.parametrize("cut", [0, 1, 4, 7])

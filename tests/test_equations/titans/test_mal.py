@@ -9,6 +9,7 @@ from neural_memory.titans.mag import SlidingWindowAttention
 from neural_memory.titans.mal import LongTermMemoryLayer, MemoryAsLayer
 
 from .hand_attention import hand_attention
+from .on_meta import run_on_meta
 
 DT = torch.float64
 TOL = {"rtol": 0.0, "atol": 1e-10}
@@ -186,3 +187,31 @@ def test_streaming_in_two_calls_equals_one_call(cls, cut):
     memory = (state, whole_state) if cls is LongTermMemoryLayer else (state.memory, whole_state.memory)
     for a, b in zip(memory[0].weights, memory[1].weights, strict=True):
         torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.parametrize("cls", [LongTermMemoryLayer, MemoryAsLayer])
+@pytest.mark.parametrize("n_persistent", [0, 2])
+def test_every_tensor_of_output_and_state_stays_on_the_input_device(cls, n_persistent, monkeypatch):
+    """``meta`` stands in for CUDA (on_meta.py): a window cache or state started on the default device
+    would land on the CPU beside the inputs."""
+    torch.manual_seed(0)
+    config = {"n_persistent": n_persistent, "memory": {"chunk_size": 2, "impl": "reference"}}
+    if cls is MemoryAsLayer:
+        config.update(window=3, heads=2)
+    run_on_meta(cls(8, **config).to(DT), monkeypatch)
+
+
+@pytest.mark.parametrize("cls", [LongTermMemoryLayer, MemoryAsLayer])
+@pytest.mark.parametrize("n_persistent", [0, 2])
+def test_a_stream_starts_in_the_input_dtype_under_autocast(cls, n_persistent):
+    """A float32 layer reading bf16 tokens under autocast: the memory (and window cache) start in bf16."""
+    torch.manual_seed(0)
+    config = {"n_persistent": n_persistent, "memory": {"chunk_size": 2}}
+    if cls is MemoryAsLayer:
+        config.update(window=3, heads=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, state = cls(8, **config)(torch.randn(2, 5, 8, dtype=torch.bfloat16))
+    memory = state.memory if cls is MemoryAsLayer else state
+    assert {w.dtype for w in (*memory.weights, *memory.momentum)} == {torch.bfloat16}
+    if cls is MemoryAsLayer:
+        assert state.attention.keys.dtype == torch.bfloat16

@@ -362,8 +362,11 @@ def test_init_state_is_m0_with_zero_momentum_in_the_requested_dtype_and_device()
     assert state.tokens_seen == 0 and state.offset == 0
     plain = module.init_state(3)
     assert {w.dtype for w in plain.weights} == {torch.float32}
-    on_meta = module.to("meta").init_state(3, device="meta")
-    assert {t.device.type for t in (*on_meta.weights, *on_meta.conv.values())} == {"meta"}
+    # a module on the CPU asked for a state elsewhere: every tensor of the state goes there
+    on_meta = module.init_state(3, device="meta")
+    tensors = (*on_meta.weights, *on_meta.momentum, *on_meta.chunk_weights, *on_meta.conv.values())
+    assert {t.device.type for t in tensors} == {"meta"}
+    assert {t.dtype for t in tensors} == {torch.float32}
 
 
 def test_update_writes_like_forward_without_reading():
@@ -384,13 +387,17 @@ def test_update_writes_like_forward_without_reading():
 def test_bad_inputs_raise():
     torch.manual_seed(0)
     module = NeuralMemory(8)
-    with pytest.raises(ValueError, match="x must have shape"):
-        module(torch.randn(5, 8))
-    with pytest.raises(ValueError, match="x must have shape"):
-        module(torch.randn(1, 5, 7))
+    # the exact message: a later layer's own shape error must not stand in for this one
+    for call in (module, module.update, module.retrieve):
+        with pytest.raises(ValueError, match=r"^x must have shape \(batch, seq, 8\), got \(5, 8\)$"):
+            call(torch.randn(5, 8))
+        with pytest.raises(ValueError, match=r"^x must have shape \(batch, seq, 8\), got \(1, 5, 7\)$"):
+            call(torch.randn(1, 5, 7))
+    with pytest.raises(ValueError, match=r"^x must have shape \(batch, seq, 8\), got list$"):
+        module([[0.0] * 8])
     _, state = module(torch.randn(2, 3, 8))
     with pytest.raises(ValueError, match=r"^state is for batch 2, x has batch 3$"):
-        module(torch.randn(3, 3, 8), state)
+        module(torch.randn(3, 4, 8), state)  # seq 4 != batch 3: the message names the batch
     with pytest.raises(TypeError, match="depth"):
         NeuralMemory(8, depth=2.0)
 
@@ -544,3 +551,94 @@ def test_auto_checkpointing_starts_past_256_chunks_and_changes_nothing_but_memor
     assert saved_for_backward(auto, short) == saved_for_backward(plain, short)
     assert saved_for_backward(auto, long) < 0.5 * saved_for_backward(plain, long)
     same_outputs_and_gradients(plain, auto, long)
+
+
+def test_defaults_are_the_documented_ones():
+    """NeuralMemory(dim) as its docstring documents it (§4.4 on, learned gates, chunk 16, token read)."""
+    torch.manual_seed(0)
+    module = NeuralMemory(8)
+    mlp = module.memory
+    assert (mlp.depth, mlp.heads, mlp.activation) == (2, 1, "silu")
+    assert [tuple(w.shape) for w in mlp.initial_weights] == [(1, 8, 32), (1, 32, 8)]  # expansion 4
+    assert mlp.residual_norm is True and mlp.forget_to_initial is True  # None -> depth >= 2 -> on
+    assert (module.chunk_size, module.read, module.impl, module.checkpoint_chunks) == (
+        16,
+        "token",
+        "chunked",
+        0,
+    )
+    assert module.qk_norm is True
+    assert {name: conv.kernel_size for name, conv in module.convs.items()} == {"q": 4, "k": 4, "v": 4}
+    assert isinstance(module.out_norm, torch.nn.RMSNorm) and module.to_gate is not None
+    assert isinstance(module.gates, MemoryGates)
+
+
+def test_memory_model_settings_are_passed_on():
+    torch.manual_seed(0)
+    module = NeuralMemory(
+        8, depth=3, expansion=2, activation="gelu", residual_norm=False, forget_to_initial=True
+    )
+    mlp = module.memory
+    assert (mlp.depth, mlp.activation) == (3, "gelu")
+    assert [tuple(w.shape) for w in mlp.initial_weights] == [(1, 8, 16), (1, 16, 16), (1, 16, 8)]
+    # each given explicitly against what None would choose (residual_norm: depth >= 2; forget: residual)
+    assert mlp.residual_norm is False and mlp.forget_to_initial is True
+    other = NeuralMemory(8, depth=2, residual_norm=True, forget_to_initial=False, output_gate=False)
+    assert other.memory.residual_norm is True and other.memory.forget_to_initial is False
+    assert other.to_gate is None
+    assert NeuralMemory(8, output_gate=True).to_gate is not None
+
+
+def test_update_continues_from_the_given_state():
+    module, _ = pair(chunk_size=3)
+    x = torch.randn(2, 7, 8, dtype=DT)
+    streamed = module.update(x[:, 4:], module.update(x[:, :4]))
+    whole = module.update(x)
+    for a, b in zip(streamed.weights + streamed.momentum, whole.weights + whole.momentum, strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+    assert streamed.tokens_seen == 7
+
+
+def test_non_finite_input_is_refused_by_the_gate_check():
+    """A NaN token makes its gates NaN; the write refuses them instead of returning NaN memories."""
+    torch.manual_seed(0)
+    module = NeuralMemory(8)
+    x = torch.randn(1, 4, 8)
+    x[0, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="contains NaN or Inf"):
+        module(x)
+
+
+@pytest.mark.parametrize("impl", ["reference", "chunked"])
+def test_impl_chooses_the_token_loop_or_the_chunked_form(impl, monkeypatch):
+    """The two give equal results (tested above), so only a spy tells which one ran."""
+    import neural_memory.titans.memory as memory_module
+
+    calls = []
+    for name in ("reference_memory", "chunked_memory"):
+        original = getattr(memory_module, name)
+        monkeypatch.setattr(
+            memory_module, name, lambda *a, _o=original, _n=name, **k: calls.append(_n) or _o(*a, **k)
+        )
+    torch.manual_seed(0)
+    NeuralMemory(8, chunk_size=2, impl=impl)(torch.randn(1, 3, 8))
+    assert calls == [f"{impl}_memory"]
+
+
+def test_a_state_starts_in_the_input_dtype_under_autocast():
+    """Under autocast a float32 module reads bf16 tokens: the state it starts is bf16 like them."""
+    torch.manual_seed(0)
+    module = NeuralMemory(8, chunk_size=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, state = module(torch.randn(1, 3, 8, dtype=torch.bfloat16))
+    assert {w.dtype for w in (*state.weights, *state.momentum)} == {torch.bfloat16}
+    assert {c.dtype for c in state.conv.values()} == {torch.bfloat16}
+
+
+def test_every_tensor_of_output_and_state_stays_on_the_input_device(monkeypatch):
+    """A tensor started with the default device would land on the CPU beside CUDA inputs; on a
+    CPU-only machine the ``meta`` device stands in for CUDA (data checks, which need values, are off)."""
+    from .on_meta import run_on_meta
+
+    torch.manual_seed(0)
+    run_on_meta(NeuralMemory(8, chunk_size=2, impl="reference"), monkeypatch)

@@ -223,6 +223,33 @@ def test_scaled_activation_grad_gradcheck_and_keeps_only_its_inputs(activation):
     assert kept == {back.untyped_storage().data_ptr(), z.untyped_storage().data_ptr()}
 
 
+@pytest.mark.parametrize("needs", [(True, False), (False, True), (True, True)], ids=["back", "z", "both"])
+def test_silu_backward_differentiates_whichever_input_needs_it(needs):
+    """The outer loop may need the derivative in the back-propagated gradient only, in z only, or both;
+    silu'(z) and silu''(z) come from sympy, not from the closed form in the code."""
+    import sympy
+
+    from neural_memory.titans.memory_model import scaled_act_grad
+
+    zs = sympy.Symbol("z")
+    silu = zs / (1 + sympy.exp(-zs))
+    first, second = (sympy.lambdify(zs, sympy.diff(silu, zs, k), "math") for k in (1, 2))
+    g = torch.Generator().manual_seed(2)
+    back = torch.randn(2, 3, dtype=torch.float64, generator=g).requires_grad_(needs[0])
+    z = (3 * torch.randn(2, 3, dtype=torch.float64, generator=g)).requires_grad_(needs[1])
+    weight = torch.randn(2, 3, dtype=torch.float64, generator=g)
+    out = scaled_act_grad(back, z, "silu")
+    inputs = [t for t, need in zip((back, z), needs, strict=True) if need]
+    grads = dict(zip((id(t) for t in inputs), torch.autograd.grad((weight * out).sum(), inputs), strict=True))
+    zd = z.detach()
+    d1 = torch.tensor([[first(v) for v in row] for row in zd.tolist()], dtype=torch.float64)
+    d2 = torch.tensor([[second(v) for v in row] for row in zd.tolist()], dtype=torch.float64)
+    if needs[0]:
+        torch.testing.assert_close(grads[id(back)], weight * d1, rtol=1e-12, atol=1e-12)
+    if needs[1]:
+        torch.testing.assert_close(grads[id(z)], weight * back.detach() * d2, rtol=1e-12, atol=1e-12)
+
+
 def test_scaled_activation_grad_refuses_an_unknown_activation():
     from neural_memory.titans.memory_model import scaled_act_grad
 
@@ -249,6 +276,25 @@ def test_memory_mlp_refuses_bad_settings_by_name(kwargs, error, match):
     kwargs = {"dim": 4, **kwargs}
     with pytest.raises(error, match=match):
         MemoryMLP(kwargs.pop("dim"), **kwargs)
+
+
+def test_memory_mlp_defaults_are_the_documented_ones():
+    model = MemoryMLP(8)
+    assert (model.depth, model.heads, model.activation) == (2, 1, "silu")
+    assert [tuple(w.shape) for w in model.initial_weights] == [(1, 8, 32), (1, 32, 8)]  # expansion 4
+    assert model.residual_norm is True and model.forget_to_initial is True
+
+
+def test_the_activation_acts_between_layers_only():
+    """a_1 = x, a_{l+1} = act(z_l) for l < L_M; the last z is the output (no activation after it)."""
+    model = MemoryMLP(2, depth=3, expansion=1, residual_norm=False)
+    x = torch.tensor([[[-1.0, 2.0]]])
+    inputs, pre = model.layers(x, lambda layer, h: h - layer)  # z_l = a_l - l: easy to follow by hand
+    silu = torch.nn.functional.silu
+    assert torch.equal(inputs[0], x) and torch.equal(pre[0], x)
+    assert torch.equal(inputs[1], silu(x)) and torch.equal(pre[1], silu(x) - 1)
+    assert torch.equal(inputs[2], silu(silu(x) - 1)) and torch.equal(pre[2], silu(silu(x) - 1) - 2)
+    assert len(inputs) == len(pre) == 3
 
 
 def test_memory_mlp_smallest_sizes_are_allowed():

@@ -102,3 +102,10 @@ def test_the_prefix_takes_the_inputs_dtype():
     out = memory(x)
     assert out.dtype == torch.bfloat16
     assert torch.equal(out[:, :2], memory.tokens.detach().to(torch.bfloat16).expand(3, -1, -1))
+
+
+def test_the_prefix_moves_to_the_inputs_device():
+    """A module on the CPU fed tokens elsewhere (``meta`` standing in for CUDA) prepends P there."""
+    memory = PersistentMemory(2, 4)
+    out = memory(torch.randn(3, 5, 4, device="meta"))
+    assert out.device.type == "meta" and out.shape == (3, 7, 4)

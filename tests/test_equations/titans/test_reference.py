@@ -109,3 +109,85 @@ def test_an_output_gradient_uses_each_rows_own_readout_gain_with_two_heads():
     by_grad = per_token_gradients(model, weights, key, value, output_grad=lambda p, t: (p - t) ** 3)
     for a, b in zip(by_loss, by_grad, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+# -- reference_memory's own options ------------------------------------------------------------------------
+
+
+def _memory_inputs(seq=5, n=2, dim=3, seed=0):
+    from neural_memory.titans.state import MemoryState
+
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = MemoryMLP(dim, depth=2, expansion=2, residual_norm=False).double()
+    w0 = model.expand(n)
+    state = MemoryState(weights=w0, momentum=tuple(torch.zeros_like(w) for w in w0), chunk_weights=w0)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    keys = torch.nn.functional.normalize(r(n, seq, dim), dim=-1)
+    gates = [0.2 * torch.rand(n, seq, generator=g, dtype=torch.float64) for _ in range(3)]
+    return model, state, keys, r(n, seq, dim), r(n, seq, dim), *gates
+
+
+def _close(a, b):
+    (ya, sa), (yb, sb) = a, b
+    torch.testing.assert_close(ya, yb, rtol=1e-12, atol=1e-12)
+    for x, y in zip(sa.weights + sa.momentum, sb.weights + sb.momentum, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+
+
+def test_reference_memory_defaults_to_the_exact_recurrence():
+    from neural_memory.titans.reference import reference_memory
+
+    args = _memory_inputs()
+    _close(reference_memory(*args), reference_memory(*args, chunk_size=1))
+    chunked = reference_memory(*args, chunk_size=2)
+    assert not torch.allclose(chunked[0], reference_memory(*args)[0])  # the default is not chunk 2
+
+
+def test_a_scaled_loss_gradient_is_a_scaled_step_size_in_the_reference():
+    """``output_grad`` (with per-token ``bias_params``) reaches every token's gradient: c_t times the l2
+    gradient must equal the step theta_t -> c_t theta_t."""
+    from neural_memory.titans.associative_loss import associative_loss_output_grad as l2_grad
+    from neural_memory.titans.reference import reference_memory
+
+    model, state, keys, values, queries, alpha, eta, theta = _memory_inputs()
+    scale = 0.5 + torch.rand(theta.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    base = (model, state, keys, values, queries, alpha, eta)
+    _close(
+        reference_memory(*base, theta, output_grad=lambda p, t: 3.0 * l2_grad(p, t)),
+        reference_memory(*base, 3.0 * theta),
+    )
+    _close(
+        reference_memory(
+            *base, theta, output_grad=lambda p, t, c: c * l2_grad(p, t), bias_params={"c": scale[..., None]}
+        ),
+        reference_memory(*base, scale * theta),
+    )
+
+
+def test_record_hands_over_every_tokens_step_in_order():
+    from neural_memory.titans.reference import reference_memory
+
+    model, state, keys, values, queries, alpha, eta, theta = _memory_inputs(seq=4)
+    steps = []
+    _, final = reference_memory(model, state, keys, values, queries, alpha, eta, theta, record=steps.append)
+    assert [s.index for s in steps] == [0, 1, 2, 3]
+    for t, step in enumerate(steps):
+        for name, gate in (("alpha", alpha), ("eta", eta), ("theta", theta)):
+            torch.testing.assert_close(getattr(step, name), gate[:, t], rtol=0, atol=0)
+        before = state.weights if t == 0 else steps[t - 1].weights
+        for prev, want in zip(step.previous, before, strict=True):
+            torch.testing.assert_close(prev, want, rtol=0, atol=0)
+        # Eq. 13-14 from the recorded pieces: S_t = eta S_{t-1} - theta grad, M_t = (1 - alpha) M_{t-1} + S_t
+        s_before = state.momentum if t == 0 else steps[t - 1].momentum
+        for s_prev, s, g, m_prev, m in zip(
+            s_before, step.momentum, step.grads, step.previous, step.weights, strict=True
+        ):
+            a, e, th = (x[:, None, None] for x in (alpha[:, t], eta[:, t], theta[:, t]))
+            torch.testing.assert_close(s, e * s_prev - th * g, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(m, (1 - a) * m_prev + s, rtol=1e-12, atol=1e-12)
+    for w, want in zip(final.weights, steps[-1].weights, strict=True):
+        torch.testing.assert_close(w, want, rtol=0, atol=0)

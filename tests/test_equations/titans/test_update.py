@@ -186,3 +186,20 @@ def test_check_gates_accepts_the_closed_ends_of_the_ranges():
 def test_check_gates_names_the_offending_gate_and_its_range(alpha, eta, theta, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         check_gates(t(*alpha), t(*eta), t(*theta))
+
+
+def test_layer_tuples_of_different_lengths_are_refused():
+    """One tensor per memory layer in each argument: a missing layer is an error, never a silently
+    shorter memory."""
+    two, one = (torch.zeros(1, 2, 2), torch.zeros(1, 2, 2)), (torch.zeros(1, 2, 2),)
+    gate = torch.full((1,), 0.5)
+    calls = (
+        lambda a, b: surprise_update(a, b, gate),
+        lambda a, b: surprise_momentum(a, b, gate, gate),
+        momentum_memory_update,
+        lambda a, b: forgetting_update(a, b, gate),
+    )
+    for call in calls:
+        for a, b in ((two, one), (one, two)):
+            with pytest.raises(ValueError, match="zip"):
+                call(a, b)
