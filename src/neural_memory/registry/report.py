@@ -37,6 +37,7 @@ This module does not import torch; :func:`run` imports the package only to disco
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -173,12 +174,15 @@ def load_mutation_scores(report: Path, root: Path) -> dict[Key, MutationScore]:
     if not report.is_file():
         return {}
     data = json.loads(report.read_text())
+    current = {}  # each module hashed once, though several equations come from it
+    for entry in data.get("equations", []):
+        for path in entry["sha256"]:
+            if path not in current:
+                source = root / path
+                current[path] = hashlib.sha256(source.read_bytes()).hexdigest() if source.is_file() else None
     scores = {}
     for entry in data.get("equations", []):
-        stale = False
-        for path, sha in entry["sha256"].items():
-            source = root / path
-            stale |= not source.is_file() or hashlib.sha256(source.read_bytes()).hexdigest() != sha
+        stale = any(current[path] != sha for path, sha in entry["sha256"].items())
         key = (entry["paper"], normalise_number(entry["number"]))
         scores[key] = MutationScore(entry["killed"], entry["tested"], stale, tuple(entry.get("not_run", ())))
     return scores
@@ -545,14 +549,7 @@ def to_json(
             "tested_by": list(r.tested_by),
             "verified_by": {where: list(tests) for where, tests in r.verified_by},
             "na": r.na,
-            "mutation": None
-            if r.mutation is None
-            else {
-                "killed": r.mutation.killed,
-                "tested": r.mutation.tested,
-                "stale": r.mutation.stale,
-                "not_run": list(r.mutation.not_run),
-            },
+            "mutation": None if r.mutation is None else dataclasses.asdict(r.mutation),
         }
         for r in rows
     ]

@@ -9,27 +9,10 @@ by no-ops here; their own tests run them on real data.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator
-
 import pytest
 import torch
+from test_integration.lm_state import tensors_in
 from torch import nn
-
-
-def tensors_of(obj: object) -> Iterator[torch.Tensor]:
-    """Every tensor in a state: dataclasses, tuples, lists and dicts, recursively."""
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif dataclasses.is_dataclass(obj):
-        for f in dataclasses.fields(obj):
-            yield from tensors_of(getattr(obj, f.name))
-    elif isinstance(obj, (tuple, list)):
-        for item in obj:
-            yield from tensors_of(item)
-    elif isinstance(obj, dict):
-        for item in obj.values():
-            yield from tensors_of(item)
 
 
 def run_on_meta(module: nn.Module, monkeypatch: pytest.MonkeyPatch, seq: int = 5) -> None:
@@ -45,5 +28,5 @@ def run_on_meta(module: nn.Module, monkeypatch: pytest.MonkeyPatch, seq: int = 5
     x = torch.randn(2, seq, dim, device="meta", dtype=dtype)
     y, state = module(x)
     y2, state = module(x, state)
-    devices = {t.device.type for t in (y, y2, *tensors_of(state))}
+    devices = {t.device.type for t in (y, y2, *tensors_in(state))}
     assert devices == {"meta"}, devices

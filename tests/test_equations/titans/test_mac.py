@@ -9,7 +9,7 @@ from neural_memory.titans.mac import MemoryAsContext
 
 from . import hand_memory as hand
 from .hand_attention import hand_attention
-from .on_meta import run_on_meta, tensors_of
+from .on_meta import run_on_meta, tensors_in
 
 DT = torch.float64
 TOL = {"rtol": 0.0, "atol": 1e-10}
@@ -285,7 +285,7 @@ def test_mac_stream_starts_empty_in_the_requested_dtype_and_device(use_memory):
         assert state.memory is None
     # a module on the CPU asked for a state elsewhere: every tensor of the state goes there
     on_meta = mac.init_state(3, device="meta")
-    assert {t.device.type for t in tensors_of(on_meta)} == {"meta"}
+    assert {t.device.type for t in tensors_in(on_meta)} == {"meta"}
 
 
 def test_mac_state_counts_and_detaches_its_tensors():

@@ -16,7 +16,7 @@ from neural_memory.titans.mag import (
 )
 
 from .hand_attention import hand_attention
-from .on_meta import run_on_meta, tensors_of
+from .on_meta import run_on_meta, tensors_in
 
 DT = torch.float64
 TOL = {"rtol": 0.0, "atol": 1e-10}
@@ -302,7 +302,7 @@ def test_mag_window_cache_is_made_on_the_requested_device(n_persistent, monkeypa
     torch.manual_seed(0)
     mag = MemoryAsGate(8, window=3, n_persistent=n_persistent, heads=2, memory={"impl": "reference"})
     state = (mag.to("meta") if n_persistent else mag).init_state(2, device="meta")
-    assert {t.device.type for t in tensors_of(state)} == {"meta"}
+    assert {t.device.type for t in tensors_in(state)} == {"meta"}
 
 
 @pytest.mark.parametrize("n_persistent", [0, 2])
