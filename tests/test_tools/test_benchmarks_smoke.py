@@ -129,3 +129,35 @@ def test_lucidrains_over_the_cap_gives_a_labelled_bound(bench):
     bound = [d for d in lines if "[bound:" in d["name"] and "chunk 64" in d["name"]]
     # floor of what titans-pytorch needed: the 8 GB cap minus 2 GB of libraries and arenas
     assert len(bound) == 1 and bound[0]["value"] == pytest.approx(1 / 6) and bound[0]["verdict"] == "PASS"
+
+
+def test_quick_run_of_the_other_papers_memories_beside_the_titans_memory(bench, tmp_path):
+    """Each MIRAS preset and Hope's self-modifying Titans builds, runs forward+backward, is FLOP-counted
+    and profiled, and gets its slow-down line against the Titans memory at the same length and chunk."""
+    out = tmp_path / "bench.json"
+    configs = ["fast", "yaad", "moneta", "memora", "hope"]
+    argv = ["--quick", "--configs", *configs, "--seqs", "64", "--ref-fwd-seqs", "--out", str(out)]
+    assert bench.main(argv) == 0
+    report = json.loads(out.read_text())
+    rows = {r["config"]: r for r in report["rows"]}
+    assert set(rows) == set(configs)
+    for config in configs[1:]:
+        assert rows[config]["status"] == "ok", rows[config]
+        m = rows[config]["modes"]["fwd_bwd"]
+        assert m["tokens_per_s"] > 0 and m["flops_per_token"] > 0 and m["profile_top"]
+    slowdowns = {d["name"]: d for d in report["derived"] if d["name"].startswith("slow-down of")}
+    assert len(slowdowns) == 4 and all(d["verdict"] in {"PASS", "FAIL"} for d in slowdowns.values())
+
+
+def test_derived_preset_slowdowns_and_matmul_share(bench):
+    fast = _row("fast", 64, 4096, bwd_s=4.0)
+    fast["modes"]["fwd_bwd"]["share_of_matmul_peak"] = 0.55
+    rows = [fast, _row("yaad", 64, 4096, bwd_s=5.0), _row("hope", 64, 4096, bwd_s=9.0)]
+    by_name = {d["name"]: d for d in _derived(bench, rows)}
+    yaad = by_name["slow-down of yaad vs the Titans memory fwd+bwd, chunk 64, seq 4096"]
+    assert yaad["verdict"] == "PASS" and yaad["value"] == pytest.approx(1.25)  # <= 1.5
+    hope = by_name["slow-down of hope vs the Titans memory fwd+bwd, chunk 64, seq 4096"]
+    assert hope["verdict"] == "FAIL" and hope["value"] == pytest.approx(2.25)  # > 2
+    assert "slow-down of moneta vs the Titans memory fwd+bwd, chunk 64, seq 4096" not in by_name  # not run
+    share = by_name["fast fwd+bwd share of the fp32 matmul peak, chunk 64, seq 4096"]
+    assert share["verdict"] == "FAIL" and share["value"] == pytest.approx(0.55)  # < 0.65

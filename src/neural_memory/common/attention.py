@@ -282,6 +282,8 @@ def linear_attention_recurrent(
     dtype = torch.promote_types(fk.dtype, v.dtype)
     memory = torch.zeros(*batch, fk.shape[-1], v.shape[-1], dtype=dtype, device=v.device)
     z = torch.zeros(*batch, fk.shape[-1], dtype=fk.dtype, device=fk.device)
+    if q.shape[-2] == 0:  # no token: the empty (..., 0, d_v) read of linear_attention, not an empty stack
+        return fq @ memory
     numerators, denominators = [], []
     for t in range(q.shape[-2]):
         memory = linear_memory_write(memory, fk[..., t, :], v[..., t, :])

@@ -198,12 +198,91 @@ def _chunk(model, weights, momentum, grad_weights, piece, read, output_grad, anc
     return (y, *chunk_end_state(c, weights, momentum, acts, grads, anchor))
 
 
-def _add_matmul(buffer: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """``buffer + a @ b``, into ``buffer`` itself unless autocast is on: autocast runs the matmul (and so
-    its out-of-place sum) in lower precision, which an in-place add into a float32 buffer would change."""
-    if torch.is_autocast_enabled(buffer.device.type):
-        return torch.baddbmm(buffer, a, b)
-    return buffer.baddbmm_(a, b)
+class _ChunkEnd(torch.autograd.Function):
+    """:func:`chunk_end_update` with a backward that keeps only its inputs (see there)."""
+
+    @staticmethod
+    def forward(ctx, w, m, a, g, beta, s, eta_decay, last_q, last_p, anchor):
+        # Every term goes into one buffer in place: these weight-sized passes dominate the cost of small
+        # chunks, and each fresh weight-sized block is a new mapping the kernel zero-fills page by page.
+        start = (beta * w).addcmul_(s, m)
+        if anchor is not None:
+            start.addcmul_(1 - beta, anchor)
+        ctx.device = w.device.type
+        ctx.autocast = torch.is_autocast_enabled(ctx.device)
+        ctx.autocast_dtype = torch.get_autocast_dtype(ctx.device)
+        term_w, term_s = (a * last_q).transpose(-1, -2), (a * last_p).transpose(-1, -2)
+        if ctx.autocast:  # the matmul (and so its sum) runs in the lower precision, as torch.baddbmm's would
+            new_w, new_s = torch.baddbmm(start, term_w, g), torch.baddbmm(eta_decay * m, term_s, g)
+        else:
+            new_w, new_s = start.baddbmm_(term_w, g), (eta_decay * m).baddbmm_(term_s, g)
+        ctx.save_for_backward(w, m, a, g, beta, s, eta_decay, last_q, last_p, anchor)
+        return new_w, new_s
+
+    @staticmethod
+    def backward(ctx, grad_w_out, grad_s_out):
+        inputs = ctx.saved_tensors  # once: checkpointing allows one unpacking per backward
+        with torch.autocast(ctx.device, dtype=ctx.autocast_dtype, enabled=ctx.autocast):
+            return _ChunkEnd._backward(ctx.needs_input_grad, grad_w_out, grad_s_out, *inputs)
+
+    @staticmethod
+    def _backward(need, gw, gs, w, m, a, g, beta, s, eta_decay, last_q, last_p, anchor):
+        def dot(x, y):  # <x, y> of each row's (d_in, d_out) matrices, as beta's (N, 1, 1): one read pass
+            return torch.linalg.vecdot(x.flatten(-2), y.flatten(-2))[..., None, None]
+
+        grads = [None] * 10
+        if need[0]:
+            grads[0] = beta * gw
+        if need[1]:
+            grads[1] = torch.addcmul(s * gw, eta_decay, gs)
+        if need[2] or need[7] or need[8]:
+            # the matmul terms (a * Q_b)^T g and (a * P_b)^T g: the gradient at a * Q_b is g Gw^T
+            at_w, at_s = g @ gw.transpose(-1, -2), g @ gs.transpose(-1, -2)  # (N, b, d_in)
+            if need[2]:
+                grads[2] = torch.addcmul(at_w * last_q, at_s, last_p)
+            if need[7]:
+                grads[7] = torch.linalg.vecdot(a, at_w)[..., None]
+            if need[8]:
+                grads[8] = torch.linalg.vecdot(a, at_s)[..., None]
+        if need[3]:
+            grads[3] = torch.baddbmm((a * last_q) @ gw, a * last_p, gs)
+        if need[4]:
+            grads[4] = dot(gw, w) if anchor is None else dot(gw, w) - dot(gw, anchor)
+        if need[5]:
+            grads[5] = dot(gw, m)
+        if need[6]:
+            grads[6] = dot(gs, m)
+        if anchor is not None and need[9]:
+            grads[9] = (1 - beta) * gw
+        return tuple(grads)
+
+
+def chunk_end_update(
+    w: Tensor, m: Tensor, a: Tensor, g: Tensor, beta: Tensor, s: Tensor, eta_decay: Tensor,
+    last_q: Tensor, last_p: Tensor, anchor: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    r"""One layer's weights and momentum after the chunk's last token ``b`` (Eq. 13, 18; Eq. 17's matmul).
+
+    .. math::
+        \mathcal{M}_b = \beta_b W + s_b S + (1-\beta_b)\mathcal{M}_0 + A^\top\mathrm{diag}(Q_{b\cdot})\,G,
+        \qquad S_b = \Big(\prod_{j}\eta_j\Big) S + A^\top\mathrm{diag}(P_{b\cdot})\,G
+
+    with :math:`W, S` the chunk's starting weights and momentum and :math:`A^\top\mathrm{diag}(c)\,G =
+    \sum_i c_i\, a_i^\top g_i` the chunk's per-token gradients summed in one matmul (the
+    :math:`\mathcal{M}_0` term only with an ``anchor``). Its backward keeps only the inputs: autograd
+    through the same expression would also keep :math:`A \odot Q_{b\cdot}` and :math:`A \odot P_{b\cdot}`
+    (``b × d_in`` each, per layer and chunk), and it takes the gradients of the scalars
+    :math:`\beta_b, s_b, \prod\eta` as single inner products (``vecdot``) instead of a product and a sum.
+
+    Args:
+        w, m, anchor: ``(N, d_in, d_out)`` (``anchor`` optional); a, g: the chunk's gradient factors
+        ``(N, b, d_in)``, ``(N, b, d_out)``; beta, s, eta_decay: ``(N, 1, 1)``; last_q, last_p: the last rows
+        of :math:`Q` and :math:`P`, ``(N, b, 1)`` (:func:`chunk_coefficients`).
+
+    Returns:
+        ``(new weights, new momentum)``, each ``(N, d_in, d_out)``.
+    """
+    return _ChunkEnd.apply(w, m, a, g, beta, s, eta_decay, last_q, last_p, anchor)
 
 
 def chunk_end_state(c: dict[str, Tensor], weights: Weights, momentum: Weights, acts, grads, anchor=None):
@@ -211,21 +290,18 @@ def chunk_end_state(c: dict[str, Tensor], weights: Weights, momentum: Weights, a
 
     The chunk's last row of coefficients gives them: :math:`\beta_b, s_b` and :math:`\prod\eta` as
     ``(N, 1, 1)`` scalars on the start state plus the Eq. 17 matmul :math:`A^\top\mathrm{diag}(c)\,G`
-    of the per-token gradient factors. With an ``anchor`` (:meth:`MemoryMLP.anchor`) the forgotten part
-    :math:`1 - \beta_b` of the weights goes to :math:`\mathcal{M}_0` instead of to zero.
+    of the per-token gradient factors (:func:`chunk_end_update`, layer by layer). With an ``anchor``
+    (:meth:`MemoryMLP.anchor`) the forgotten part :math:`1 - \beta_b` of the weights goes to
+    :math:`\mathcal{M}_0` instead of to zero.
     """
     beta, s, eta_decay = (c[key][:, -1, None, None] for key in ("beta", "s", "eta_decay"))
     last_q, last_p = c["Q"][:, -1, :, None], c["P"][:, -1, :, None]  # (N, b, 1)
     new_w, new_s = [], []
     for layer, (w, m, a, g) in enumerate(zip(weights, momentum, acts, grads, strict=True)):
-        # Every term is added into one buffer in place: these weight-sized passes dominate the cost of
-        # small chunks, and each fresh weight-sized block is a new mapping the kernel zero-fills page by
-        # page (no backward here needs the buffer's earlier values).
-        start = (beta * w).addcmul_(s, m)
-        if anchor is not None:
-            start.addcmul_(1 - beta, anchor[layer])
-        new_w.append(_add_matmul(start, (a * last_q).transpose(-1, -2), g))
-        new_s.append(_add_matmul(eta_decay * m, (a * last_p).transpose(-1, -2), g))
+        layer_anchor = None if anchor is None else anchor[layer]
+        w_end, s_end = chunk_end_update(w, m, a, g, beta, s, eta_decay, last_q, last_p, layer_anchor)
+        new_w.append(w_end)
+        new_s.append(s_end)
     return tuple(new_w), tuple(new_s)
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
+import neural_memory.common.attention as attention_module
 from neural_memory.common.attention import (
     causal_softmax_attention,
     elu_plus_one,
@@ -82,6 +83,23 @@ def test_qkv_projection_rejects_bad_shapes():
         qkv_projection(_randn(4), good, good, good)
     with pytest.raises(TypeError, match=r"x must be a torch\.Tensor"):
         qkv_projection([[1.0]], good, good, good)  # type: ignore[arg-type]
+
+
+def test_qkv_projection_errors_name_the_weight():
+    """Each weight check reports the weight by name, and a 0-d weight gets the "must be 2-D" message."""
+    x, good = _randn(3, 4), _randn(4, 4)
+    assert _message(lambda: qkv_projection(x, _randn(3, 4), good, good)) == (
+        ValueError,
+        "w_q must have shape (d_in=4, d_out), got (3, 4)",
+    )
+    assert _message(lambda: qkv_projection(x, good, [[1.0]], good)) == (
+        TypeError,
+        "w_k must be a torch.Tensor, got list",
+    )
+    assert _message(lambda: qkv_projection(x, torch.tensor(1.0, dtype=F64), good, good)) == (
+        ValueError,
+        "w_q must be 2-D (d_in, d_out), got shape ()",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,6 +305,15 @@ def test_causal_attention_needs_square_attention():
         causal_softmax_attention(_randn(3, 4), _randn(4, 4), _randn(4, 4))
 
 
+@pytest.mark.equation("titans", 2)
+def test_causal_attention_builds_its_mask_on_the_device_of_q(monkeypatch):
+    """The causal mask is made on q's device; ``meta`` stands in for an accelerator (as in on_meta.py)."""
+    monkeypatch.setattr(attention_module, "_check_mask", lambda *args: None)  # it reads values: not on meta
+    q = torch.empty(2, 3, 4, dtype=F64, device="meta")
+    y = causal_softmax_attention(q, q, q)  # a CPU mask would not combine with meta tensors
+    assert (y.device.type, y.shape) == ("meta", (2, 3, 4))
+
+
 # --------------------------------------------------------------------------------------------------
 # Eq. 3 — kernelised (linear) attention
 # --------------------------------------------------------------------------------------------------
@@ -358,6 +385,33 @@ def test_linear_attention_parallel_equals_recurrent(batch, n, d, d_v, normalize,
     parallel = linear_attention(q, k, v, normalize=normalize)
     recurrent = linear_attention_recurrent(q, k, v, normalize=normalize)
     torch.testing.assert_close(parallel, recurrent, rtol=0, atol=1e-10)
+
+
+@pytest.mark.equation("titans", 3)
+def test_linear_attention_recurrent_with_batch_and_head_axes_equals_eq3_loop():
+    """Two leading axes of different sizes, (batch=2, heads=3), give Eq. 3 per (batch, head)."""
+    q, k, v = _randn(2, 3, 4, 2, seed=1), _randn(2, 3, 4, 2, seed=2), _randn(2, 3, 4, 5, seed=3)
+    expected = _linear_attention_loop(q, k, v, elu_plus_one)
+    torch.testing.assert_close(linear_attention_recurrent(q, k, v), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.equation("titans", 3)
+def test_linear_attention_recurrent_keeps_a_low_precision_dtype():
+    """bfloat16 in, bfloat16 out (the running sums start in the inputs' dtype, not the default float32)."""
+    q, k, v = (_randn(5, 3, seed=s).to(torch.bfloat16) for s in (1, 2, 3))
+    y = linear_attention_recurrent(q, k, v)
+    assert y.dtype == torch.bfloat16
+    expected = _linear_attention_loop(q.double(), k.double(), v.double(), elu_plus_one)
+    torch.testing.assert_close(y.double(), expected, rtol=0.05, atol=0.05)  # bfloat16 has 8 mantissa bits
+
+
+@pytest.mark.equation("titans", 3)
+def test_linear_attention_recurrent_keeps_its_state_on_the_device_of_the_inputs():
+    """Memory and normaliser sums are made on the inputs' device; ``meta`` stands in for an accelerator."""
+    q = torch.empty(2, 3, 4, dtype=F64, device="meta")
+    v = torch.empty(2, 3, 5, dtype=F64, device="meta")
+    y = linear_attention_recurrent(q, q, v, normalize=False)  # normalize=True reads values: not on meta
+    assert (y.device.type, y.shape) == ("meta", (2, 3, 5))
 
 
 def test_linear_attention_rejects_a_zero_normaliser():
@@ -553,6 +607,18 @@ def test_run_recurrence_rejects_bad_sequences():
         run_recurrence(lambda m, x: m, lambda m, x: 1.0, 0.0, _randn(2, 3))
 
 
+def test_run_recurrence_errors_are_exact():
+    """The empty-sequence and bad-read messages are exact and name the offending type of y_t."""
+    assert _message(lambda: run_recurrence(lambda m, x: m, lambda m, x: m, 0.0, _randn(0, 3))) == (
+        ValueError,
+        "xs must hold at least one token (seq axis is -2)",
+    )
+    assert _message(lambda: run_recurrence(lambda m, x: m, lambda m, x: 1.0, 0.0, _randn(2, 3))) == (
+        TypeError,
+        "read must return a torch.Tensor, got float",
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # Eq. 20 — FFN(x) = W_V Softmax(W_K x)
 # --------------------------------------------------------------------------------------------------
@@ -597,3 +663,33 @@ def test_ffn_as_attention_rejects_bad_shapes():
         ffn_as_attention(_randn(3), _randn(4, 2), _randn(2, 4))
     with pytest.raises(ValueError, match=r"w_v must have shape \(d_out, m=4\)"):
         ffn_as_attention(_randn(3), _randn(4, 3), _randn(2, 3))
+
+
+def test_ffn_as_attention_errors_name_the_argument():
+    """x, w_k and w_v each report their own name when they are not tensors of enough dims."""
+    w_k, w_v = _randn(4, 3), _randn(2, 4)
+    assert _message(lambda: ffn_as_attention([1.0, 2.0, 3.0], w_k, w_v)) == (
+        TypeError,
+        "x must be a torch.Tensor, got list",
+    )
+    assert _message(lambda: ffn_as_attention(_randn(3), _randn(3), w_v)) == (
+        ValueError,
+        "w_k must have at least 2 dims, got shape (3,)",
+    )
+    assert _message(lambda: ffn_as_attention(_randn(3), w_k, _randn(4))) == (
+        ValueError,
+        "w_v must have at least 2 dims, got shape (4,)",
+    )
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_linear_attention_recurrent_of_an_empty_sequence_is_empty_like_the_parallel_form(normalize):
+    """L = 0: both forms return the empty (..., 0, d_v) read (an empty stack raised before)."""
+    from neural_memory.common.attention import linear_attention, linear_attention_recurrent
+
+    q, k = torch.zeros(2, 0, 3, dtype=torch.float64), torch.zeros(1, 0, 3, dtype=torch.float64)
+    v = torch.zeros(2, 0, 5, dtype=torch.float64)
+    got = linear_attention_recurrent(q, k, v, normalize=normalize)
+    want = linear_attention(q, k, v, normalize=normalize)
+    assert got.shape == want.shape == (2, 0, 5)
+    assert got.dtype == want.dtype == torch.float64

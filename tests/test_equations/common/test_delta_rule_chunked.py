@@ -5,6 +5,8 @@ after the write at ``t``. The recurrence the expectations come from is written o
 (:func:`_loop`), independently of both functions under test.
 """
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from neural_memory.common import delta_rule_chunked
 from neural_memory.common.delta_rule import delta_rule_step
 from neural_memory.common.delta_rule_chunked import (
     _unit_lower_inverse,
@@ -308,3 +311,37 @@ def test_chunked_keeps_a_low_precision_dtype(gated):
     expected_o, expected_s = _loop(*(x.double() if x is not None else None for x in low))
     torch.testing.assert_close(o.double(), expected_o, rtol=0.05, atol=0.05)
     torch.testing.assert_close(s.double(), expected_s, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.equation("titans", 34)
+@pytest.mark.equation("miras", 9)
+@pytest.mark.parametrize("gated", [False, True])
+def test_chunks_are_64_tokens_by_default(gated):
+    """By default tokens 0..63 are one chunk: their outputs never see token 64, not even a NaN there."""
+    q, k, v, beta, alpha, state = _inputs(65, seed=12, gated=gated)
+    v[:, :, 64] = float("nan")  # inside one chunk, the UT transform's zeros times NaN reach the earlier rows
+    o, _ = chunk_delta_rule(q, k, v, beta, alpha=alpha, initial_state=state)
+    first = (x[:, :, :64] if x is not None else None for x in (q, k, v, beta, alpha))
+    o_ref, _ = _loop(*first, state)
+    torch.testing.assert_close(o[:, :, :64], o_ref, rtol=0, atol=1e-10)
+    assert o[:, :, 64].isnan().all()
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_chunked_builds_its_masks_on_the_device_of_its_inputs(monkeypatch, gated):
+    """The causal decay mask is made on the inputs' device, not the default one (meta for an accelerator)."""
+    # meta tensors hold no values, so the value checks (finite, >= 0) are stubbed: return initial_state
+    monkeypatch.setattr(delta_rule_chunked, "_check_sequence", lambda *args: args[5])
+    q, k, v, beta, alpha, state = (
+        x.to("meta") if x is not None else None for x in _inputs(7, seed=11, gated=gated)
+    )
+    o, final = chunk_delta_rule(q, k, v, beta, alpha=alpha, chunk_size=4, initial_state=state)
+    assert (o.device.type, o.shape) == ("meta", (B, H, 7, D_V))
+    assert (final.device.type, final.shape) == ("meta", (B, H, D_V, D_K))
+
+
+def test_chunk_size_defaults_to_64_in_the_shared_signature():
+    """chunk_size defaults to 64; recurrent_delta_rule has chunk_delta_rule's signature (its docstring)."""
+    chunked = inspect.signature(chunk_delta_rule)
+    assert chunked.parameters["chunk_size"].default == 64
+    assert inspect.signature(recurrent_delta_rule) == chunked

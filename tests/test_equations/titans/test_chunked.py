@@ -481,22 +481,6 @@ def test_join_outputs():
     torch.testing.assert_close(join_outputs(parts, queries), torch.cat(parts, dim=1), rtol=0, atol=0)
 
 
-def test_add_matmul_adds_in_place_except_under_autocast():
-    from neural_memory.titans.chunked import _add_matmul
-
-    a, b = torch.randn(2, 3, 4), torch.randn(2, 4, 5)
-    buffer = torch.randn(2, 3, 5)
-    expected = buffer + a @ b
-    out = _add_matmul(buffer, a, b)
-    assert out is buffer
-    torch.testing.assert_close(out, expected)
-    before = buffer.clone()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = _add_matmul(buffer, a, b)
-    assert out is not buffer and torch.equal(buffer, before)
-    torch.testing.assert_close(out.float(), before + a @ b, rtol=0.05, atol=0.1)
-
-
 def test_piece_sizes_default_has_no_lag_token():
     assert piece_sizes(0, 10, 4) == [4, 4, 2]
 
@@ -589,3 +573,182 @@ def test_chunked_memory_checkpoints_only_when_asked(setting, calls, monkeypatch)
         model, state, keys, values, queries, alpha, eta, theta.requires_grad_(), chunk_size=3, **kwargs
     )
     assert len(seen) == calls
+
+
+# -- the state at a chunk's end: one layer's weights (Eq. 13) and momentum (Eq. 18) after its last token ----
+
+
+def chunk_end_inputs(anchored, n=2, b=4, d_in=3, d_out=5, seed=0):
+    """w, m, a, g, beta, s, eta_decay, last_q, last_p, anchor as :func:`chunk_end_update` takes them."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, dtype=DT, generator=g, requires_grad=True)
+
+    w, m, a, grad = r(n, d_in, d_out), r(n, d_in, d_out), r(n, b, d_in), r(n, b, d_out)
+    beta = torch.rand(n, 1, 1, dtype=DT, generator=g).requires_grad_()
+    s, eta_decay, last_q, last_p = r(n, 1, 1), r(n, 1, 1), r(n, b, 1), r(n, b, 1)
+    anchor = r(n, d_in, d_out) if anchored else None
+    return w, m, a, grad, beta, s, eta_decay, last_q, last_p, anchor
+
+
+def chunk_end_by_hand(w, m, a, grad, beta, s, eta_decay, last_q, last_p, anchor):
+    """M_b = beta_b W + s_b S + (1 - beta_b) M_0 + sum_i Q_bi a_i^T g_i and S_b = (prod eta) S +
+    sum_i P_bi a_i^T g_i, one outer product per token (Eq. 17's sum before its matmul form)."""
+    new_w, new_s = beta * w + s * m, eta_decay * m
+    if anchor is not None:
+        new_w = new_w + (1 - beta) * anchor
+    for i in range(a.shape[1]):
+        outer = a[:, i, :, None] * grad[:, i, None, :]  # (N, d_in, d_out)
+        new_w = new_w + last_q[:, i, :, None] * outer
+        new_s = new_s + last_p[:, i, :, None] * outer
+    return new_w, new_s
+
+
+@pytest.mark.parametrize("anchored", [False, True])
+def test_chunk_end_update_is_the_sum_of_outer_products_with_its_gradients(anchored):
+    from neural_memory.titans.chunked import chunk_end_update
+
+    inputs = chunk_end_inputs(anchored)
+    leaves = [x for x in inputs if x is not None]
+    g = torch.Generator().manual_seed(1)
+    up_w, up_s = (torch.randn(2, 3, 5, dtype=DT, generator=g) for _ in range(2))
+    results = []
+    for fn in (chunk_end_update, chunk_end_by_hand):
+        new_w, new_s = fn(*inputs)
+        grads = torch.autograd.grad((new_w * up_w).sum() + (new_s * up_s).sum(), leaves)
+        results.append((new_w, new_s, grads))
+    for got, want in zip(results[0][:2], results[1][:2], strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    for got, want in zip(results[0][2], results[1][2], strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("anchored", [False, True])
+def test_chunk_end_update_gradients_and_second_derivatives_are_exact(anchored):
+    from neural_memory.titans.chunked import chunk_end_update
+
+    inputs = chunk_end_inputs(anchored, n=1, b=2, d_in=2, d_out=3)
+    args = inputs if anchored else inputs[:-1]
+    fn = (lambda *x: chunk_end_update(*x)) if anchored else (lambda *x: chunk_end_update(*x, None))
+    assert torch.autograd.gradcheck(fn, args)
+    assert torch.autograd.gradgradcheck(fn, args)
+
+
+def test_chunk_end_update_keeps_nothing_but_its_inputs_for_back_propagation():
+    # autograd through the plain expression keeps the token-scaled factors a * Q_b and a * P_b (chunk x d_in
+    # each, per layer and chunk); the update recomputes them from a and the coefficients
+    from neural_memory.titans.chunked import chunk_end_update
+
+    inputs = chunk_end_inputs(True)
+    kept, _ = saved_storages(chunk_end_update, *inputs)
+    assert kept and kept <= {x.untyped_storage().data_ptr() for x in inputs}
+
+
+@pytest.mark.parametrize("which", range(10))
+def test_chunk_end_update_gives_each_input_its_own_gradient_when_only_it_needs_one(which):
+    from neural_memory.titans.chunked import chunk_end_update
+
+    inputs = [x.detach() for x in chunk_end_inputs(True)]
+    inputs[which].requires_grad_()
+    g = torch.Generator().manual_seed(2)
+    up_w, up_s = (torch.randn(2, 3, 5, dtype=DT, generator=g) for _ in range(2))
+
+    def objective(fn):
+        new_w, new_s = fn(*inputs)
+        return (new_w * up_w).sum() + (new_s * up_s).sum()
+
+    (got,) = torch.autograd.grad(objective(chunk_end_update), [inputs[which]])
+    (want,) = torch.autograd.grad(objective(chunk_end_by_hand), [inputs[which]])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("anchored", [False, True])
+def test_chunk_end_update_under_bf16_autocast_matches_autograd_of_the_plain_expression(anchored):
+    # the matmul term runs in bfloat16 under autocast (and so the sum it is added to), as torch.baddbmm
+    # would; the backward's matmuls run in the forward's autocast dtype too
+    from neural_memory.titans.chunked import chunk_end_update
+
+    inputs = [
+        x.detach().float().requires_grad_() if x is not None else None for x in chunk_end_inputs(anchored)
+    ]
+
+    def plain(w, m, a, grad, beta, s, eta_decay, last_q, last_p, anchor):
+        start = beta * w + s * m
+        if anchor is not None:
+            start = start + (1 - beta) * anchor
+        new_w = torch.baddbmm(start, (a * last_q).transpose(-1, -2), grad)
+        return new_w, torch.baddbmm(eta_decay * m, (a * last_p).transpose(-1, -2), grad)
+
+    leaves = [x for x in inputs if x is not None]
+    results = []
+    for fn in (chunk_end_update, plain):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            new_w, new_s = fn(*inputs)
+        loss = new_w.float().pow(2).sum() + new_s.float().pow(2).sum()
+        results.append(((new_w, new_s), torch.autograd.grad(loss, leaves)))
+    for got, want in zip(results[0][0], results[1][0], strict=True):
+        assert got.dtype == want.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), want.float(), rtol=0.02, atol=0.02)
+    for got, want in zip(results[0][1], results[1][1], strict=True):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=0.05, atol=0.05 * want.abs().max().item())
+
+
+def test_chunk_end_update_without_autocast_stays_in_the_inputs_dtype():
+    from neural_memory.titans.chunked import chunk_end_update
+
+    inputs = [x.detach().float() if x is not None else None for x in chunk_end_inputs(True)]
+    for out, want in zip(chunk_end_update(*inputs), chunk_end_by_hand(*inputs), strict=True):
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16, torch.float16], ids=["off", "bf16", "fp16"])
+def test_chunk_end_update_backward_runs_under_the_forwards_autocast(dtype):
+    """As dual_linear's: the backward's matmuls not under autocast when the forward's was off, and in the
+    forward's autocast dtype (not autocast's default) when it was on."""
+    import contextlib
+
+    from neural_memory.titans.chunked import _ChunkEnd, chunk_end_update
+
+    inputs = [x.detach().float().requires_grad_() for x in chunk_end_inputs(True)]
+    context = (lambda: torch.autocast("cpu", dtype=dtype)) if dtype else contextlib.nullcontext
+    with context():
+        outs = chunk_end_update(*inputs)
+    g = torch.Generator().manual_seed(3)
+    grad_outs = [torch.randn(o.shape, generator=g).to(o.dtype) for o in outs]
+    got = torch.autograd.grad(outs, inputs, grad_outs)
+    with context():
+        want = _ChunkEnd._backward([True] * 10, *grad_outs, *(x.detach() for x in inputs))
+    for grad, expected, x in zip(got, want, inputs, strict=True):
+        assert grad.dtype == x.dtype
+        torch.testing.assert_close(grad, expected.to(x.dtype), rtol=0, atol=0)
+
+
+def test_chunk_coefficients_are_made_on_the_gates_device():
+    """The identity that seeds Eq. 18's scan lives on the gates' device; ``meta`` stands in for a GPU."""
+    gates = [torch.rand(2, 4, device="meta", dtype=DT) for _ in range(3)]
+    c = chunk_coefficients(*gates)
+    assert {v.device.type for v in c.values()} == {"meta"}
+    assert c["Q"].shape == c["P"].shape == (2, 4, 4)
+
+
+def test_forgetting_returns_to_an_anchor_cast_to_the_inputs_dtype():
+    """M_0 comes from the model's parameters (float64 here) and the stream is float32: the anchor is cast,
+    so the state stays float32 (a float64 anchor would promote it) and equals the token loop's. (No read-out
+    norm: its gain and bias would be float64 parameters inside the float32 stream.)"""
+    model = MemoryMLP(4, depth=2, expansion=2, residual_norm=False, forget_to_initial=True).to(DT)
+    g = torch.Generator().manual_seed(4)
+    keys, values, queries = (torch.randn(2, 6, 4, generator=g) for _ in range(3))
+    alpha, eta, theta = (0.3 * torch.rand(2, 6, generator=g) for _ in range(3))
+    w0 = tuple(w.float() for w in model.expand(2))
+    state = MemoryState(weights=w0, momentum=tuple(torch.zeros_like(w) for w in w0), chunk_weights=w0)
+    args = (model, state, keys, values, queries, alpha, eta, theta)
+    y, final = chunked_memory(*args, chunk_size=3)
+    y_ref, final_ref = reference_memory(*args, chunk_size=3)
+    assert y.dtype == torch.float32
+    assert {t.dtype for t in final.weights + final.momentum} == {torch.float32}
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    for w, w_ref in zip(final.weights, final_ref.weights, strict=True):
+        torch.testing.assert_close(w, w_ref, rtol=1e-4, atol=1e-5)

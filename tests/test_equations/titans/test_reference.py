@@ -191,3 +191,128 @@ def test_record_hands_over_every_tokens_step_in_order():
             torch.testing.assert_close(m, (1 - a) * m_prev + s, rtol=1e-12, atol=1e-12)
     for w, want in zip(final.weights, steps[-1].weights, strict=True):
         torch.testing.assert_close(w, want, rtol=0, atol=0)
+
+
+# -- the MIRAS options of the shared loop: a retention map phi with its accumulator, the lag token -----------
+
+
+def _hand_loop(w0, c0, keys, values, queries, alpha, eta, theta, *, chunk=1, lag=False, phi=None):
+    """Eq. 12-15 for a depth-1 memory written out without the library: pred = k W, grad = 2 k^T (k W - v),
+    S_t = eta S - theta grad, C_t = (1 - alpha) C + S, W_t = phi(C_t), y_t = q_t W_t. The gradient is taken
+    at the anchor: the chunk's start, and with the lag token also after the chunk's first token."""
+    phi = phi or (lambda a: a)
+    w, c, s, anchor = w0.clone(), c0.clone(), torch.zeros_like(w0), w0.clone()
+    ys = []
+    for t in range(keys.shape[1]):
+        offset = t % chunk
+        if offset == 0 or (lag and offset == 1):
+            anchor = w
+        k, v, q = keys[:, t], values[:, t], queries[:, t]
+        pred = torch.einsum("nd,nde->ne", k, anchor)
+        grad = 2 * k[:, :, None] * (pred - v)[:, None, :]
+        s = eta[:, t, None, None] * s - theta[:, t, None, None] * grad
+        c = (1 - alpha[:, t, None, None]) * c + s
+        w = phi(c)
+        ys.append(torch.einsum("nd,nde->ne", q, w))
+    return torch.stack(ys, dim=1), w, c
+
+
+def _phi(a):
+    """A retention map that is not linear (a Moneta-like normalisation), per (sequence, head) row."""
+    return a / (1 + a.pow(2).sum(dim=(-2, -1), keepdim=True).sqrt())
+
+
+def _linear_inputs(seq=6, n=2, dim=3, seed=3):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=DT)
+
+    model = MemoryMLP(dim, depth=1, residual_norm=False).to(DT)  # recall is k W: nothing else to learn
+    keys = torch.nn.functional.normalize(r(n, seq, dim), dim=-1)
+    gates = [0.1 + 0.3 * torch.rand(n, seq, generator=g, dtype=DT) for _ in range(3)]
+    return model, r(n, dim, dim), keys, r(n, seq, dim), r(n, seq, dim), *gates
+
+
+def test_a_retention_map_reads_the_memory_through_phi_of_the_accumulator():
+    """MIRAS Algorithm A: C_t = (1 - alpha_t) C_{t-1} + S_t, M_t = phi(C_t); the state keeps C_T, phi(C_T)."""
+    from neural_memory.titans.reference import reference_memory
+    from neural_memory.titans.state import MemoryState
+
+    model, c0, keys, values, queries, alpha, eta, theta = _linear_inputs()
+    w0 = _phi(c0)
+    state = MemoryState(
+        weights=(w0,), momentum=(torch.zeros_like(w0),), chunk_weights=(w0,), accumulator=(c0,)
+    )
+    y, final = reference_memory(model, state, keys, values, queries, alpha, eta, theta, project=_phi)
+    y_hand, w_hand, c_hand = _hand_loop(w0, c0, keys, values, queries, alpha, eta, theta, phi=_phi)
+    torch.testing.assert_close(y, y_hand, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(final.weights[0], w_hand, rtol=1e-12, atol=1e-12)
+    assert final.accumulator is not None
+    torch.testing.assert_close(final.accumulator[0], c_hand, rtol=1e-12, atol=1e-12)
+    assert (c_hand - w_hand).abs().max() > 1e-2  # phi is not the identity here, so C and M differ
+
+
+def test_without_a_retention_map_the_weights_are_their_own_accumulator():
+    from neural_memory.titans.reference import reference_memory
+    from neural_memory.titans.state import MemoryState
+
+    model, w0, keys, values, queries, alpha, eta, theta = _linear_inputs()
+    state = MemoryState(weights=(w0,), momentum=(torch.zeros_like(w0),), chunk_weights=(w0,))
+    y, final = reference_memory(model, state, keys, values, queries, alpha, eta, theta)
+    y_hand, w_hand, _ = _hand_loop(w0, w0, keys, values, queries, alpha, eta, theta)
+    torch.testing.assert_close(y, y_hand, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(final.weights[0], w_hand, rtol=1e-12, atol=1e-12)
+    assert final.accumulator is None
+
+
+def test_the_lag_token_moves_the_chunks_anchor_to_after_its_first_token():
+    """MIRAS Eq. 30 (Memora): in a chunk of 3, token 1 and 2 take their gradient at M after token 0."""
+    from neural_memory.titans.reference import reference_memory
+    from neural_memory.titans.state import MemoryState
+
+    model, w0, keys, values, queries, alpha, eta, theta = _linear_inputs(seq=7)
+    state = MemoryState(weights=(w0,), momentum=(torch.zeros_like(w0),), chunk_weights=(w0,))
+    args = (model, state, keys, values, queries, alpha, eta, theta)
+    y, final = reference_memory(*args, chunk_size=3, lag_token=True)
+    y_hand, w_hand, _ = _hand_loop(w0, w0, *args[2:], chunk=3, lag=True)
+    torch.testing.assert_close(y, y_hand, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(final.weights[0], w_hand, rtol=1e-12, atol=1e-12)
+    y_plain, _, _ = _hand_loop(w0, w0, *args[2:], chunk=3, lag=False)
+    assert (y_hand - y_plain).abs().max() > 1e-3  # the lag token changes the result here
+
+
+def test_a_retention_map_and_forgetting_to_the_initial_weights_are_refused_together():
+    from neural_memory.titans.reference import reference_memory
+    from neural_memory.titans.state import MemoryState
+
+    model, w0, keys, values, queries, alpha, eta, theta = _linear_inputs()
+    model = MemoryMLP(3, depth=1, residual_norm=False, forget_to_initial=True).to(DT)
+    state = MemoryState(
+        weights=(w0,), momentum=(torch.zeros_like(w0),), chunk_weights=(w0,), accumulator=(w0,)
+    )
+    with pytest.raises(ValueError, match="forget_to_initial needs a linear retention"):
+        reference_memory(model, state, keys, values, queries, alpha, eta, theta, project=_phi)
+
+
+def test_the_initial_weights_forgetting_returns_to_take_the_inputs_dtype():
+    """M_0 comes from the model's parameters (float64 here); the loop runs in the inputs' dtype (float32),
+    so the anchor must be cast: a float64 anchor would promote the state to float64."""
+    from neural_memory.titans.reference import reference_memory
+    from neural_memory.titans.state import MemoryState
+
+    model, _, keys, values, queries, alpha, eta, theta = _linear_inputs()
+    model = MemoryMLP(3, depth=1, residual_norm=False, forget_to_initial=True).to(DT)
+    w0 = model.expand(2)[0].float()
+    state = MemoryState(weights=(w0,), momentum=(torch.zeros_like(w0),), chunk_weights=(w0,))
+    inputs = [x.float() for x in (keys, values, queries, alpha, eta, theta)]
+    y, final = reference_memory(model, state, *inputs)
+    assert y.dtype == torch.float32
+    assert final.weights[0].dtype == torch.float32 and final.momentum[0].dtype == torch.float32
+    # and its value: Eq. 13 acts on the content C = W - M_0 (C_0 = 0), read as W = M_0 + C
+    m0 = w0.double()
+    y_hand, w_hand, _ = _hand_loop(
+        m0, torch.zeros_like(m0), *(x.double() for x in inputs), phi=lambda c: m0 + c
+    )
+    torch.testing.assert_close(y.double(), y_hand, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(final.weights[0].double(), w_hand, rtol=1e-4, atol=1e-5)
