@@ -7,7 +7,7 @@
     python3 dev.py lint      # ruff + Dockerfile / compose / workflow checks
     python3 dev.py format    # ruff --fix and ruff format, in place
     python3 dev.py install   # (re)install the virtualenv unconditionally
-    python3 dev.py mutate [MODULE ...]  # mutation testing (mutmut) of common/ and titans/, or of MODULEs
+    python3 dev.py mutate [MODULE ...]  # mutation testing (mutmut) of the equation packages, or of MODULEs
     python3 dev.py docs      # generate the documentation pages and build the site (mkdocs, strict) in site/
     python3 dev.py notebooks # execute the five notebooks in notebooks/ top to bottom
 

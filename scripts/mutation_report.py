@@ -1,20 +1,20 @@
 """Mutation testing of the equation modules with mutmut, and the committed report (issue 8, section 2).
 
-    python scripts/mutation_report.py                                  # every module of common/ and titans/
+    python scripts/mutation_report.py                                  # every module of the four packages
     python scripts/mutation_report.py src/neural_memory/common/scan.py # some modules (paths or dotted names)
     python scripts/mutation_report.py --fresh ...    # clear mutmut's cache build/mutation/mutants first
     python scripts/mutation_report.py --markdown-only # rewrite docs/mutation.md from the JSON (new notes)
     python scripts/mutation_report.py --check         # exit 1 if a reported module changed since its run
 
 mutmut's settings are in pyproject.toml (``[tool.mutmut]``): it copies ``src`` to ``mutants/``, mutates
-the modules of ``common/`` and ``titans/`` and runs, for each mutant, the equation tests under
-``tests/test_equations/{common,titans}`` that executed the mutated function. mutmut never mutates a
-decorated function, and ``@implements`` decorates exactly the functions that compute the equations, so
-mutmut runs in a stage, ``build/mutation``: a copy of ``pyproject.toml``, ``tests`` and ``src`` in which
-each ``@implements`` of a function becomes a call after its definition (:func:`unwrap_implements`); the
-working tree is never touched. This script runs ``mutmut run`` once per requested module (so each gets
-its own runtime; ``--fresh`` first deletes mutmut's cache ``build/mutation/mutants``), reads
-``mutmut results --all true`` and merges the counts into
+the modules of ``common/``, ``titans/``, ``miras/`` and ``nl/`` and runs, for each mutant, the equation
+tests under ``tests/test_equations/{common,titans,miras,nl}`` that executed the mutated function. mutmut
+never mutates a decorated function, and ``@implements`` decorates exactly the functions that compute the
+equations, so mutmut runs in a stage, ``build/mutation``: a copy of ``pyproject.toml``, ``tests`` and
+``src`` in which each ``@implements`` of a function becomes a call after its definition
+(:func:`unwrap_implements`); the working tree is never touched. This script runs ``mutmut run`` once per
+requested module (so each gets its own runtime; ``--fresh`` first deletes mutmut's cache
+``build/mutation/mutants``), reads ``mutmut results --all true`` and merges the counts into
 ``benchmarks/results/mutation.json``, then writes ``docs/mutation.md`` from that file. Modules not
 requested keep their previous entry. Each entry records the sha256 of the module's source, so a later
 check can tell that the report is older than the code.
@@ -43,7 +43,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE_DIRS = ("src/neural_memory/common", "src/neural_memory/titans")
+PACKAGE_DIRS = (
+    "src/neural_memory/common",
+    "src/neural_memory/titans",
+    "src/neural_memory/miras",
+    "src/neural_memory/nl",
+)
 JSON_PATH = ROOT / "benchmarks" / "results" / "mutation.json"
 MD_PATH = ROOT / "docs" / "mutation.md"
 STAGE = ROOT / "build" / "mutation"  # mutmut's working directory: a copy of src (unwrapped) and tests
@@ -307,7 +312,7 @@ def write_markdown(report: dict[str, object], notes: dict[str, str]) -> None:
         f"{report['mutmut']}); do not edit by hand. Data: `benchmarks/results/mutation.json`.",
         "",
         "mutmut mutates a module (one small change per mutant: an operator, a constant, an argument) and",
-        "runs the equation tests (`tests/test_equations/common`, `tests/test_equations/titans`) that",
+        "runs the equation tests (`tests/test_equations/{common,titans,miras,nl}`) that",
         "executed the mutated function. A mutant is killed when a test fails. Score = (killed + timeout) /",
         "(total - skipped). Target (issue 8): at least 90 % per module, every survivor killed by a new test",
         "or listed as equivalent with a reason. Runtime: wall time of the module's `mutmut run` on 2 CPU",
@@ -334,7 +339,14 @@ def write_markdown(report: dict[str, object], notes: dict[str, str]) -> None:
             f"| {m['total']} | {score} | {met} | {m['runtime_seconds']} s | {m['date']} "
             f"| `{str(m['commit'])[:10]}` | `{str(m['sha256'])[:12]}` |"
         )
-    lines += ["", "Modules not in the table have not been run yet.", ""]
+    not_run = [path for path in default_modules() if path not in modules]
+    lines += [""]
+    if not_run:
+        lines += ["Not run yet (no score, target not met):", ""]
+        lines += [f"- `{path}`" for path in not_run]
+    else:
+        lines += ["Every module of the four packages has been run."]
+    lines += [""]
     lines += equation_lines(report.get("equations", []))  # type: ignore[arg-type]
     lines += ["## Surviving mutants", ""]
     for path, m in sorted(modules.items()):

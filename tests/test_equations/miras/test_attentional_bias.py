@@ -8,6 +8,7 @@ of the printed loss, or a brute-force maximum over directions on the sphere (Eq.
 
 import itertools
 import math
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -905,3 +906,170 @@ def test_eq31_l2_gradient_at_the_lag_state_is_the_outer_product_and_autograd(w, 
     w_leaf = w1.clone().requires_grad_(True)
     (0.5 * (w_leaf @ k - v).pow(2).sum()).backward()
     torch.testing.assert_close(got, w_leaf.grad, rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------------
+# Exact error messages, float hyper-parameters, boundaries and devices
+# --------------------------------------------------------------------------------------------------
+
+_W, _K, _V = _randn(3, 2, seed=40), _randn(2, seed=41), _randn(3, seed=42)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: huber(1.0, 1.0), TypeError, "a must be a tensor, got float"),
+        (lambda: L2Bias().loss([1.0], _t(1.0)), TypeError, "pred must be a tensor, got list"),
+        (lambda: L2Bias().loss(_t(1.0), [1.0]), TypeError, "target must be a tensor, got list"),
+        (lambda: L2Bias(scale="1"), TypeError, "scale must be a real number, got str"),
+        (lambda: LpBias(p="3"), TypeError, "p must be a real number, got str"),
+        (lambda: LpBias(smooth=1), TypeError, "smooth must be a bool, got int"),
+        (lambda: huber(_t(1.0), "1"), TypeError, "delta must be a float or a tensor, got str"),
+        (lambda: huber(_t(1.0), True), TypeError, "delta must be a float or a tensor, got bool"),
+        (lambda: linear_bias_grad(_W, _K, _V, "l2"), TypeError, "bias must be an AttentionalBias, got str"),
+        (lambda: moneta_gradient(_W, _K, _V, L2Bias()), TypeError, "bias must be an LpBias, got L2Bias"),
+        (
+            lambda: HuberBias().loss(_t(1.0), _t(2.0)),
+            TypeError,
+            "HuberBias is missing token parameter 'delta'",
+        ),
+        (
+            lambda: L2Bias().loss(_t(1.0), _t(2.0), delta=1.0),
+            TypeError,
+            "L2Bias got an unexpected token parameter 'delta' (it takes none)",
+        ),
+        (
+            lambda: YaadBias().loss(_t(1.0), _t(2.0), delta=1.0, beta=1.0),
+            TypeError,
+            "YaadBias got an unexpected token parameter 'beta' (it takes ('delta',))",
+        ),
+        (lambda: huber(_t(1.0), 0.0), ValueError, "delta must be finite and > 0, got 0.0"),
+        (
+            lambda: huber(_t(1.0, 2.0), _t(1.0, -1.0)),
+            ValueError,
+            "delta must be finite and > 0, got a tensor with values in [-1.0, 1.0]",
+        ),
+        (
+            lambda: YaadBias().loss(_randn(2, 3), _randn(2, 3), delta=torch.ones(2, 3, dtype=F64)),
+            ValueError,
+            "delta must be one scalar per token, shape (..., 1), got (2, 3) "
+            "(docs/errata.md, MIRAS Eq. 16: the switch compares a norm with it)",
+        ),
+    ],
+)
+def test_error_messages_are_exact(call, error, message):
+    """Every check raises its documented exception with the exact message (name, type or value shown)."""
+    with pytest.raises(error) as excinfo:
+        call()
+    assert type(excinfo.value) is error
+    assert str(excinfo.value) == message
+
+
+@pytest.mark.parametrize(
+    ("w", "k", "v", "message"),
+    [
+        (_randn(3), _K, _V, "W must be (..., d_v, d_k), got torch.Size([3])"),
+        ([[1.0]], _K, _V, "W must be (..., d_v, d_k), got list"),
+        (_W, _randn(3), _V, "k must have shape (..., d_k=2), got torch.Size([3])"),
+        (_W, torch.tensor(1.0, dtype=F64), _V, "k must have shape (..., d_k=2), got torch.Size([])"),
+        (_W, [1.0, 2.0], _V, "k must have shape (..., d_k=2), got list"),
+        (_W, _K, _randn(2), "v must have shape (..., d_v=3), got torch.Size([2])"),
+        (_W, _K, torch.tensor(1.0, dtype=F64), "v must have shape (..., d_v=3), got torch.Size([])"),
+        (_W, _K, "v", "v must have shape (..., d_v=3), got str"),
+    ],
+)
+def test_linear_memory_shape_errors_are_exact(w, k, v, message):
+    """A bad W, k or v (wrong rank, wrong width, not a tensor) raises ValueError naming its shape or type."""
+    with pytest.raises(ValueError) as excinfo:
+        linear_bias_grad(w, k, v, L2Bias())
+    assert type(excinfo.value) is ValueError
+    assert str(excinfo.value) == message
+
+
+@pytest.mark.parametrize(
+    ("make", "field", "value"),
+    [
+        (lambda: L2Bias(scale=2), "scale", 2.0),
+        (lambda: LpBias(p=3), "p", 3.0),
+        (lambda: LpBias(eps=1), "eps", 1.0),
+        (lambda: LpBias(sharpness=7), "sharpness", 7.0),
+        (lambda: ValueShiftBias(radius=1), "radius", 1.0),
+    ],
+)
+def test_integer_hyper_parameters_are_stored_as_floats(make, field, value):
+    """An int hyper-parameter is validated and stored back on the field as a Python float."""
+    stored = getattr(make(), field)
+    assert type(stored) is float
+    assert stored == value
+
+
+def test_a_bias_without_its_own_rule_takes_per_channel_token_params():
+    """By default a token param may be (..., d), one per channel (only Yaad and norm-Huber need (..., 1))."""
+
+    class ChannelScaledL2(AttentionalBias):
+        token_params: ClassVar[tuple[str, ...]] = ("c",)
+
+        def _loss(self, pred, target, c):
+            return (c * (pred - target) ** 2).sum(-1)
+
+        def _output_grad(self, pred, target, c):
+            return 2 * c * (pred - target)
+
+    pred, target, c = _t(1.0, 2.0, 3.0), _t(0.0, 0.0, 1.0), _t(1.0, 0.5, 2.0)
+    # 2 c r with r = (1, 2, 2): (2, 2, 8); loss Σ c r² = 1 + 2 + 8 = 11
+    assert torch.equal(ChannelScaledL2().output_grad(pred, target, c=c), _t(2.0, 2.0, 8.0))
+    assert ChannelScaledL2().loss(pred, target, c=c).item() == 11.0
+
+
+def _huber_by_hand(x: float, d: float) -> float:
+    return 0.5 * x * x if abs(x) <= d else d * (abs(x) - 0.5 * d)
+
+
+@pytest.mark.equation("miras", 14)
+@pytest.mark.equation("miras", 15)
+def test_huber_bias_losses_reduce_only_the_last_axis_of_a_3d_batch():
+    """On (2, 3, 4) inputs both Huber losses are (2, 3): Σ_j H(r_j) and H(||r||), written out per token."""
+    pred, target = 2.0 * _randn(2, 3, 4, seed=43), _randn(2, 3, 4, seed=44)
+    r = (pred - target).tolist()
+    coordinate = [[sum(_huber_by_hand(x, 1.0) for x in tok) for tok in row] for row in r]
+    norms = [[math.sqrt(sum(x * x for x in tok)) for tok in row] for row in r]
+    norm = [[_huber_by_hand(n, 4.0) for n in row] for row in norms]
+    # both branches are hit: 8 of 24 coordinates within δ = 1, 3 of 6 norms within δ = 4
+    assert sum(abs(x) <= 1.0 for row in r for tok in row for x in tok) == 8
+    assert sum(n <= 4.0 for row in norms for n in row) == 3
+    _close(HuberBias().loss(pred, target, delta=1.0), torch.tensor(coordinate, dtype=F64))
+    delta = torch.full((2, 3, 1), 4.0, dtype=F64)
+    _close(HuberBias(mode="norm").loss(pred, target, delta=delta), torch.tensor(norm, dtype=F64))
+
+
+@pytest.mark.equation("miras", 13)
+def test_huber_at_the_threshold_is_on_the_quadratic_piece():
+    """Eq. 13's first case is |a| <= δ: at |a| = δ exactly the second derivative is 1 (quadratic), not 0."""
+    a = _t(0.5, -0.5).requires_grad_(True)
+    (dh,) = torch.autograd.grad(huber(a, 0.5).sum(), a, create_graph=True)
+    (d2h,) = torch.autograd.grad(dh.sum(), a)
+    assert torch.equal(dh.detach(), _t(0.5, -0.5))
+    assert torch.equal(d2h, _t(1.0, 1.0))
+
+
+@pytest.mark.equation("miras", 16)
+def test_yaad_at_norm_equal_to_delta_takes_the_l2_branch():
+    """Eq. 16's first case is ||r|| <= δ: at ||r|| = δ = 5 (r = (3, 4)) loss ½||r||² = 12.5 and gradient r."""
+    pred, target = _t(3.0, 4.0), _t(0.0, 0.0)
+    assert torch.linalg.vector_norm(pred).item() == 5.0
+    # the l1 branch would give 5 (7/√2 - 2.5) ≈ 12.25 and 5/√2 (1, 1)
+    assert YaadBias().loss(pred, target, delta=5.0).item() == 12.5
+    assert torch.equal(YaadBias().output_grad(pred, target, delta=5.0), _t(3.0, 4.0))
+
+
+@pytest.mark.equation("miras", 13)
+def test_huber_moves_a_cpu_delta_to_the_input_device(monkeypatch):
+    """A CPU delta tensor is moved to a's device: on meta (an accelerator stand-in) huber stays there."""
+    real_bool = torch.Tensor.__bool__
+    # meta tensors hold no values: the finiteness check cannot be read there, so it is taken as passed
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda t: True if t.is_meta else real_bool(t))
+    a = torch.zeros(2, 3, dtype=F64, device="meta")
+    out = huber(a, _t(0.5, 1.0, 2.0))
+    assert out.device.type == "meta" and out.shape == (2, 3)
+    grad = HuberBias().output_grad(a, a, delta=_t(0.5, 1.0, 2.0))
+    assert grad.device.type == "meta" and grad.shape == (2, 3)

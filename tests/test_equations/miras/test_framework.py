@@ -402,3 +402,103 @@ def test_table1_rows_reject_bad_gates():
         dfw_step(m, k, v, alpha=_t([0.5, 0.5]), beta=_t([0.5, 0.5]))
     with pytest.raises(ValueError, match="eta must be finite and >= 0"):
         ttt_linear_step(m, k, v, -1.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Defaults, broadcasting, devices and the exact error messages of the shared coefficient check
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("miras", 3)
+def test_linear_rnn_default_decay_is_one():
+    """Without A, Eq. 3 keeps the old memory whole: M + v kᵀ."""
+    m0 = _t([[1.0, 2.0], [3.0, 4.0]])
+    # M0 + (2, -1)(1, 3)ᵀ = [[1 + 2, 2 + 6], [3 - 1, 4 - 3]]
+    assert torch.equal(linear_rnn_step(m0, _t([1.0, 3.0]), _t([2.0, -1.0])), _t([[3.0, 8.0], [2.0, 1.0]]))
+
+
+@pytest.mark.equation("miras", 3)
+def test_linear_rnn_batched_column_decay_with_d_v_not_d_k():
+    """A key-channel gate on a batched memory with d_v != d_k, shared over the batch or per example."""
+    m, k, v = _randn(2, 3, 4, seed=20), _randn(2, 4, seed=21), _randn(2, 3, seed=22)
+    shared, per_example = _rand(4, seed=23), _rand(2, 4, seed=24)
+    got_shared = linear_rnn_step(m, k, v, shared, diagonal="col")
+    got_each = linear_rnn_step(m, k, v, per_example, diagonal="col")
+    for b in range(2):
+        write = torch.outer(v[b], k[b])
+        torch.testing.assert_close(got_shared[b], m[b] @ torch.diag(shared) + write, rtol=0, atol=1e-12)
+        torch.testing.assert_close(got_each[b], m[b] @ torch.diag(per_example[b]) + write, rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("miras", 3)
+def test_linear_rnn_float_decay_stays_on_the_memory_device(monkeypatch):
+    """A float A is made on M's device: on meta (an accelerator stand-in) the step runs and stays there."""
+    real_bool = torch.Tensor.__bool__
+    # meta tensors hold no values: the finiteness check cannot be read there, so it is taken as passed
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda t: True if t.is_meta else real_bool(t))
+    m = torch.zeros(2, 3, 4, dtype=F64, device="meta")
+    k, v = torch.zeros(2, 4, dtype=F64, device="meta"), torch.zeros(2, 3, dtype=F64, device="meta")
+    out = linear_rnn_step(m, k, v, 0.5)
+    assert out.device.type == "meta"
+    assert out.shape == (2, 3, 4)
+
+
+def test_linear_rnn_error_messages_show_the_bad_value():
+    """Messages name A and show the value, or a placeholder for tensors of more than 8 entries."""
+    m, k, v = _randn(3, 2), _randn(2), _randn(3)
+    with pytest.raises(TypeError, match=r"^A must be a float or a tensor, got str$"):
+        linear_rnn_step(m, k, v, "1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^A must be finite, got nan$"):
+        linear_rnn_step(m, k, v, float("nan"))
+    eight = torch.full((8,), float("nan"), dtype=F64)
+    with pytest.raises(ValueError, match=r"^A must be finite, got tensor\(\[nan, nan"):
+        linear_rnn_step(m, k, v, eight)
+    nine = torch.full((9,), float("nan"), dtype=F64)
+    with pytest.raises(ValueError, match=r"^A must be finite, got a tensor outside it$"):
+        linear_rnn_step(m, k, v, nine)
+
+
+def test_linear_rnn_rejects_decays_that_do_not_broadcast_to_the_batch():
+    """Decay shapes that fail to broadcast, or broadcast past the batch, raise ValueError naming A."""
+    m, k, v = _randn(2, 3, 2, seed=1), _randn(2, 2, seed=2), _randn(2, 3, seed=3)
+    with pytest.raises(ValueError, match=r"^A of shape \(3,\) does not broadcast to \(2,\)$"):
+        linear_rnn_step(m, k, v, torch.ones(3, dtype=F64))
+    with pytest.raises(
+        ValueError, match=r"^A must have shape \(\.\.\., d_k=2\) with diagonal='col', got \(3, 2\)$"
+    ):
+        linear_rnn_step(m, k, v, torch.ones(3, 2, dtype=F64), diagonal="col")
+    # unbatched memory, a gate with a leading batch dimension of 5: it would grow the memory to 5 copies
+    with pytest.raises(
+        ValueError, match=r"^A must have shape \(\.\.\., d_v=3\) with diagonal='row', got \(5, 3\)$"
+    ):
+        linear_rnn_step(m[0], k[0], v[0], torch.ones(5, 3, dtype=F64), diagonal="row")
+
+
+def test_ttt_linear_rejects_a_negative_step_as_eta():
+    """A negative η is refused by TTT-Linear itself, under its own name (not delta_rule_step's theta)."""
+    m, k, v = _randn(3, 2), _randn(2), _randn(3)
+    with pytest.raises(ValueError, match=r"^eta must be finite and >= 0, got -1\.0$"):
+        ttt_linear_step(m, k, v, -1.0)
+
+
+def test_hgrn2_error_messages_are_exact():
+    """HGRN2 names M and alpha, shows M's shape or type, and gives no diagonal hint (it takes none)."""
+    v = _randn(3)
+    with pytest.raises(ValueError, match=r"^M must be \(\.\.\., d_v, d_k\), got torch\.Size\(\[3\]\)$"):
+        hgrn2_step(_randn(3), v, _t([0.5, 0.5]))
+    with pytest.raises(ValueError, match=r"^M must be \(\.\.\., d_v, d_k\), got list$"):
+        hgrn2_step([[1.0, 2.0]], v, _t([0.5, 0.5]))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^alpha must have shape \(\.\.\., d_k=2\), got \(3,\)$"):
+        hgrn2_step(_randn(3, 2), v, _t([0.5, 0.5, 0.5]))
+
+
+def test_dfw_gates_must_lie_in_the_unit_interval_with_exact_messages():
+    """DFW rejects α below 0 or above 1 and misshapen α, β, naming each gate without a diagonal hint."""
+    m, k, v, beta = _randn(3, 2), _randn(2), _randn(3), _t([0.5, 0.5, 0.5])
+    for bad in (_t([0.5, -0.5]), _t([0.5, 1.5])):
+        with pytest.raises(ValueError, match=r"^alpha must be in \[0, 1\], got tensor\("):
+            dfw_step(m, k, v, alpha=bad, beta=beta)
+    with pytest.raises(ValueError, match=r"^alpha must have shape \(\.\.\., d_k=2\), got \(3,\)$"):
+        dfw_step(m, k, v, alpha=_t([0.5, 0.5, 0.5]), beta=beta)
+    with pytest.raises(ValueError, match=r"^beta must have shape \(\.\.\., d_v=3\), got \(2,\)$"):
+        dfw_step(m, k, v, alpha=_t([0.5, 0.5]), beta=_t([0.5, 0.5]))

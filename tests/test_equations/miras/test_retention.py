@@ -8,6 +8,7 @@ typed in from the paper (with the A1 index corrections), never taken from the co
 """
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -1130,3 +1131,297 @@ def test_lq_projection_of_a_zero_or_huge_matrix_has_finite_gradients():
     (grad_want,) = torch.autograd.grad((want * want).sum(), huge64)
     assert torch.isfinite(out).all() and torch.isfinite(grad).all()
     torch.testing.assert_close(grad.double(), grad_want, rtol=1e-4, atol=1e-22)
+
+
+# -- exact error messages, boundaries and defaults (mutation testing) ---------------------------------
+
+
+def _bad_dims_call(dim):
+    return lambda: lq_ftrl_weights(_randn(2, 3), 1.5, dim=dim)
+
+
+_W3, _G3 = _positive(3), _randn(3, seed=1)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda: KLSoftmax().project(_randn(4)),
+            ValueError,
+            "acc must be a tensor (..., d_in, d_out) with at least 2 dims, got (4,)",
+        ),
+        (
+            lambda: WeightDecay().project([1.0]),
+            ValueError,
+            "acc must be a tensor (..., d_in, d_out) with at least 2 dims, got list",
+        ),
+        (
+            lambda: elastic_net_step(_W3, [1.0], 0.1, 1.0, 1.0),
+            TypeError,
+            "grad must be a floating-point tensor, got list",
+        ),
+        (
+            lambda: elastic_net_step(_W3, torch.ones(3, dtype=torch.int64), 0.1, 1.0, 1.0),
+            TypeError,
+            "grad must be a floating-point tensor, got torch.int64",
+        ),
+        (
+            lambda: kl_retention_step(torch.tensor([0.0, 1.0], dtype=F64), _G3[:2], 0.1, 1.0),
+            ValueError,
+            "W must be > 0: the update takes log W (initialise on the open simplex)",
+        ),
+        (lambda: moneta_normalize(_randn(2, 3), True), ValueError, "q must be >= 1, got True"),
+        (lambda: moneta_normalize(_randn(2, 3), math.inf), ValueError, "q must be >= 1, got inf"),
+        (lambda: soft_threshold([1.0], 0.1), TypeError, "z must be a floating-point tensor, got list"),
+        (
+            lambda: soft_threshold(torch.ones(2, dtype=torch.int64), 0.1),
+            TypeError,
+            "z must be a floating-point tensor, got torch.int64",
+        ),
+        (
+            lambda: lq_ftrl_weights(torch.tensor(1.0, dtype=F64), 1.5),
+            ValueError,
+            "dim: the tensor must have at least one dim",
+        ),
+        (_bad_dims_call(True), ValueError, "dim must be an int or a tuple of ints in [-2, 2), got True"),
+        (_bad_dims_call(2), ValueError, "dim must be an int or a tuple of ints in [-2, 2), got 2"),
+        (_bad_dims_call((0, -2)), ValueError, "dim must not repeat a dim, got (0, -2)"),
+        (lambda: KLSoftmax(c=True), ValueError, "c must be > 0 and finite, got True"),
+        (lambda: KLSoftmax(c=math.inf), ValueError, "c must be > 0 and finite, got inf"),
+        (lambda: ElasticNet(True), ValueError, "threshold must be a float in [0, inf), got True"),
+        (lambda: ElasticNet(math.inf), ValueError, "threshold must be a float in [0, inf), got inf"),
+        (
+            lambda: bregman_step(_W3, _G3, 0.1, torch.sinh, None),
+            TypeError,
+            "g must be callable (elementwise), got NoneType",
+        ),
+        (
+            lambda: bregman_step(_W3, _G3, 0.1, "sinh", torch.asinh),
+            TypeError,
+            "f_prime must be callable (elementwise), got str",
+        ),
+        (
+            lambda: bregman_step(_W3, _G3, -1.0, torch.sinh, torch.asinh),
+            ValueError,
+            "eta must be in [0, inf), got -1.0",
+        ),
+        (
+            lambda: bregman_step(-_W3, _G3, 0.1, torch.log, torch.exp),
+            ValueError,
+            "W is outside the domain of f_prime (f_prime(W) is NaN)",
+        ),
+        (
+            lambda: elastic_net_ftrl([1.0], _G3, 0.1, 1.0),
+            TypeError,
+            "A_prev must be a floating-point tensor, got list",
+        ),
+        (
+            lambda: elastic_net_ftrl(_W3, _G3[:1], 0.1, 1.0),
+            ValueError,
+            "grad must have the shape of A_prev (3,), got (1,)",
+        ),
+        (lambda: elastic_net_ftrl(_W3, _G3, -1.0, 1.0), ValueError, "eta must be in [0, inf), got -1.0"),
+        (lambda: elastic_net_step(_W3, _G3, 0.1, 1.0, 0.0), ValueError, "alpha must be in (0, inf], got 0.0"),
+        (
+            lambda: f_divergence_step(-_W3, _G3, 0.1, _kl_g),
+            ValueError,
+            "W must be >= 0 (a point of the scaled simplex, Eq. 20)",
+        ),
+        (
+            lambda: f_divergence_step(_W3, _G3, 0.1, "exp"),
+            TypeError,
+            "g must be callable (g = (f')^-1, elementwise), got str",
+        ),
+        (
+            lambda: f_divergence_step(_W3, torch.tensor([50.0, 0.0, 0.0], dtype=F64), 1.0, lambda y: y),
+            ValueError,
+            "g must be >= 0 on the reached arguments (g = (f')^-1 maps into the domain of f)",
+        ),
+        (lambda: lq_ftrl_weights([1.0], 1.5), TypeError, "A must be a floating-point tensor, got list"),
+        (lambda: memora_log_step(_W3, _G3, -1.0, 0.5), ValueError, "eta must be in [0, inf), got -1.0"),
+        (lambda: moneta_normalize([1.0], 4.0), TypeError, "A must be a floating-point tensor, got list"),
+        (
+            lambda: moneta_step([1.0], _G3, 0.1, 0.5, 4.0),
+            TypeError,
+            "A_prev must be a floating-point tensor, got list",
+        ),
+        (
+            lambda: moneta_step(_randn(2, 3), _G3, 0.1, 0.5, 4.0),
+            ValueError,
+            "grad must have the shape of A_prev (2, 3), got (3,)",
+        ),
+        (
+            lambda: sigmoid_bregman_step(torch.tensor([0.0, 0.5], dtype=F64), _G3[:2], 0.1),
+            ValueError,
+            "W must be in (0, 1) (the sigmoid-Bregman update takes its logit)",
+        ),
+        (
+            lambda: KLSoftmax(dim=1),
+            ValueError,
+            "dim must be -1, -2 or (-2, -1) (a slice of the last two dims), got 1",
+        ),
+        (
+            lambda: KLSoftmax(dim=(-3, -1)),
+            ValueError,
+            "dim must be -1, -2 or (-2, -1) (a slice of the last two dims), got (-3, -1)",
+        ),
+        (
+            lambda: KLSoftmax(dim=(2, -1)),
+            ValueError,
+            "dim must be -1, -2 or (-2, -1) (a slice of the last two dims), got (2, -1)",
+        ),
+        (
+            lambda: KLSoftmax(dim=(-2, 1)),
+            ValueError,
+            "dim must be -1, -2 or (-2, -1) (a slice of the last two dims), got (-2, 1)",
+        ),
+        (
+            lambda: KLSoftmax(dim=(-2, -2)),
+            ValueError,
+            "dim must be -1, -2 or (-2, -1) (a slice of the last two dims), got (-2, -2)",
+        ),
+    ],
+)
+def test_errors_are_exact(call, error, message):
+    """Each bad argument raises its own full message, naming the argument and the value."""
+    with pytest.raises(error, match="^" + re.escape(message) + "$"):
+        call()
+
+
+@pytest.mark.equation("miras", 27)
+def test_kl_softmax_projection_over_one_or_both_last_dims_by_hand():
+    """KLSoftmax(dim) is c·exp(L)/Σexp(L) over the named slice of each layer matrix."""
+    acc = _randn(2, 3, 4, seed=5)
+    e = torch.exp(acc)
+    both = KLSoftmax(c=2.0, dim=(-2, -1)).project(acc)
+    torch.testing.assert_close(both, 2.0 * e / e.sum(dim=(1, 2), keepdim=True), rtol=1e-14, atol=0)
+    rows = KLSoftmax(dim=-1).project(acc)
+    torch.testing.assert_close(rows, e / e.sum(dim=2, keepdim=True), rtol=1e-14, atol=0)
+
+
+@pytest.mark.equation("miras", 23)
+def test_elastic_net_with_threshold_zero_is_the_identity():
+    """Threshold 0 is allowed and soft-thresholds nothing."""
+    acc = _randn(2, 3, seed=6)
+    retention = ElasticNet(0.0)
+    assert retention.threshold == 0.0
+    torch.testing.assert_close(retention.project(acc), acc, rtol=0, atol=0)
+
+
+def test_retention_repr_lists_its_fields():
+    """repr is the class name and its instance fields."""
+    assert repr(KLSoftmax(c=2.0, dim=-1, lag_token=False)) == "KLSoftmax(c=2.0, dim=-1, lag_token=False)"
+    assert repr(ElasticNet(0.5)) == "ElasticNet(threshold=0.5)"
+    assert repr(WeightDecay()) == "WeightDecay()"
+
+
+@pytest.mark.parametrize("q", [3.0, 4.0, 5.0])
+def test_lq_matrix_norm_grad_by_hand_and_zero_where_the_norm_is_zero(q):
+    """∂‖C‖_q/∂C = Sign(C)|C|^{q−1}/‖C‖_q^{q−1}; 0 where the given norm is 0."""
+    retention = LqNormalization(q)
+    acc = torch.tensor([[[1.0, -2.0], [0.5, 3.0]]], dtype=F64)
+    norm = (acc.abs() ** q).sum() ** (1 / q)
+    got = retention.matrix_norm_grad(acc.clone(), norm.reshape(1, 1, 1))
+    torch.testing.assert_close(
+        got, torch.sign(acc) * acc.abs() ** (q - 1) / norm ** (q - 1), rtol=1e-14, atol=0
+    )
+    zero = retention.matrix_norm_grad(acc.clone(), torch.zeros(1, 1, 1, dtype=F64))
+    assert torch.equal(zero, torch.zeros_like(acc))
+
+
+def test_lq_matrix_norm_bounded_skips_the_max_scaling():
+    """bounded=True is the plain (Σ|C|^q)^{1/q} (overflows for huge entries); the default rescales."""
+    retention = LqNormalization(3.0)
+    acc = torch.full((1, 2, 2), 1e200, dtype=F64)
+    assert torch.isinf(retention.matrix_norm(acc, bounded=True)).all()
+    torch.testing.assert_close(
+        retention.matrix_norm(acc), torch.full((1, 1, 1), 4 ** (1 / 3) * 1e200, dtype=F64), rtol=1e-15, atol=0
+    )
+
+
+def test_lq_ftrl_weights_scale_each_slice_by_its_own_max():
+    """A tiny slice next to a huge one keeps its exact weights (no shared scale underflows it)."""
+    # q = 4/3 → p = 4: W = (1/3)·Sign(A)|A|³/‖A‖_4² per row
+    acc = torch.tensor([[3e-100, 4e-100], [1e100, 0.0]], dtype=F64)
+    got = lq_ftrl_weights(acc, 4 / 3, dim=-1)
+    expected = torch.tensor(
+        [[27e-100 / (3 * math.sqrt(337)), 64e-100 / (3 * math.sqrt(337))], [1e100 / 3, 0.0]], dtype=F64
+    )
+    torch.testing.assert_close(got, expected, rtol=1e-14, atol=0)
+
+
+@pytest.mark.equation("miras", 24)
+def test_moneta_normalize_default_eps_leaves_small_norms_alone():
+    """The default eps (1e-12) does not clamp a norm of 1e-3: W = A/‖A‖_4²."""
+    acc = torch.tensor([[3e-3, 4e-3]], dtype=F64)
+    torch.testing.assert_close(moneta_normalize(acc, 4.0), acc / (math.sqrt(337) * 1e-6), rtol=1e-14, atol=0)
+
+
+@pytest.mark.equation("miras", 24)
+def test_moneta_step_normalises_over_the_given_dim():
+    """moneta_step(dim=-1) normalises each row: W = A/‖A_row‖_q^{q−2}."""
+    acc = torch.tensor([[3.0, 4.0], [1.0, 0.0]], dtype=F64)
+    _, w = moneta_step(acc, torch.zeros_like(acc), 0.1, 1.0, 4.0, dim=-1)
+    expected = torch.tensor([[3 / math.sqrt(337), 4 / math.sqrt(337)], [1.0, 0.0]], dtype=F64)
+    torch.testing.assert_close(w, expected, rtol=1e-14, atol=0)
+
+
+@pytest.mark.equation("miras", 22)
+def test_elastic_net_step_with_infinite_beta_has_no_decay():
+    """β = ∞: λ = 1, ζ = η, γ = η/α; W = S_{η/α}(W − η∇ℓ) by hand."""
+    w = torch.tensor([1.0, -2.0, 0.5], dtype=F64)
+    grad = torch.tensor([1.0, 1.0, -1.0], dtype=F64)
+    got = elastic_net_step(w, grad, 0.5, math.inf, 2.0)
+    torch.testing.assert_close(got, torch.tensor([0.25, -2.25, 0.75], dtype=F64), rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("miras", 18)
+def test_f_divergence_default_mass_is_one():
+    """Without c the slice sums to 1: KL gives w·e^{−η∇ℓ}/Σ."""
+    w = torch.tensor([0.2, 0.3, 0.5], dtype=F64)
+    grad = torch.tensor([1.0, 0.0, -1.0], dtype=F64)
+    e = w * torch.exp(-0.5 * grad)
+    torch.testing.assert_close(f_divergence_step(w, grad, 0.5, _kl_g), e / e.sum(), rtol=1e-14, atol=0)
+
+
+@pytest.mark.equation("miras", 18)
+def test_f_divergence_ignores_the_gradient_of_zero_entries():
+    """A huge gradient on a zero entry does not cost precision on the live entries."""
+    w = torch.tensor([0.0, 0.25, 0.75], dtype=F64)
+    grad = torch.tensor([-1e8, 0.0, 1.0], dtype=F64)
+    live = torch.tensor([0.0, 0.25, 0.75 * math.exp(-1)], dtype=F64)
+    got = f_divergence_step(w, grad, 1.0, _kl_g)
+    torch.testing.assert_close(got, live / live.sum(), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("c", [2.0, 0.5])
+def test_f_divergence_gives_up_on_a_shift_beyond_two_to_the_64(c):
+    """g(y) = exp(y/2⁷⁰) needs |ξ| = 2⁷⁰·ln 2 > 2⁶⁴: the bracket search stops and says so."""
+    with pytest.raises(
+        ValueError,
+        match="^"
+        + re.escape(
+            f"no ζ makes a slice sum to c = {c:g}: the range of g cannot reach it (or a slice of W is all 0)"
+        )
+        + "$",
+    ):
+        f_divergence_step(
+            torch.ones(1, dtype=F64), torch.zeros(1, dtype=F64), 1.0, lambda y: torch.exp(y * 2.0**-70), c=c
+        )
+
+
+def test_yaad_gates_keep_the_dtype_and_device_of_a_tensor_gate(monkeypatch):
+    """A float32 or meta gate gives float32 or meta gates (no float64 / CPU tensor made)."""
+    alpha, step = yaad_gates(torch.tensor([1.0, 0.5]), 2.0)
+    assert alpha.dtype == step.dtype == torch.float32
+    torch.testing.assert_close(alpha, torch.tensor([0.5, 2 / 3]), rtol=1e-6, atol=0)
+    import neural_memory.miras.retention as retention
+
+    monkeypatch.setattr(
+        retention,
+        "check_range",
+        lambda name, value, like, **kw: torch.as_tensor(value, dtype=like.dtype, device=like.device),
+    )
+    alpha, step = yaad_gates(torch.ones(2, device="meta"), 2.0)
+    assert alpha.device.type == step.device.type == "meta"
