@@ -275,9 +275,10 @@ def chunk_end_update(
     :math:`\beta_b, s_b, \prod\eta` as single inner products (``vecdot``) instead of a product and a sum.
 
     Args:
-        w, m, anchor: ``(N, d_in, d_out)`` (``anchor`` optional); a, g: the chunk's gradient factors
-        ``(N, b, d_in)``, ``(N, b, d_out)``; beta, s, eta_decay: ``(N, 1, 1)``; last_q, last_p: the last rows
-        of :math:`Q` and :math:`P`, ``(N, b, 1)`` (:func:`chunk_coefficients`).
+        w, m, anchor: ``(N, d_in, d_out)`` (``anchor`` optional).
+        a, g: the chunk's gradient factors, ``(N, b, d_in)`` and ``(N, b, d_out)``.
+        beta, s, eta_decay: ``(N, 1, 1)``.
+        last_q, last_p: the last rows of :math:`Q` and :math:`P` (:func:`chunk_coefficients`), ``(N, b, 1)``.
 
     Returns:
         ``(new weights, new momentum)``, each ``(N, d_in, d_out)``.
