@@ -71,9 +71,8 @@ def child(spec: dict) -> dict:
         torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     # the memory's checkpointing (NeuralMemory's checkpoint_chunks) through the kind's memory dict
-    config = (
-        {"memory": {"checkpoint_chunks": spec["checkpoint_chunks"]}} if spec.get("checkpoint_chunks") else {}
-    )
+    setting = spec.get("checkpoint_chunks", "default")
+    config = {} if setting == "default" else {"memory": {"checkpoint_chunks": setting}}
     lm = build_lm(spec["kind"], vocab_size=spec["vocab"], dim=spec["dim"], depth=spec["depth"], **config)
     optimiser = torch.optim.AdamW(lm.parameters(), lr=1e-3)
     tokens = torch.randint(0, spec["vocab"], (spec["batch"], spec["seq"] + 1))
@@ -120,8 +119,9 @@ def measure(spec: dict, timeout: float) -> dict:
 
 
 def label(r: dict) -> str:
-    """The kind, with the memories' checkpointing when it is on."""
-    name = r["kind"] + (f" ckpt={r['checkpoint_chunks']}" if r.get("checkpoint_chunks") else "")
+    """The kind, with the memories' checkpointing when it is not the library's default."""
+    setting = r.get("checkpoint_chunks", "default")
+    name = r["kind"] + (f" ckpt={setting}" if setting != "default" else "")
     threshold = r.get("mmap_threshold", MMAP_THRESHOLD)
     return name + (f" mmap={threshold >> 10}K" if threshold != MMAP_THRESHOLD else "")
 
@@ -172,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--checkpoint-chunks",
         nargs="+",
-        default=["0"],
-        help="the memories' checkpoint_chunks, each measured in turn: 0 (none, default), auto or an int "
+        default=["default"],
+        help="the memories' checkpoint_chunks, each measured in turn: default (NeuralMemory's, 'auto'), 0 "
+        "(none), auto or an int "
         "(Titans kinds only)",
     )
     parser.add_argument(
@@ -196,11 +197,11 @@ def main(argv: list[str] | None = None) -> int:
             base[key] = tuple(args.seqs) if key == "seqs" else getattr(args, key)
     seqs = sorted(base.pop("seqs"))
     results = []
-    settings = [c if c == "auto" else int(c) for c in args.checkpoint_chunks]
+    settings = [c if c in ("auto", "default") else int(c) for c in args.checkpoint_chunks]
     for seq in seqs:
         for kind in args.kinds:
             for ckpt, mmap in itertools.product(
-                settings if kind.startswith("titans-") else [0], args.mmap_threshold
+                settings if kind.startswith("titans-") else ["default"], args.mmap_threshold
             ):
                 setting = {"checkpoint_chunks": ckpt, "mmap_threshold": mmap}
                 spec = {**base, "kind": kind, "seq": seq, "threads": args.threads, **setting}

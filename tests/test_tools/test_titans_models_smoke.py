@@ -40,8 +40,8 @@ def test_quick_run_measures_each_checkpoint_setting_of_the_titans_kinds(bench, t
         ("titans-lmm", 0, 1 << 17),
         ("titans-lmm", 1, 1 << 20),
         ("titans-lmm", 1, 1 << 17),
-        ("transformer", 0, 1 << 20),
-        ("transformer", 0, 1 << 17),
+        ("transformer", "default", 1 << 20),
+        ("transformer", "default", 1 << 17),
     ]
     assert settings == per_seq
     for r in results:

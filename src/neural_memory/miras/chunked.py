@@ -45,8 +45,8 @@ from functools import partial
 
 import torch
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
+from neural_memory.common.checkpoint import checkpoint_chunks_group
 from neural_memory.miras.retention import Retention
 from neural_memory.registry import implements
 from neural_memory.titans.chunked import (
@@ -325,7 +325,7 @@ def miras_chunked_memory(
     for first in range(0, len(pieces), group):
         block = pieces[first : first + group]
         if group < len(pieces):
-            ys, *carry = checkpoint(_run, model, carry, block, rules, use_reentrant=False)
+            ys, *carry = checkpoint_chunks_group(_run, model, carry, block, rules, check_hidden=first == 0)
         else:
             ys, *carry = _run(model, carry, block, rules)
         outputs.extend(ys)

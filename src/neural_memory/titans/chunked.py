@@ -37,8 +37,8 @@ from functools import partial
 
 import torch
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
+from neural_memory.common.checkpoint import checkpoint_chunks_group
 from neural_memory.common.scan import linear_scan
 from neural_memory.registry import implements
 from neural_memory.titans.associative_loss import associative_loss_output_grad
@@ -447,7 +447,9 @@ def chunked_memory(
         block = pieces[first : first + group]
         args = (model, weights, momentum, chunk_weights, offset, block, chunk_size, read, output_grad, anchor)
         if group < len(pieces):
-            ys, weights, momentum, chunk_weights = checkpoint(_run, *args, use_reentrant=False)
+            ys, weights, momentum, chunk_weights = checkpoint_chunks_group(
+                _run, *args, check_hidden=first == 0
+            )
         else:
             ys, weights, momentum, chunk_weights = _run(*args)
         outputs.extend(ys)

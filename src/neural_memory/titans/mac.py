@@ -36,9 +36,12 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
+from torch.utils import _pytree as pytree
 
+from neural_memory.common.checkpoint import checkpoint_chunks_group
 from neural_memory.common.masks import mac_mask
 from neural_memory.registry import implements
+from neural_memory.titans.chunked import checkpoint_group
 from neural_memory.titans.mag import AttentionProjections, memory_config
 from neural_memory.titans.memory import NeuralMemory
 from neural_memory.titans.persistent import PersistentMemory, check_int, check_sequence
@@ -106,7 +109,8 @@ class MemoryAsContext(nn.Module):
         segment_len: ``C >= 1`` (not given in v1).
         n_persistent: ``N_p >= 0``.
         heads: attention heads (dividing ``dim``).
-        memory: keyword arguments of :class:`~neural_memory.titans.memory.NeuralMemory` (``dim`` excluded).
+        memory: keyword arguments of :class:`~neural_memory.titans.memory.NeuralMemory` (``dim`` excluded);
+            its ``checkpoint_chunks`` applies to the chunks of a whole call, in whole segments.
         use_memory: False disables the memory branch (Eq. 21, 24, 25).
 
     Shapes:
@@ -267,15 +271,45 @@ class MemoryAsContext(nn.Module):
         check_sequence(x, self.dim)
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
-        outputs, position = [], 0
-        while position < x.shape[1]:
-            take = min(self.segment_len - state.offset, x.shape[1] - position)
-            out, state = self._piece(x[:, position : position + take], state)
-            outputs.append(out)
-            position += take
+        bounds = self._piece_bounds(state.offset, x.shape[1])
+        group = self._pieces_per_checkpoint(len(bounds), x.shape[1])
+        outputs = []
+        for first in range(0, len(bounds), group):
+            pieces = [x[:, start:end] for start, end in bounds[first : first + group]]
+            if group < len(bounds):  # keep the state every `group` pieces, recompute the rest in backward
+                ys, state = checkpoint_chunks_group(_run_pieces, self, pieces, state, check_hidden=first == 0)
+            else:
+                ys, state = _run_pieces(self, pieces, state)
+            outputs.extend(ys)
         if not outputs:
             return x.new_zeros(x.shape), state
         return torch.cat(outputs, dim=1), state
+
+    def _piece_bounds(self, offset: int, length: int) -> list[tuple[int, int]]:
+        """``(start, end)`` of each piece of a call: the rest of the current segment, then whole segments."""
+        bounds, position = [], 0
+        while position < length:
+            take = min(self.segment_len - offset, length - position)
+            bounds.append((position, position + take))
+            position, offset = position + take, 0
+        return bounds
+
+    def _pieces_per_checkpoint(self, n_pieces: int, length: int) -> int:
+        """Segment pieces per checkpointed group; ``n_pieces`` (no checkpointing) when it is off.
+
+        The memory is written one segment per call, so its own ``checkpoint_chunks`` (applied per call)
+        never sees more than ``C / chunk_size`` chunks. MAC applies the setting to the chunks of the whole
+        call instead, in whole segments: with ``"auto"`` at 16K tokens (chunk 16, ``C = 64``) the state is
+        kept every 8 segments (32 chunks) and everything in between (attention included) is recomputed.
+        """
+        if self.memory is None:
+            return max(n_pieces, 1)
+        chunk = self.memory.chunk_size
+        n_chunks = -(-length // chunk)
+        group_chunks = checkpoint_group(self.memory.checkpoint_chunks, n_chunks)
+        if group_chunks >= n_chunks:
+            return max(n_pieces, 1)
+        return max(1, group_chunks * chunk // self.segment_len)
 
     def _piece(self, x: Tensor, state: MACState) -> tuple[Tensor, MACState]:
         """Rows ``offset .. offset + n - 1`` of one segment (``offset + n <= C``)."""
@@ -300,6 +334,19 @@ class MemoryAsContext(nn.Module):
         return out, MACState(
             memory=memory, retrieval=retrieval, memory_tokens=history, segment_tokens=segment, offset=offset
         )
+
+
+# A pytree node, so that checkpointing (neural_memory.common.checkpoint) sees the tensors inside the state.
+pytree.register_dataclass(MACState)
+
+
+def _run_pieces(mac: MemoryAsContext, pieces: list[Tensor], state: MACState) -> tuple[list[Tensor], MACState]:
+    """Consecutive pieces through :meth:`MemoryAsContext._piece`; the unit that MAC checkpoints."""
+    outputs = []
+    for piece in pieces:
+        out, state = mac._piece(piece, state)
+        outputs.append(out)
+    return outputs, state
 
 
 __all__ = ["MACState", "MemoryAsContext"]

@@ -73,12 +73,13 @@ class NeuralMemory(MemoryBlock):
         theta_max: bound of the learned step size :math:`\\theta_t`.
         impl: ``"chunked"`` (fast) or ``"reference"`` (token loop, slow; for tests).
         checkpoint_chunks: if > 0, keep chunk states for back-propagation only every this many chunks and
-            recompute the rest (same gradients, less memory, one more forward pass); ``0`` (default) keeps
-            every chunk's state; ``"auto"`` keeps them all up to 256 chunks per call and one every
-            :math:`\\lceil\\sqrt{n}\\rceil` beyond
+            recompute the rest (same gradients, less memory, one more forward pass of the memory); ``0``
+            keeps every chunk's state; ``"auto"`` (default) keeps them all up to 256 chunks per call and one
+            every :math:`\\lceil\\sqrt{n}\\rceil` beyond
             (:func:`~neural_memory.titans.chunked.checkpoint_group`), so they grow as :math:`\\sqrt{T}`,
-            not :math:`T`, with the sequence length (``titans-lmm`` at 16K tokens: kept for backward 3.5 ->
-            0.7 GB, peak 4.0 -> 3.0 GB, CPU time 1.5-2x; ``benchmarks/README.md``).
+            not :math:`T`, with the sequence length (``titans-lmm`` at 16K tokens: delta peak RSS 3.9 ->
+            0.9 GB for 8 % more CPU time; ``benchmarks/README.md``). No second derivative through a
+            checkpointed call (:mod:`~neural_memory.common.checkpoint`); set ``0`` for one.
     """
 
     def __init__(
@@ -103,7 +104,7 @@ class NeuralMemory(MemoryBlock):
         fixed_gates: tuple[float, float, float] | None = None,
         theta_max: float = 0.02,
         impl: str = "chunked",
-        checkpoint_chunks: int | str = 0,
+        checkpoint_chunks: int | str = "auto",
     ):
         super().__init__()
         _validate(dim, depth, chunk_size, heads, conv_kernel, read, gates, fixed_gates, impl)

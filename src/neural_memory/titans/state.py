@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from torch import Tensor
+from torch.utils import _pytree as pytree
 
 Weights = tuple[Tensor, ...]
 
@@ -80,3 +81,8 @@ class MemoryState:
         tensors = [*self.weights, *self.momentum, *self.chunk_weights, *self.conv.values()]
         tensors += list(self.accumulator or ())
         return sum(t.numel() for t in tensors)
+
+
+# A pytree node (its fields are its children), so that checkpointing (neural_memory.common.checkpoint) sees
+# the tensors inside a state passed to a checkpointed group.
+pytree.register_dataclass(MemoryState)

@@ -565,8 +565,10 @@ def test_chunked_memory_checkpoints_only_when_asked(setting, calls, monkeypatch)
     import neural_memory.titans.chunked as chunked
 
     seen = []
-    original = chunked.checkpoint
-    monkeypatch.setattr(chunked, "checkpoint", lambda *a, **k: seen.append(1) or original(*a, **k))
+    original = chunked.checkpoint_chunks_group
+    monkeypatch.setattr(
+        chunked, "checkpoint_chunks_group", lambda *a, **k: seen.append(1) or original(*a, **k)
+    )
     model, state, keys, values, queries, alpha, eta, theta = make(depth=2, seq=11)
     kwargs = {} if setting is None else {"checkpoint_chunks": setting}
     chunked_memory(

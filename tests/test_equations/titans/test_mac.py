@@ -366,3 +366,74 @@ def test_extended_mask_is_made_on_the_requested_device():
 def test_mac_keeps_every_tensor_of_output_and_state_on_the_input_device(use_memory, monkeypatch):
     """Over a segment boundary (seq 5, segment 4, two calls); ``meta`` stands in for CUDA (on_meta.py)."""
     run_on_meta(make_mac(memory={"impl": "reference"}, use_memory=use_memory), monkeypatch)
+
+
+# -- checkpointing: the memory's checkpoint_chunks applied to whole segments ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("offset", "length", "bounds"),
+    [
+        (0, 9, [(0, 4), (4, 8), (8, 9)]),
+        (3, 9, [(0, 1), (1, 5), (5, 9)]),
+        (1, 2, [(0, 2)]),
+        (0, 0, []),
+    ],
+)
+def test_a_call_is_cut_into_the_rest_of_the_segment_then_whole_segments(offset, length, bounds):
+    assert make_mac()._piece_bounds(offset, length) == bounds
+
+
+@pytest.mark.parametrize(
+    ("setting", "pieces", "length", "group"),
+    [
+        (0, 7, 27, 7),  # off
+        (2, 7, 27, 1),  # 2 chunks of 2 tokens = 1 segment of 4
+        (4, 7, 27, 2),  # 4 chunks = 2 segments
+        (1, 7, 27, 1),  # half a segment still keeps one per segment
+        (14, 7, 27, 7),  # one group covers the call: no checkpointing
+        ("auto", 129, 514, 8),  # 257 chunks > 256: groups of ceil(sqrt(257)) = 17 chunks -> 8 segments ...
+        ("auto", 128, 512, 128),  # ... 256 chunks: every state kept
+    ],
+)
+def test_segments_per_checkpoint_follow_the_memorys_setting_over_the_whole_call(
+    setting, pieces, length, group
+):
+    mac = make_mac(memory={"checkpoint_chunks": setting})
+    assert mac._pieces_per_checkpoint(pieces, length) == group
+    with torch.no_grad():  # nothing kept for a backward pass, so nothing to checkpoint
+        assert mac._pieces_per_checkpoint(pieces, length) == pieces
+    assert make_mac(use_memory=False)._pieces_per_checkpoint(pieces, length) == pieces
+
+
+@pytest.mark.parametrize("start", [0, 3])
+def test_checkpointed_mac_gives_the_same_outputs_state_and_gradients_and_keeps_less(start):
+    """Groups of one segment (checkpoint_chunks=2, chunk 2, C=4), from a segment's start and inside one."""
+    results, kept = [], []
+    for setting in (0, 2):
+        mac = make_mac(memory={"checkpoint_chunks": setting})
+        x = torch.randn(2, 27, 8, dtype=DT, generator=torch.Generator().manual_seed(5), requires_grad=True)
+        _, state = mac(x[:, :start].detach())
+        state = state if start else None
+        storages = {}
+
+        def pack(t, storages=storages):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y, end = mac(x, state)
+        kept.append(sum(storages.values()))
+        loss = (y**2).sum() + sum((w**2).sum() for w in end.memory.weights) + end.segment_tokens.sum()
+        results.append((y, end, torch.autograd.grad(loss, [x, *mac.parameters()])))
+    (y0, s0, g0), (y1, s1, g1) = results
+    torch.testing.assert_close(y1, y0, rtol=0, atol=0)
+    assert s1.offset == s0.offset == (start + 27) % 4
+    for a, b in zip(
+        s1.memory.weights + s1.memory.momentum, s0.memory.weights + s0.memory.momentum, strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(s1.segment_tokens, s0.segment_tokens, rtol=0, atol=0)
+    for a, b in zip(g1, g0, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+    assert kept[1] < 0.5 * kept[0]

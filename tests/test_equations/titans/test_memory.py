@@ -96,7 +96,7 @@ def saved_for_backward(module, x):
     return sum(storages.values())
 
 
-def same_outputs_and_gradients(a, b, x):
+def same_outputs_and_gradients(a, b, x, grad_tol=TOL):
     """Two modules with the same weights give the same outputs and outer gradients on ``x`` (float64)."""
     results = []
     for module in (a, b):
@@ -105,7 +105,7 @@ def same_outputs_and_gradients(a, b, x):
         results.append((y, torch.autograd.grad(loss, list(module.parameters()))))
     torch.testing.assert_close(results[0][0], results[1][0], **TOL)
     for ga, gb in zip(results[0][1], results[1][1], strict=True):
-        torch.testing.assert_close(ga, gb, **TOL)
+        torch.testing.assert_close(ga, gb, **grad_tol)
 
 
 def test_checkpointing_gives_the_same_outputs_and_gradients_and_saves_less():
@@ -541,16 +541,19 @@ def test_without_weight_decay_the_memory_follows_eq9_by_hand():
 
 
 def test_auto_checkpointing_starts_past_256_chunks_and_changes_nothing_but_memory():
-    """checkpoint_chunks="auto" keeps every chunk state up to 256 chunks, then one every ceil(sqrt(n))."""
+    """checkpoint_chunks="auto" (the default) keeps every chunk state up to 256 chunks, then one every
+    ceil(sqrt(n))."""
     torch.manual_seed(0)
     config = {"heads": 1, "depth": 2, "chunk_size": 1, "expansion": 1, "conv_kernel": 0}
-    auto = NeuralMemory(2, **config, checkpoint_chunks="auto").to(DT)
-    plain = NeuralMemory(2, **config).to(DT)  # default: every state kept
+    auto = NeuralMemory(2, **config).to(DT)  # the default
+    plain = NeuralMemory(2, **config, checkpoint_chunks=0).to(DT)  # every state kept
     plain.load_state_dict(auto.state_dict())
     short, long = torch.randn(1, 256, 2, dtype=DT), torch.randn(1, 300, 2, dtype=DT)
     assert saved_for_backward(auto, short) == saved_for_backward(plain, short)
     assert saved_for_backward(auto, long) < 0.5 * saved_for_backward(plain, long)
-    same_outputs_and_gradients(plain, auto, long)
+    # 300 steps of chunk 1 grow some gradients to ~1e10; the checkpointed backward sums a gradient's
+    # contributions in another order, so they agree to rounding (1 ulp), relative to their size.
+    same_outputs_and_gradients(plain, auto, long, grad_tol={"rtol": 1e-13, "atol": 1e-10})
 
 
 def test_defaults_are_the_documented_ones():
@@ -565,7 +568,7 @@ def test_defaults_are_the_documented_ones():
         16,
         "token",
         "chunked",
-        0,
+        "auto",
     )
     assert module.qk_norm is True
     assert {name: conv.kernel_size for name, conv in module.convs.items()} == {"q": 4, "k": 4, "v": 4}
