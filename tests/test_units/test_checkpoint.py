@@ -158,7 +158,11 @@ def test_a_leaf_reaching_the_group_unseen_is_refused_in_the_backward_pass():
 def test_a_second_derivative_through_the_group_is_refused():
     x = torch.randn(3, dtype=DT, requires_grad=True)
     out = checkpoint_chunks_group(lambda a: (a**3).sum(), x)
-    with pytest.raises(RuntimeError, match=r"no second derivative through a checkpointed group"):
+    message = (
+        r"^checkpoint_chunks_group: no second derivative through a checkpointed group \(create_graph=True\); "
+        r"turn checkpointing off \(checkpoint_chunks=0\) for it$"
+    )
+    with pytest.raises(RuntimeError, match=message):
         torch.autograd.grad(out, x, create_graph=True)
 
 
@@ -193,9 +197,98 @@ def test_a_tensor_requiring_grad_inside_a_non_tensor_argument_is_refused(where):
         "closure": (lambda f, a: f(a).sum(), lambda a: a * hidden),
         "fn's closure": (lambda _, a: (a * hidden).sum(), None),
     }[where]
-    with pytest.raises(
-        TypeError, match=r"1 tensor\(s\) requiring gradients are held inside fn or a non-tensor"
-    ):
+    message = (
+        r"^checkpoint_chunks_group: 1 tensor\(s\) requiring gradients are held inside fn or a non-tensor "
+        r"argument \(an object's attribute or a closure\); pass them as arguments, in tuples, lists or "
+        r"dicts, so that they get their gradients$"
+    )
+    with pytest.raises(TypeError, match=message):
         checkpoint_chunks_group(fn, arg, x)
     with torch.no_grad():  # nothing to lose without gradients
         checkpoint_chunks_group(fn, arg, x)
+
+
+def test_the_hidden_tensors_message_names_the_first_three_shapes():
+    hidden = [torch.randn(n, dtype=DT, requires_grad=True) for n in (1, 1, 1, 1)]
+    x = torch.randn(1, dtype=DT, requires_grad=True)
+    nested = Holder(Holder(hidden))
+    out = checkpoint_chunks_group(lambda h, a: sum(a * t for t in h.tensor.tensor).sum(), nested, x)
+    message = (
+        r"^checkpoint_chunks_group: the function differentiates through 4 tensor\(s\) that are not among its "
+        r"arguments \(shapes \(1,\), \(1,\), \(1,\)\); pass them as arguments \(or as parameters of an "
+        r"nn.Module argument\), or their gradients would be lost$"
+    )
+    with pytest.raises(RuntimeError, match=message):
+        out.backward()
+
+
+def test_a_leaf_behind_a_node_reached_twice_is_still_found():
+    """The graph walk skips a node it has seen and goes on with the others (z = y + y reaches y twice,
+    and the hidden leaf is popped after that second visit)."""
+    hidden = torch.randn(3, dtype=DT, requires_grad=True)
+    x = torch.randn(3, dtype=DT, requires_grad=True)
+
+    def fn(h, a):
+        y = a * 2
+        return (h.tensor.tensor * (y + y)).sum()
+
+    out = checkpoint_chunks_group(fn, Holder(Holder(hidden)), x)
+    with pytest.raises(RuntimeError, match=r"differentiates through 1 tensor\(s\)"):
+        out.backward()
+
+
+def test_a_bound_method_argument_brings_its_modules_parameters():
+    """The module is passed only through its bound method: its parameter still gets its gradient."""
+    x = torch.randn(3, dtype=DT, requires_grad=True)
+    grads = []
+    for use in (False, True):
+        scale = Scale()
+
+        def fn(f, a):
+            return (f(a) ** 2).sum()
+
+        out = checkpoint_chunks_group(fn, scale.bias_grad, x) if use else fn(scale.bias_grad, x)
+        grads.append(torch.autograd.grad(out, [x, scale.weight]))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-15)
+
+
+def test_a_tensor_attribute_of_a_module_argument_is_refused():
+    """A module's parameters are passed on; a plain tensor attribute requiring gradients is not."""
+    scale = Scale()
+    scale.extra = torch.randn(3, dtype=DT, requires_grad=True)
+    x = torch.randn(3, dtype=DT, requires_grad=True)
+    with pytest.raises(TypeError, match=r"1 tensor\(s\) requiring gradients are held inside"):
+        checkpoint_chunks_group(lambda m, a: (m(a) * m.extra).sum(), scale, x)
+    checkpoint_chunks_group(lambda m, a: m(a).sum(), Scale(), x)  # parameters alone are fine
+
+
+def test_an_output_that_needs_no_gradient_gives_none_to_every_input():
+    """The output does not depend on the input: the backward pass has nothing to differentiate."""
+    x = torch.randn(3, dtype=DT, requires_grad=True)
+    constant = checkpoint_chunks_group(lambda a: torch.ones(3, dtype=DT), x)
+    assert constant.requires_grad  # an autograd function's output, since its input requires grad
+    constant.sum().backward()
+    assert x.grad is None
+
+
+def test_the_recomputation_keeps_float32_outside_autocast_and_the_forwards_dtype_inside():
+    """Without autocast the recomputed matmuls stay float32; under float16 autocast they are float16 again
+    (not the default bfloat16)."""
+    for autocast_dtype in (None, torch.float16):
+        results = []
+        for use in (False, True):
+            g = torch.Generator().manual_seed(4)
+            a = torch.randn(16, 16, generator=g, requires_grad=True)
+            b = torch.randn(16, 16, generator=g, requires_grad=True)
+
+            def fn(u, v):
+                return (u @ v).float().pow(2).sum()
+
+            with torch.autocast(
+                "cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
+            ):
+                out = checkpoint_chunks_group(fn, a, b) if use else fn(a, b)
+            results.append(torch.autograd.grad(out, (a, b)))
+        for x, y in zip(*results, strict=True):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)

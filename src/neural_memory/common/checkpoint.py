@@ -46,12 +46,10 @@ def _opaque_tensors(leaf: Any) -> list[Tensor]:
     """Tensors requiring gradients held inside a non-tensor argument, where the flattening cannot see them.
 
     Looks one level deep: an object's attributes, a bound method's object, a closure's cells (a module's
-    parameters are passed on; its other attributes are looked at too).
+    parameters sit in its ``_parameters`` dict, not among its attributes, and are passed on).
     """
     owner = getattr(leaf, "__self__", leaf)
     values = list(vars(owner).values()) if hasattr(owner, "__dict__") and not isinstance(owner, type) else []
-    if isinstance(owner, nn.Module):
-        values = [v for k, v in vars(owner).items() if not k.startswith("_")]
     for cell in getattr(leaf, "__closure__", None) or ():
         values.append(cell.cell_contents)
     return [v for v in values if isinstance(v, Tensor) and v.requires_grad]

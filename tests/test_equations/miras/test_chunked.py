@@ -350,6 +350,38 @@ def test_checkpointed_chunks_give_the_same_outputs_states_and_gradients(retentio
             torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize(("group", "calls"), [(0, 0), (4, 0), (1, 4), (2, 2)])
+def test_the_materialised_form_checkpoints_groups_of_chunks_only_when_asked(group, calls, monkeypatch):
+    """13 tokens of chunk 4: 4 pieces; groups of g pieces, the first group's backward pass looking for
+    hidden tensors (the others run the same code)."""
+    import neural_memory.miras.chunked as chunked
+
+    seen = []
+    original = chunked.checkpoint_chunks_group
+    monkeypatch.setattr(
+        chunked,
+        "checkpoint_chunks_group",
+        lambda *a, **k: seen.append(k["check_hidden"]) or original(*a, **k),
+    )
+    model, state, k, v, q, gates, params = make(retention="lq", seq=13)
+    k.requires_grad_(True)
+    run(
+        "chunked",
+        model,
+        state,
+        k,
+        v,
+        q,
+        gates,
+        params,
+        retention="lq",
+        bias="lp",
+        chunk=4,
+        checkpoint_chunks=group,
+    )
+    assert seen == [True] + [False] * (calls - 1) if calls else seen == []
+
+
 # -- Moneta's rescaling retention through the dual form ----------------------------------------------------
 # phi(C) = C / ||C||_q^{q-2} scales each layer matrix by one number, so the chunked memory reads through the
 # Titans dual form and materialises each token's accumulator only for its norm. The expectation is the token

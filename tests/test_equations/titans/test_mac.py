@@ -392,7 +392,9 @@ def test_a_call_is_cut_into_the_rest_of_the_segment_then_whole_segments(offset, 
         (4, 7, 27, 2),  # 4 chunks = 2 segments
         (1, 7, 27, 1),  # half a segment still keeps one per segment
         (14, 7, 27, 7),  # one group covers the call: no checkpointing
+        (13, 7, 27, 6),  # 27 tokens are ceil(27 / 2) = 14 chunks, so 13 is not the whole call
         ("auto", 129, 514, 8),  # 257 chunks > 256: groups of ceil(sqrt(257)) = 17 chunks -> 8 segments ...
+        ("auto", 129, 513, 8),  # ... 513 tokens are 257 chunks (the last one partial) ...
         ("auto", 128, 512, 128),  # ... 256 chunks: every state kept
     ],
 )
@@ -437,3 +439,20 @@ def test_checkpointed_mac_gives_the_same_outputs_state_and_gradients_and_keeps_l
     for a, b in zip(g1, g0, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
     assert kept[1] < 0.5 * kept[0]
+
+
+@pytest.mark.parametrize(("setting", "calls"), [(0, 0), (28, 0), (2, 7), (4, 4)])
+def test_mac_checkpoints_only_when_a_group_is_shorter_than_the_call(setting, calls, monkeypatch):
+    """27 tokens from a segment's start: 7 pieces; groups of 1 piece (2 chunks) or 2 pieces (4 chunks)."""
+    import neural_memory.titans.mac as mac_module
+
+    seen = []
+    original = mac_module.checkpoint_chunks_group
+    monkeypatch.setattr(
+        mac_module,
+        "checkpoint_chunks_group",
+        lambda *a, **k: seen.append(k["check_hidden"]) or original(*a, **k),
+    )
+    mac = make_mac(memory={"checkpoint_chunks": setting})
+    mac(torch.randn(2, 27, 8, dtype=DT, requires_grad=True))
+    assert seen == [True] + [False] * (calls - 1) if calls else seen == []
