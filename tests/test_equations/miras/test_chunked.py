@@ -527,3 +527,191 @@ def test_token_norms_of_an_all_zero_accumulator_are_zero_with_zero_gradient():
     assert torch.equal(norms, torch.zeros_like(norms))
     for grad in torch.autograd.grad(norms.sum(), [*zeros, q, start, momentum, a, g]):
         assert torch.isfinite(grad).all() and torch.equal(grad, torch.zeros_like(grad))
+
+
+# -- argument checks, defaults and which form runs ---------------------------------------------------------
+
+
+def test_rescaling_and_project_together_raise_the_exact_message():
+    from neural_memory.miras.retention import LqNormalization
+
+    model, state, k, v, q, gates, _ = make_lq(4.0)
+    with pytest.raises(
+        ValueError, match=r"^give project or rescaling, not both \(rescaling's phi is its project\)$"
+    ):
+        miras_chunked_memory(
+            model, state, k, v, q, *gates, chunk_size=4, output_grad=associative_loss_output_grad,
+            project=lq_normalise, rescaling=LqNormalization(),
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["no-attribute", "rescaling-false"])
+def test_rescaling_refuses_a_retention_that_does_not_rescale(kind):
+    # an object without a ``rescaling`` attribute, and a retention whose phi is not one number per matrix
+    import re
+    import types
+
+    from neural_memory.miras.retention import KLSoftmax
+
+    retention = types.SimpleNamespace(project=softmax_rows) if kind == "no-attribute" else KLSoftmax()
+    model, state, k, v, q, gates, _ = make_lq(4.0)
+    message = f"^rescaling must be a retention with rescaling = True, got {re.escape(repr(retention))}$"
+    with pytest.raises(ValueError, match=message):
+        miras_chunked_memory(
+            model, state, k, v, q, *gates, chunk_size=4, output_grad=associative_loss_output_grad,
+            rescaling=retention,
+        )  # fmt: skip
+
+
+def test_dual_form_for_a_non_linear_retention_raises_the_exact_message():
+    model, state, k, v, q, gates, params = make(retention="softmax")
+    with pytest.raises(
+        ValueError, match=r"^dual_form=True needs project=None and lag_token=False \(a linear retention\)$"
+    ):
+        run("chunked", model, state, k, v, q, gates, params, retention="softmax", bias="l2", chunk=4,
+            dual_form=True)  # fmt: skip
+
+
+def test_the_materialised_form_refuses_a_chunk_read_with_the_exact_message():
+    model, state, k, v, q, gates, params = make(retention="softmax")
+    with pytest.raises(
+        ValueError, match=r"^the materialised form reads every token with its own state: read='token' only$"
+    ):
+        run("chunked", model, state, k, v, q, gates, params, retention="softmax", bias="l2", chunk=4,
+            read="chunk")  # fmt: skip
+
+
+@pytest.mark.parametrize("dual_form", [None, True])
+def test_a_linear_retention_reads_through_the_dual_form_with_its_read(dual_form):
+    # read="chunk" exists only in the dual form: the default (None) must choose it for project=None, and
+    # True must accept it; the expectation is the token loop reading M_{t'}
+    model, state, k, v, q, gates, params = make(norm=True, seq=13)
+    want = reference_memory(model, state, k, v, q, *gates, chunk_size=4, read="chunk")
+    got = run("chunked", model, state, k, v, q, gates, params, retention="identity", bias="l2", chunk=4,
+              read="chunk", dual_form=dual_form)  # fmt: skip
+    torch.testing.assert_close(got[0], want[0], **TOL)
+    assert_states_close(got[1], want[1])
+    token = reference_memory(model, state, k, v, q, *gates, chunk_size=4)[0]
+    assert (got[0] - token).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(("retention", "module"), [("lq", "miras"), ("identity", "titans")])
+@pytest.mark.parametrize(("group", "calls"), [(None, 0), (2, 2)])
+def test_checkpointing_is_off_by_default_and_reaches_the_dual_form(
+    retention, module, group, calls, monkeypatch
+):
+    # 13 tokens of chunk 4: 4 pieces; the materialised form (lq) checkpoints in miras.chunked, the dual form
+    # (identity) in titans.chunked
+    import neural_memory.miras.chunked as miras_chunked
+    import neural_memory.titans.chunked as titans_chunked
+
+    target = miras_chunked if module == "miras" else titans_chunked
+    seen = []
+    original = target.checkpoint_chunks_group
+    monkeypatch.setattr(
+        target, "checkpoint_chunks_group", lambda *a, **kw: seen.append(1) or original(*a, **kw)
+    )
+    model, state, k, v, q, gates, params = make(retention=retention, seq=13)
+    k.requires_grad_(True)
+    kw = {} if group is None else {"checkpoint_chunks": group}
+    run("chunked", model, state, k, v, q, gates, params, retention=retention, bias="lp", chunk=4, **kw)
+    assert len(seen) == calls
+
+
+def test_forgetting_to_m0_with_a_non_linear_retention_raises():
+    model, state, k, v, q, gates, params = make(norm=True)
+    assert model.forget_to_initial
+    with pytest.raises(ValueError, match=r"^forget_to_initial needs a linear retention \(project=None\)$"):
+        run("chunked", model, state, k, v, q, gates, params, retention="softmax", bias="l2", chunk=4)
+
+
+def test_materialised_form_back_propagates_a_float32_memory_with_float64_streams():
+    # M_0 (the anchor) is cast to the streams' dtype; the float32 parameters are exact in float64, so the
+    # materialised form's gradients equal autograd of the Titans dual form
+    model, state, k, v, q, gates, _ = make(norm=True, seq=10)
+    model = model.float()
+    leaves = [k, v, q, *state.weights]
+    for leaf in leaves:
+        leaf.requires_grad_(True)
+
+    def grads(**kw):
+        fn = chunked_memory if not kw else miras_chunked_memory
+        y, s = fn(model, state, k, v, q, *gates, chunk_size=4, **kw)
+        total = (y * torch.sin(torch.arange(y.numel(), dtype=DT)).reshape(y.shape)).sum()
+        return torch.autograd.grad(total + sum((w * w).sum() for w in s.weights), leaves)
+
+    got = grads(output_grad=associative_loss_output_grad, dual_form=False)
+    for a, b in zip(got, grads(), strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+def test_rescaling_never_projects_a_per_token_accumulator():
+    # the rescaling retention is read through the dual form: phi is applied only to chunk-end states
+    # (N, d_in, d_out), never to a stack of per-token accumulators (N, b, d_in, d_out)
+    from neural_memory.miras.retention import LqNormalization
+
+    dims = []
+
+    class Recording(LqNormalization):
+        def project(self, acc):
+            dims.append(acc.dim())
+            return super().project(acc)
+
+    model, state, k, v, q, gates, params = make_lq(4.0, seq=9)
+    want = reference_lq(model, state, k, v, q, gates, params, bias="lp", chunk=4)
+    got = miras_chunked_memory(
+        model, state, k, v, q, *gates, chunk_size=4, output_grad=lp_grad, rescaling=Recording(4.0)
+    )
+    torch.testing.assert_close(got[0], want[0], **TOL)
+    assert dims and set(dims) == {3}
+
+
+def test_rescaled_write_only_call_gives_the_reading_calls_state():
+    model, state, k, v, q, gates, params = make_lq(4.0, seq=9)
+    want = reference_lq(model, state, k, v, q, gates, params, bias="lp", chunk=4)
+    got = run_rescaled(model, state, k, v, None, gates, params, bias="lp", chunk=4)
+    assert got[0] is None
+    assert_states_close(got[1], want[1])
+
+
+def by_hand_norms(beta, s, q, start, momentum, a, g, q_exp):
+    # ||C_t||_q in float64, C_t = beta_t C' + s_t S' + sum_i Q_ti a_i^T g_i built entry by entry
+    b = beta.shape[1]
+    states = torch.stack([
+        beta[:, t, None, None] * start + s[:, t, None, None] * momentum
+        + sum(q[:, t, i, None, None] * a[:, i, :, None] * g[:, i, None, :] for i in range(b))
+        for t in range(b)
+    ], dim=1)  # fmt: skip
+    return states.abs().pow(q_exp).sum(dim=(-2, -1)).pow(1 / q_exp)
+
+
+@pytest.mark.equation("miras", 24)
+@pytest.mark.parametrize("term", ["start", "momentum", "products"])
+def test_token_norms_are_accurate_in_float32_at_any_scale(term):
+    # row 0 of order 1e20 (|C|^3 = 1e60 overflows float32), row 1 of order 1e-20 (|C|^3 = 1e-60 underflows):
+    # whichever term of C_t dominates, the bound must follow that row's and token's scale
+    from neural_memory.miras.chunked import _token_norms
+    from neural_memory.miras.retention import LqNormalization
+
+    gen = torch.Generator().manual_seed(5)
+    n, b, d_in, d_out = 2, 4, 3, 2
+    scale = torch.tensor([1e20, 1e-20], dtype=DT)
+    small = {"start": 1.0, "momentum": 1.0, "products": 1.0}
+    small[term] = 1e6  # the dominant term, relative to the others (which are 1e-6 of the scale)
+    factor = scale * 1e-6
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen, dtype=DT) + 0.5
+
+    beta, s = rand(n, b), rand(n, b)
+    q = torch.tril(rand(n, b, b))
+    start = rand(n, d_in, d_out) * (factor * small["start"])[:, None, None]
+    momentum = rand(n, d_in, d_out) * (factor * small["momentum"])[:, None, None]
+    root = (factor * small["products"]).sqrt()[:, None, None]
+    a, g = rand(n, b, d_in) * root, rand(n, b, d_out) * root
+    want = by_hand_norms(beta, s, q, start, momentum, a, g, 3.0)
+    f32 = [x.float() for x in (beta, s, q, start, momentum, a, g)]
+    coefficients = {"beta": f32[0], "s": f32[1], "Q": f32[2]}
+    got = _token_norms(LqNormalization(3.0), coefficients, *f32[3:])[..., 0]
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0)

@@ -12,9 +12,9 @@ import math
 import pytest
 import torch
 
-from neural_memory.miras.attentional_bias import L2Bias
-from neural_memory.miras.memory import MirasMemory, memora, moneta, yaad
-from neural_memory.miras.retention import ElasticNet, KLSoftmax, SigmoidBregman
+from neural_memory.miras.attentional_bias import L2Bias, LpBias, YaadBias
+from neural_memory.miras.memory import ChannelStepGate, DeltaGate, MirasMemory, memora, moneta, yaad
+from neural_memory.miras.retention import ElasticNet, KLSoftmax, SigmoidBregman, WeightDecay
 
 DT = torch.float64
 DIM = 4
@@ -297,3 +297,207 @@ def test_presets_run_plain_gd_and_take_either_override():
     assert moneta(8).algorithm == yaad(8).algorithm == memora(8).algorithm == "gd"  # MIRAS §5.3
     assert moneta(8, algorithm="gd-momentum").algorithm == "gd-momentum"
     assert memora(8, momentum=True).algorithm == "gd-momentum"
+
+
+# -- constructor contracts: documented defaults, exact error messages, the gates' initialisation -----------
+
+
+def test_memory_defaults_are_the_documented_ones():
+    module = MirasMemory(8)
+    assert module.channel_gate is None  # channel_step=False: Titans' scalar gates
+    assert isinstance(module.bias, L2Bias) and isinstance(module.retention, WeightDecay)
+    assert module.algorithm == "gd-momentum"
+    assert MirasMemory(8, channel_step=True).channel_gate.down.out_features == 32  # channel_rank=32
+
+
+def test_momentum_flag_alone_names_the_algorithm():
+    assert MirasMemory(8, momentum=False).algorithm == "gd"
+    assert MirasMemory(8, momentum=True).algorithm == "gd-momentum"
+
+
+def test_presets_reject_a_momentum_flag_contradicting_an_explicit_algorithm():
+    with pytest.raises(ValueError, match=r"^momentum=True contradicts algorithm='gd'$"):
+        yaad(8, algorithm="gd", momentum=True)
+
+
+def test_forget_to_initial_with_a_nonlinear_retention_raises_exactly():
+    with pytest.raises(
+        ValueError, match=r"^forget_to_initial needs the weight-decay retention \(Titans Eq\. 13\)$"
+    ):
+        MirasMemory(8, retention=KLSoftmax(), forget_to_initial=True)
+
+
+def test_bias_and_retention_of_the_wrong_type_raise_exactly():
+    with pytest.raises(TypeError, match=r"^bias must be an AttentionalBias, got str$"):
+        MirasMemory(8, bias="l2")
+    with pytest.raises(TypeError, match=r"^retention must be a Retention, got str$"):
+        MirasMemory(8, retention="kl")
+
+
+def test_nonlinear_retention_with_chunk_reads_raises_exactly():
+    msg = r"^a non-linear retention reads every token with its own state: read='token' only$"
+    with pytest.raises(ValueError, match=msg):
+        MirasMemory(8, retention=KLSoftmax(), read="chunk")
+
+
+class _TauBias(L2Bias):
+    token_params = ("delta", "tau")  # no gate makes a "tau"
+
+
+def test_a_bias_parameter_no_gate_produces_raises_exactly():
+    with pytest.raises(ValueError, match=r"^no gate produces the bias parameters \['tau'\]$"):
+        MirasMemory(8, bias=_TauBias())
+
+
+def test_channel_rank_is_checked_by_name_with_or_without_the_channel_step():
+    msg = r"^channel_rank must be an int >= 1, got 0$"
+    with pytest.raises(ValueError, match=msg):
+        MirasMemory(8, channel_rank=0)
+    with pytest.raises(ValueError, match=msg):
+        ChannelStepGate(8, 0)
+
+
+def test_channel_gate_down_map_has_no_bias_and_starts_at_one():
+    gate = ChannelStepGate(8, 3)
+    assert gate.down.bias is None  # c_t = 2 sigma(W_u W_d x_t + b_u): the only bias is b_u
+    assert gate.up.bias is not None
+    torch.testing.assert_close(gate(torch.randn(2, 5, 8)), torch.ones(2, 5, 8), rtol=0, atol=0)
+
+
+def test_delta_gate_init_bound_is_strict_and_exactly_reported():
+    with pytest.raises(ValueError, match=r"^init \(the initial delta\) must be > 2e-06, got 2e-06$"):
+        DeltaGate(4, 1, 2e-6)
+    gate = DeltaGate(4, 1, 2.5e-6)  # just above 2 * FLOOR
+    delta = gate(torch.zeros(1, 2, 4))
+    assert all(math.isclose(d, 2.5e-6, rel_tol=1e-5) for d in delta.flatten().tolist())
+
+
+def test_delta_gate_weights_start_small():
+    torch.manual_seed(7)
+    weight = DeltaGate(256, 16, 1.0).proj.weight  # N(0, 0.02^2): 4096 draws
+    assert 0.018 < weight.std().item() < 0.022
+    assert abs(weight.mean().item()) < 0.002
+
+
+# -- implicit GD (Longhorn): the step theta / (1 + 2 c theta ||k||^2) ----------------------------------------
+
+
+def test_implicit_gd_valid_configuration_builds():
+    module = MirasMemory(8, algorithm="implicit-gd", depth=1, residual_norm=False, bias=L2Bias())
+    assert module.algorithm == "implicit-gd"
+
+
+def test_implicit_gd_rejects_each_missing_condition_exactly():
+    def msg(depth, residual_norm, bias, channel_step):
+        return (
+            r"^algorithm='implicit-gd' has a closed form only here: it needs a linear memory \(depth=1, "
+            r"residual_norm=False\), the L2Bias and the scalar step \(channel_step=False\), got "
+            rf"depth={depth}, residual_norm={residual_norm}, bias={bias}, channel_step={channel_step}$"
+        )
+
+    with pytest.raises(ValueError, match=msg(2, False, "L2Bias", False)):
+        MirasMemory(8, algorithm="implicit-gd", depth=2, residual_norm=False, bias=L2Bias())
+    with pytest.raises(ValueError, match=msg(1, False, "YaadBias", False)):
+        MirasMemory(8, algorithm="implicit-gd", depth=1, residual_norm=False, bias=YaadBias())
+    with pytest.raises(ValueError, match=msg(1, True, "L2Bias", False)):
+        MirasMemory(8, algorithm="implicit-gd", depth=1, residual_norm=True, bias=L2Bias())
+    with pytest.raises(ValueError, match=msg(1, False, "L2Bias", True)):
+        MirasMemory(
+            8, algorithm="implicit-gd", depth=1, residual_norm=False, bias=L2Bias(), channel_step=True
+        )
+
+
+@pytest.mark.parametrize("scale", [0.5, 2.0])
+def test_implicit_gd_is_gd_with_the_shortened_step_by_hand(scale):
+    # unnormalised keys (qk_norm=False) so that ||k||^2 != 1; W <- keep W - theta' k^T 2c (k W - v)
+    module = linear(MirasMemory, algorithm="implicit-gd", bias=L2Bias(scale=scale), qk_norm=False)
+    x = torch.randn(1, 9, DIM, dtype=DT)
+
+    def write(w, k, v, _):
+        step = STEP / (1 + 2 * scale * STEP * (k @ k))
+        return KEEP * w - step * torch.outer(k, 2 * scale * (k @ w - v))
+
+    want, w_last = by_hand(module, x, write)
+    got, state = module(x)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(state.weights[0][0], w_last, rtol=1e-12, atol=1e-12)
+
+
+# -- the write: checks, dispatch to the loops, the read mode -----------------------------------------------
+
+
+def test_write_checks_the_gates():
+    module = MirasMemory(8)
+    with pytest.raises(ValueError, match=r"^alpha contains NaN or Inf$"):
+        module(torch.full((1, 3, 8), math.nan))
+
+
+def _spy(monkeypatch, name):
+    import neural_memory.miras.memory as memory_module
+
+    calls, original = [], getattr(memory_module, name)
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(memory_module, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "inner"),
+    [
+        ({}, "loss"),
+        ({"channel_step": True}, "output_grad"),
+        ({"bias": LpBias(p=3.0, smooth=True)}, "output_grad"),
+    ],
+)
+def test_reference_impl_runs_the_token_loop_with_autograd_only_for_an_exact_unscaled_bias(
+    monkeypatch, kwargs, inner
+):
+    reference, chunked = _spy(monkeypatch, "reference_memory"), _spy(monkeypatch, "miras_chunked_memory")
+    MirasMemory(8, impl="reference", chunk_size=2, **kwargs)(torch.randn(1, 4, 8))
+    assert len(reference) == 1 and not chunked
+    assert inner in reference[0] and ({"loss", "output_grad"} - {inner}).isdisjoint(reference[0])
+
+
+def test_chunked_impl_gets_the_read_mode_and_checkpointing(monkeypatch):
+    reference, chunked = _spy(monkeypatch, "reference_memory"), _spy(monkeypatch, "miras_chunked_memory")
+    MirasMemory(8, chunk_size=2, read="chunk", checkpoint_chunks=3)(torch.randn(1, 4, 8))
+    assert not reference and len(chunked) == 1
+    assert chunked[0]["read"] == "chunk" and chunked[0]["checkpoint_chunks"] == 3
+
+
+@pytest.mark.parametrize("read", ["token", "chunk"])
+def test_both_impls_read_as_asked(read):
+    torch.manual_seed(8)
+    fast = MirasMemory(8, heads=2, chunk_size=4, read=read).to(DT)
+    slow = MirasMemory(8, heads=2, chunk_size=4, read=read, impl="reference").to(DT)
+    slow.load_state_dict(fast.state_dict())
+    other = MirasMemory(8, heads=2, chunk_size=4, read={"token": "chunk", "chunk": "token"}[read]).to(DT)
+    other.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 10, 8, dtype=DT)
+    y_fast, y_slow, y_other = fast(x)[0], slow(x)[0], other(x)[0]
+    torch.testing.assert_close(y_fast, y_slow, rtol=1e-11, atol=1e-11)
+    assert (y_fast - y_other).abs().max() > 1e-6  # the two reads are different
+
+
+# -- init_state with a non-linear retention ----------------------------------------------------------------
+
+
+def test_nonlinear_init_state_honours_device_and_dtype_and_keeps_every_part():
+    module = memora(8, heads=2)  # conv_kernel 4: caches of (batch, 3, dim)
+    state = module.init_state(3, device="meta", dtype=torch.float64)
+    for t in (
+        *state.weights,
+        *state.accumulator,
+        *state.chunk_weights,
+        *state.momentum,
+        *state.conv.values(),
+    ):
+        assert t.device.type == "meta" and t.dtype == torch.float64
+    assert set(state.conv) == {"q", "k", "v"}
+    assert all(c.shape == (3, 3, 8) for c in state.conv.values())
+    state = module.init_state(3)
+    assert all(torch.equal(a, b) for a, b in zip(state.chunk_weights, state.weights, strict=True))

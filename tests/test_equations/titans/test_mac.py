@@ -388,6 +388,7 @@ def test_a_call_is_cut_into_the_rest_of_the_segment_then_whole_segments(offset, 
     ("setting", "pieces", "length", "group"),
     [
         (0, 7, 27, 7),  # off
+        (0, 1, 3, 1),  # off, one piece: one group of one
         (2, 7, 27, 1),  # 2 chunks of 2 tokens = 1 segment of 4
         (4, 7, 27, 2),  # 4 chunks = 2 segments
         (1, 7, 27, 1),  # half a segment still keeps one per segment
