@@ -229,25 +229,6 @@ def test_a_sequence_shorter_than_a_chunk_still_updates_the_memory():
     assert all((a - b).abs().max() > 1e-3 for a, b in zip(new.weights, state.weights, strict=True))
 
 
-def test_dual_form_refuses_a_non_linear_retention():
-    model, state, k, v, q, gates, params = make(retention="lq")
-    with pytest.raises(ValueError, match="dual_form"):
-        run(
-            "chunked",
-            model,
-            state,
-            k,
-            v,
-            q,
-            gates,
-            params,
-            retention="lq",
-            bias="l2",
-            chunk=4,
-            dual_form=True,
-        )
-
-
 def test_pieces_split_at_chunk_ends_and_after_the_lag_token():
     assert piece_sizes(0, 10, 4, lag_token=False) == [4, 4, 2]
     assert piece_sizes(0, 10, 4, lag_token=True) == [1, 3, 1, 3, 1, 1]

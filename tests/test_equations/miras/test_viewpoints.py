@@ -617,3 +617,117 @@ def test_ftrl_gradient_rejects_bad_input():
         ftrl_gradient([], _half_norm, math.inf, _randn(2, 3))
     with pytest.raises(TypeError, match=r"losses must be a sequence of callables"):
         ftrl_gradient([1.0], _half_norm, 0.1, _randn(2, 3))  # type: ignore[list-item]
+
+
+# --------------------------------------------------------------------------------------------------
+# exact error messages and documented defaults
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("miras", 7)
+def test_linearised_loss_is_the_tangent_plane_at_the_previous_iterate_by_hand():
+    # W' = [[2]], k = [3], v = [1]: ∇ℓ(W') = (2·3 − 1)·3 = 15, so ℓ̂(W) = 15 (W − 2); at W = 1: −15
+    loss = pair_loss(L2, torch.tensor([3.0], dtype=F64), torch.tensor([1.0], dtype=F64))
+    got = linearised(loss)(torch.tensor([[2.0]], dtype=F64))(torch.tensor([[1.0]], dtype=F64))
+    assert float(got) == -15.0
+
+
+@pytest.mark.equation("miras", "LR-VP")
+def test_local_global_retention_alpha_defaults_to_one():
+    # (3 − 1)² / 0.5 + ½·3² / 1 = 8 + 4.5
+    retention = local_global_retention(lambda a, b: ((a - b) ** 2).sum(), _half_norm, 0.5)
+    got = retention(torch.tensor([[3.0]], dtype=F64), torch.tensor([[1.0]], dtype=F64))
+    assert float(got) == 12.5
+
+
+def test_type_errors_name_the_type_of_the_bad_argument():
+    with pytest.raises(TypeError, match=r"^loss must be callable, got int$"):
+        exact(3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^eta must be one constant float, got str$"):
+        linearised_ftrl(_randn(1, 2, 3), "0.1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^objective must be an InnerObjective, got int$"):
+        pair_loss(3, _randn(3), _randn(2))  # type: ignore[arg-type]
+
+
+def test_callable_checks_name_the_argument():
+    w = _randn(2, 3)
+    surrogates = [exact(loss) for loss in _losses(*_stream(t=2))]
+    with pytest.raises(TypeError, match=r"^loss must be callable, got int$"):
+        linearised(3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^h must be callable, got int$"):
+        bregman_divergence(3, lambda x: x, w, w)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^minimise must be callable, got int$"):
+        bregman_retaining_iterates(surrogates, _half_norm, 0.1, 3, w)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^local must be callable, got int$"):
+        local_global_retention(3, None, 0.1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^global_ must be callable, got int$"):
+        local_global_retention(lambda a, b: 0.0, 3, 0.1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^loss_t must be callable, got int$"):
+        reduced_bregman_step_objective(3, [], _half_norm, 0.1, w)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^loss must be callable, got int$"):
+        learning_retaining_step(3, proximal_retention(0.1), w, _newton)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^minimise must be callable, got int$"):
+        learning_retaining_step(_half_norm, proximal_retention(0.1), w, 3)  # type: ignore[arg-type]
+
+
+def test_matrix_checks_name_the_argument_and_its_shape():
+    surrogates = [exact(loss) for loss in _losses(*_stream(t=2))]
+    keys, values = _stream(t=2)
+    vector = _randn(3)
+
+    def message(name):
+        return rf"^{name} must be a \(d_v, d_k\) matrix, got torch\.Size\(\[3\]\)$"
+
+    with pytest.raises(ValueError, match=message("start")):
+        ftrl_iterates(surrogates, _half_norm, 0.1, _newton, vector)
+    with pytest.raises(ValueError, match=message("start")):
+        bregman_retaining_iterates(surrogates, _half_norm, 0.1, _newton, vector)
+    with pytest.raises(ValueError, match=message("w0")):
+        learning_retaining_iterates(surrogates, proximal_retention(0.1), vector, _newton)
+    with pytest.raises(ValueError, match=message("w0")):
+        online_gd(L2, vector, keys, values, 0.1)
+    with pytest.raises(ValueError, match=message("w_prev")):
+        learning_retaining_step(_half_norm, proximal_retention(0.1), vector, _newton)
+    with pytest.raises(ValueError, match=message("w_hat_prev")):
+        reduced_bregman_step_objective(_half_norm, [], _half_norm, 0.1, vector)
+    with pytest.raises(ValueError, match=r"^w_prev must be a \(d_v, d_k\) matrix, got list$"):
+        learning_retaining_step(_half_norm, proximal_retention(0.1), [[1.0]], _newton)  # type: ignore[arg-type]
+
+
+def test_pair_checks_report_the_shape_or_type_of_k_and_v():
+    w, k, v = _randn(2, 3), _randn(3), _randn(2)
+    with pytest.raises(ValueError, match=r"^k must be \(d_k=3,\), got torch\.Size\(\[2\]\)$"):
+        memory_gd_step(L2, w, _randn(2), v, 0.1)
+    with pytest.raises(ValueError, match=r"^k must be \(d_k=3,\), got list$"):
+        memory_gd_step(L2, w, [0.0, 0.0, 0.0], v, 0.1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^v must be \(d_v=2,\), got torch\.Size\(\[3\]\)$"):
+        memory_gd_step(L2, w, k, _randn(3), 0.1)
+    with pytest.raises(ValueError, match=r"^v must be \(d_v=2,\), got list$"):
+        memory_gd_step(L2, w, k, [0.0, 0.0], 0.1)  # type: ignore[arg-type]
+
+
+def test_linearised_ftrl_reports_the_shape_or_type_of_bad_grads():
+    with pytest.raises(ValueError, match=r"^grads must be \(t, d_v, d_k\), got torch\.Size\(\[2, 3\]\)$"):
+        linearised_ftrl(_randn(2, 3), 0.1)
+    with pytest.raises(ValueError, match=r"^grads must be \(t, d_v, d_k\), got list$"):
+        linearised_ftrl([[0.0]], 0.1)  # type: ignore[arg-type]
+
+
+def test_stream_checks_report_the_expected_and_given_shapes():
+    keys, values = _stream(t=4)
+    with pytest.raises(ValueError, match=r"^values must be \(T=4, d_v=2\), got \(3, 2\)$"):
+        online_gd(L2, _randn(2, 3), keys, values[:3], 0.1)
+    with pytest.raises(ValueError, match=r"^eta must be finite and >= 0 at every token$"):
+        online_gd(L2, _randn(2, 3), keys, values, torch.tensor([0.1, -0.1, 0.1, 0.1], dtype=F64))
+    # a vector stream is reported by the shape check, not by an IndexError building W_0
+    with pytest.raises(ValueError, match=r"^values must be \(T=4, d_v=4\), got \(4,\)$"):
+        linearised_ftrl_iterates(L2, keys, values[:, 0], 0.1)
+    with pytest.raises(ValueError, match=r"^keys must be \(T, d_k=4\), got \(4,\)$"):
+        linearised_ftrl_iterates(L2, keys[:, 0], values, 0.1)
+    with pytest.raises(ValueError, match=r"^keys must be \(t, d_k\), got \(4,\)$"):
+        ridge_ftrl(keys[:, 0], values, 0.1)
+
+
+def test_losses_check_message():
+    with pytest.raises(TypeError, match=r"^losses must be a sequence of callables W -> scalar$"):
+        ftrl_objective([1.0], _half_norm, 0.1)  # type: ignore[list-item]
