@@ -40,3 +40,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     duration = json.loads(stats.read_text()).get("duration_by_test", {})
     # stable sort: tests of equal (or unknown, counted as slow) duration keep their collection order
     items.sort(key=lambda item: duration.get(item.nodeid, float("inf")))
+
+
+@pytest.fixture
+def checkpoint_calls(monkeypatch):
+    """``watch(module)``: the ``check_hidden`` flag of each call the module makes to its
+    ``checkpoint_chunks_group`` during the test, in order (the calls still run)."""
+
+    def watch(module) -> list[bool]:
+        seen: list[bool] = []
+        original = module.checkpoint_chunks_group
+
+        def spy(*args, **kwargs):
+            seen.append(kwargs["check_hidden"])
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, "checkpoint_chunks_group", spy)
+        return seen
+
+    return watch

@@ -117,6 +117,21 @@ def assert_states_close(a: MemoryState, b: MemoryState, tol=TOL):
     assert (a.offset, a.tokens_seen) == (b.offset, b.tokens_seen)
 
 
+def assert_materialised_grads_equal_the_dual_form(model, state, k, v, q, gates, wrt):
+    """Gradients (of the outputs against fixed weights, plus the end weights' squares) with respect to
+    ``wrt``: the materialised form with Eq. 12's output gradient equals autograd of the Titans dual form."""
+
+    def grads(**kw):
+        fn = chunked_memory if not kw else miras_chunked_memory
+        y, s = fn(model, state, k, v, q, *gates, chunk_size=4, **kw)
+        total = (y * torch.sin(torch.arange(y.numel(), dtype=DT)).reshape(y.shape)).sum()
+        return torch.autograd.grad(total + sum((w * w).sum() for w in s.weights), wrt)
+
+    got = grads(output_grad=associative_loss_output_grad, dual_form=False)
+    for a, b in zip(got, grads(), strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+
+
 # -- chunked == token loop ---------------------------------------------------------------------------------
 
 
@@ -190,17 +205,9 @@ def test_materialised_form_has_the_dual_forms_gradients_with_forgetting_to_m0():
     for leaf in leaves:
         leaf.requires_grad_(True)
 
-    def grads(**kw):
-        fn = chunked_memory if not kw else miras_chunked_memory
-        y, s = fn(model, state, k, v, q, *gates, chunk_size=4, **kw)
-        total = (y * torch.sin(torch.arange(y.numel(), dtype=DT)).reshape(y.shape)).sum()
-        return torch.autograd.grad(
-            total + sum((w * w).sum() for w in s.weights), leaves + list(model.parameters())
-        )
-
-    got = grads(output_grad=associative_loss_output_grad, dual_form=False)
-    for a, b in zip(got, grads(), strict=True):
-        torch.testing.assert_close(a, b, **TOL)
+    assert_materialised_grads_equal_the_dual_form(
+        model, state, k, v, q, gates, leaves + list(model.parameters())
+    )
 
 
 @pytest.mark.equation("miras", 28)
@@ -332,18 +339,12 @@ def test_checkpointed_chunks_give_the_same_outputs_states_and_gradients(retentio
 
 
 @pytest.mark.parametrize(("group", "calls"), [(0, 0), (4, 0), (1, 4), (2, 2)])
-def test_the_materialised_form_checkpoints_groups_of_chunks_only_when_asked(group, calls, monkeypatch):
+def test_the_materialised_form_checkpoints_groups_of_chunks_only_when_asked(group, calls, checkpoint_calls):
     """13 tokens of chunk 4: 4 pieces; groups of g pieces, the first group's backward pass looking for
     hidden tensors (the others run the same code)."""
     import neural_memory.miras.chunked as chunked
 
-    seen = []
-    original = chunked.checkpoint_chunks_group
-    monkeypatch.setattr(
-        chunked,
-        "checkpoint_chunks_group",
-        lambda *a, **k: seen.append(k["check_hidden"]) or original(*a, **k),
-    )
+    seen = checkpoint_calls(chunked)
     model, state, k, v, q, gates, params = make(retention="lq", seq=13)
     k.requires_grad_(True)
     run(
@@ -579,7 +580,7 @@ def test_a_linear_retention_reads_through_the_dual_form_with_its_read(dual_form)
 @pytest.mark.parametrize(("retention", "module"), [("lq", "miras"), ("identity", "titans")])
 @pytest.mark.parametrize(("group", "calls"), [(None, 0), (2, 2)])
 def test_checkpointing_is_off_by_default_and_reaches_the_dual_form(
-    retention, module, group, calls, monkeypatch
+    retention, module, group, calls, checkpoint_calls
 ):
     # 13 tokens of chunk 4: 4 pieces; the materialised form (lq) checkpoints in miras.chunked, the dual form
     # (identity) in titans.chunked
@@ -587,11 +588,7 @@ def test_checkpointing_is_off_by_default_and_reaches_the_dual_form(
     import neural_memory.titans.chunked as titans_chunked
 
     target = miras_chunked if module == "miras" else titans_chunked
-    seen = []
-    original = target.checkpoint_chunks_group
-    monkeypatch.setattr(
-        target, "checkpoint_chunks_group", lambda *a, **kw: seen.append(1) or original(*a, **kw)
-    )
+    seen = checkpoint_calls(target)
     model, state, k, v, q, gates, params = make(retention=retention, seq=13)
     k.requires_grad_(True)
     kw = {} if group is None else {"checkpoint_chunks": group}
@@ -615,15 +612,7 @@ def test_materialised_form_back_propagates_a_float32_memory_with_float64_streams
     for leaf in leaves:
         leaf.requires_grad_(True)
 
-    def grads(**kw):
-        fn = chunked_memory if not kw else miras_chunked_memory
-        y, s = fn(model, state, k, v, q, *gates, chunk_size=4, **kw)
-        total = (y * torch.sin(torch.arange(y.numel(), dtype=DT)).reshape(y.shape)).sum()
-        return torch.autograd.grad(total + sum((w * w).sum() for w in s.weights), leaves)
-
-    got = grads(output_grad=associative_loss_output_grad, dual_form=False)
-    for a, b in zip(got, grads(), strict=True):
-        torch.testing.assert_close(a, b, **TOL)
+    assert_materialised_grads_equal_the_dual_form(model, state, k, v, q, gates, leaves)
 
 
 def test_rescaling_never_projects_a_per_token_accumulator():

@@ -559,18 +559,12 @@ def test_dual_linear_backward_runs_under_the_forwards_autocast(dtype):
 
 
 @pytest.mark.parametrize(("setting", "calls"), [(None, 0), (0, 0), (2, 2)])
-def test_chunked_memory_checkpoints_only_when_asked(setting, calls, monkeypatch):
+def test_chunked_memory_checkpoints_only_when_asked(setting, calls, checkpoint_calls):
     """chunked_memory's default keeps every chunk state; ``checkpoint_chunks=g`` checkpoints groups of
     g pieces (4 pieces of chunk 3 in 11 tokens -> 2 groups)."""
     import neural_memory.titans.chunked as chunked
 
-    seen = []
-    original = chunked.checkpoint_chunks_group
-    monkeypatch.setattr(
-        chunked,
-        "checkpoint_chunks_group",
-        lambda *a, **k: seen.append(k["check_hidden"]) or original(*a, **k),
-    )
+    seen = checkpoint_calls(chunked)
     model, state, keys, values, queries, alpha, eta, theta = make(depth=2, seq=11)
     kwargs = {} if setting is None else {"checkpoint_chunks": setting}
     chunked_memory(

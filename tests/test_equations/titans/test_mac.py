@@ -443,17 +443,11 @@ def test_checkpointed_mac_gives_the_same_outputs_state_and_gradients_and_keeps_l
 
 
 @pytest.mark.parametrize(("setting", "calls"), [(0, 0), (28, 0), (2, 7), (4, 4)])
-def test_mac_checkpoints_only_when_a_group_is_shorter_than_the_call(setting, calls, monkeypatch):
+def test_mac_checkpoints_only_when_a_group_is_shorter_than_the_call(setting, calls, checkpoint_calls):
     """27 tokens from a segment's start: 7 pieces; groups of 1 piece (2 chunks) or 2 pieces (4 chunks)."""
     import neural_memory.titans.mac as mac_module
 
-    seen = []
-    original = mac_module.checkpoint_chunks_group
-    monkeypatch.setattr(
-        mac_module,
-        "checkpoint_chunks_group",
-        lambda *a, **k: seen.append(k["check_hidden"]) or original(*a, **k),
-    )
+    seen = checkpoint_calls(mac_module)
     mac = make_mac(memory={"checkpoint_chunks": setting})
     mac(torch.randn(2, 27, 8, dtype=DT, requires_grad=True))
     assert seen == [True] + [False] * (calls - 1) if calls else seen == []
