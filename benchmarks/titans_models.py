@@ -12,6 +12,13 @@ A config that fails (out of memory, timeout, error) is reported as such and the 
 with the time ratio ``time(longest) / time(shortest)`` per kind (linear scaling gives the length ratio, e.g.
 16 for 16384/1024; full attention tends to the square).
 
+* ``--code NAME=SRC ...``: several versions of the library side by side in one run (each config runs
+  every version in turn, so they share the machine's state), e.g. a ``git worktree`` of an older commit:
+  ``--code then=/tmp/then/src now=src``; the child imports ``neural_memory`` from ``SRC`` (``PYTHONPATH``).
+* ``--profile``: one more step under ``torch.profiler`` after the timed ones; the result gets the number of
+  ``aten`` operator calls per step and the operators with the most self CPU time (at dim 128 and chunk 16
+  a step is a million small operators, so their count bounds the time as much as their FLOPs).
+
     python benchmarks/titans_models.py --quick                   # smoke run, seconds
     python benchmarks/titans_models.py --out results.json        # full run: seq 1024, 4096, 16384
 """
@@ -91,23 +98,52 @@ def child(spec: dict) -> dict:
     for _ in range(spec["steps"]):
         loss = step()
     seconds = (time.perf_counter() - start) / spec["steps"]
-    return {
+    cpu_seconds = (time.process_time() - cpu_start) / spec["steps"]
+    result = {
         "seconds_per_step": seconds,
         # user + system CPU time of the process: less sensitive to other jobs on the machine than wall time
-        "cpu_seconds_per_step": (time.process_time() - cpu_start) / spec["steps"],
+        "cpu_seconds_per_step": cpu_seconds,
         "tokens_per_second": spec["batch"] * spec["seq"] / seconds,
         "peak_rss_mb": peak_rss_mb(),
         "delta_peak_rss_mb": peak_rss_mb() - rss_before,
         "parameters": sum(p.numel() for p in lm.parameters()),
         "final_loss": loss,
     }
+    if spec.get("profile"):  # after the peak is read: the profiler's own records take gigabytes
+        result["profile"] = profile_step(step)
+    return result
 
 
-def measure(spec: dict, timeout: float) -> dict:
-    """Run :func:`child` in a fresh interpreter; a failure becomes ``{"error": ...}``."""
+def profile_step(step, top: int = 8) -> dict:
+    """One training step under ``torch.profiler``: aten calls, total self CPU, the top operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)  # microseconds, profiler overhead included
+    ranked = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
+    return {
+        "aten_calls": sum(e.count for e in events if e.key.startswith("aten::")),
+        "self_cpu_seconds": total / 1e6,
+        "top": [
+            [e.key, e.self_cpu_time_total / 1e3, 100 * e.self_cpu_time_total / total, e.count] for e in ranked
+        ],
+    }
+
+
+def measure(spec: dict, timeout: float, src: str | None = None) -> dict:
+    """Run :func:`child` in a fresh interpreter (importing the library from ``src`` if given); a failure
+    becomes ``{"error": ...}``."""
     command = [sys.executable, __file__, "--child", json.dumps(spec)]
+    env = None
+    if src:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(Path(src).resolve()), os.environ.get("PYTHONPATH", "")]),
+        }
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timeout after {timeout:.0f} s"}
     if done.returncode != 0:
@@ -121,7 +157,11 @@ def measure(spec: dict, timeout: float) -> dict:
 def label(r: dict) -> str:
     """The kind, with the memories' checkpointing when it is not the library's default."""
     setting = r.get("checkpoint_chunks", "default")
-    name = r["kind"] + (f" ckpt={setting}" if setting != "default" else "")
+    name = (
+        (f"{r['code']}: " if r.get("code") else "")
+        + r["kind"]
+        + (f" ckpt={setting}" if setting != "default" else "")
+    )
     threshold = r.get("mmap_threshold", MMAP_THRESHOLD)
     return name + (f" mmap={threshold >> 10}K" if threshold != MMAP_THRESHOLD else "")
 
@@ -139,6 +179,14 @@ def table(results: list[dict], seqs: list[int]) -> str:
             f"{label(r):<30} {r['seq']:>6} {r['tokens_per_second']:>10.0f} {r['seconds_per_step']:>9.3f} "
             f"{r['cpu_seconds_per_step']:>10.3f} {r['delta_peak_rss_mb']:>12.1f} {r['parameters']:>9}"
         )
+        if "profile" in r:
+            p = r["profile"]
+            lines.append(
+                f"{'':>8}profile: {p['aten_calls']} aten calls, {p['self_cpu_seconds']:.2f} s self CPU; top:"
+            )
+            lines.extend(
+                f"{'':>10}{name[:44]:<44} {ms:9.1f} ms {pct:5.1f} % {n:>8}" for name, ms, pct, n in p["top"]
+            )
     lines.append("")
     lines.append(f"time ratio seq {seqs[-1]} / seq {seqs[0]} (linear = {seqs[-1] / seqs[0]:g}):")
     for name, ratio in ratios(results, seqs).items():
@@ -155,6 +203,14 @@ def ratios(results: list[dict], seqs: list[int]) -> dict[str, float | str]:
         else:
             out[name] = "n/a (a length failed)"
     return out
+
+
+def parse_code(arg: str) -> tuple[str, str]:
+    """``NAME=SRC`` of ``--code``: a label and a directory holding the ``neural_memory`` package."""
+    name, sep, src = arg.partition("=")
+    if not sep or not name or not (Path(src) / "neural_memory").is_dir():
+        raise SystemExit(f"--code wants NAME=SRC with SRC/neural_memory a directory, got {arg!r}")
+    return name, src
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +240,14 @@ def main(argv: list[str] | None = None) -> int:
         default=[MMAP_THRESHOLD],
         help="glibc mmap thresholds in bytes, each measured in turn (default 1048576, the CLI's)",
     )
+    parser.add_argument(
+        "--code",
+        nargs="+",
+        default=[],
+        metavar="NAME=SRC",
+        help="library versions to compare in one run: each config runs each in turn (default: this checkout)",
+    )
+    parser.add_argument("--profile", action="store_true", help="profile one more step per config")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -198,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     seqs = sorted(base.pop("seqs"))
     results = []
     settings = [c if c in ("auto", "default") else int(c) for c in args.checkpoint_chunks]
+    codes = [parse_code(c) for c in args.code] or [(None, None)]
     for seq in seqs:
         for kind in args.kinds:
             for ckpt, mmap in itertools.product(
@@ -205,14 +270,23 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 setting = {"checkpoint_chunks": ckpt, "mmap_threshold": mmap}
                 spec = {**base, "kind": kind, "seq": seq, "threads": args.threads, **setting}
-                result = {"kind": kind, "seq": seq, **setting, **measure(spec, args.timeout)}
-                results.append(result)
-                print(json.dumps(result), flush=True)
+                spec["profile"] = args.profile
+                for code, src in codes:
+                    result = {"kind": kind, "seq": seq, **setting, **measure(spec, args.timeout, src)}
+                    if code:
+                        result["code"] = code
+                    results.append(result)
+                    print(json.dumps(result), flush=True)
     print()
     print(table(results, seqs))
     if args.out:
         report = {
-            "config": {**base, "seqs": seqs, "threads": args.threads},
+            "config": {
+                **base,
+                "seqs": seqs,
+                "threads": args.threads,
+                "code": dict(codes) if args.code else None,
+            },
             "memory_metric": "delta peak RSS (ru_maxrss at the end minus RSS before the first step), MB, "
             "each config in a fresh subprocess",
             "machine": {

@@ -258,3 +258,22 @@ def test_a_hybrid_refuses_a_single_block():
     assert get_kind("moneta-h").min_depth == 2 and get_kind("moneta").min_depth == 1
     with pytest.raises(ValueError, match="needs depth >= 2"):
         make_lm("moneta-h", depth=1)
+
+
+
+@pytest.mark.parametrize("kind", ["titans-mac", "titans-mag", "titans-mal", "titans-lmm"])
+def test_default_lms_keep_every_chunk_state_at_4k_tokens(kind, checkpoint_calls):
+    """Issue 14: at 4096 tokens (chunk 16) the default LMs train without recomputation. MAG, MAL and LMM
+    first write their persistent tokens, so the 4096 tokens arrive as 257 pieces (the first finishes the
+    chunk the persistent tokens started): past a threshold of 256 they were checkpointed, at 15-27 % more
+    CPU time for memory that 4K does not need saved. The threshold is 512 pieces (8K tokens at chunk 16)."""
+    import neural_memory.titans.chunked as chunked
+    import neural_memory.titans.mac as mac
+
+    calls = [checkpoint_calls(chunked), checkpoint_calls(mac)]
+    torch.manual_seed(0)
+    model = build_lm(kind, vocab_size=16, dim=8, depth=1)
+    model(torch.randint(0, 16, (1, 4096)))
+    assert calls == [[], []]
+    model(torch.randint(0, 16, (1, 513 * 16)))  # past the threshold the same model does checkpoint
+    assert calls[0] or calls[1]

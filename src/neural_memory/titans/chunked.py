@@ -343,7 +343,9 @@ def join_outputs(outputs: list[Tensor], queries: Tensor | None) -> Tensor | None
 
 # Back-propagation through n chunks keeps n chunk states (2 x params each); past this many pieces
 # checkpoint_chunks="auto" checkpoints groups of ceil(sqrt(n)) pieces, so it keeps about 2 sqrt(n) states.
-AUTO_CHECKPOINT_MIN_PIECES = 256
+# 512 = 8K tokens at chunk 16: a 4K LM with persistent tokens (257 pieces) is not recomputed (15-27 % of
+# its CPU time, for memory it does not need), a 16K one (1025 pieces) is (issue 14's 2 GB).
+AUTO_CHECKPOINT_MIN_PIECES = 512
 
 
 def checkpoint_group(checkpoint_chunks: int | str, n_pieces: int) -> int:

@@ -389,8 +389,9 @@ def test_dual_linear_under_bf16_autocast_matches_autograd_of_the_plain_expressio
     ("setting", "pieces", "group"),
     [
         ("auto", 1, 1),
-        ("auto", 256, 256),  # up to the threshold: every state kept (one group)
-        ("auto", 257, 17),  # ceil(sqrt(257)) = 17
+        ("auto", 257, 257),  # 4K tokens at chunk 16 after persistent tokens: every state kept
+        ("auto", 512, 512),  # up to the threshold: every state kept (one group)
+        ("auto", 513, 23),  # ceil(sqrt(513)) = 23 (22^2 = 484 < 513 <= 529 = 23^2)
         ("auto", 1024, 32),  # 16K tokens at chunk 16
         ("auto", 1025, 33),
         (0, 10, 10),
@@ -399,7 +400,7 @@ def test_dual_linear_under_bf16_autocast_matches_autograd_of_the_plain_expressio
     ],
 )
 def test_checkpoint_group_by_hand(setting, pieces, group):
-    assert AUTO_CHECKPOINT_MIN_PIECES == 256
+    assert AUTO_CHECKPOINT_MIN_PIECES == 512
     assert checkpoint_group(setting, pieces) == group
 
 

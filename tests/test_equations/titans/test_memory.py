@@ -540,18 +540,18 @@ def test_without_weight_decay_the_memory_follows_eq9_by_hand():
             assert not torch.allclose(weights[-1], w0, atol=1e-3)
 
 
-def test_auto_checkpointing_starts_past_256_chunks_and_changes_nothing_but_memory():
-    """checkpoint_chunks="auto" (the default) keeps every chunk state up to 256 chunks, then one every
+def test_auto_checkpointing_starts_past_512_chunks_and_changes_nothing_but_memory():
+    """checkpoint_chunks="auto" (the default) keeps every chunk state up to 512 chunks, then one every
     ceil(sqrt(n))."""
     torch.manual_seed(0)
     config = {"heads": 1, "depth": 2, "chunk_size": 1, "expansion": 1, "conv_kernel": 0}
     auto = NeuralMemory(2, **config).to(DT)  # the default
     plain = NeuralMemory(2, **config, checkpoint_chunks=0).to(DT)  # every state kept
     plain.load_state_dict(auto.state_dict())
-    short, long = torch.randn(1, 256, 2, dtype=DT), torch.randn(1, 300, 2, dtype=DT)
+    short, long = torch.randn(1, 512, 2, dtype=DT), torch.randn(1, 600, 2, dtype=DT)
     assert saved_for_backward(auto, short) == saved_for_backward(plain, short)
     assert saved_for_backward(auto, long) < 0.5 * saved_for_backward(plain, long)
-    # 300 steps of chunk 1 grow some gradients to ~1e10; the checkpointed backward sums a gradient's
+    # 600 steps of chunk 1 grow some gradients to ~1e10; the checkpointed backward sums a gradient's
     # contributions in another order, so they agree to rounding (1 ulp), relative to their size.
     same_outputs_and_gradients(plain, auto, long, grad_tol={"rtol": 1e-13, "atol": 1e-10})
 

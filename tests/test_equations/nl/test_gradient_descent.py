@@ -1,8 +1,8 @@
-"""NL §2–§3.2 foundations: SGD (Eq. 1, 23), GD as a proximal step (Eq. 2), FTRL (Eq. 3), GD with the
-output-space surprise (Eq. 8), and the training / meta-learning objectives (Eq. 4, 7, 22).
+"""NL §2: SGD (Eq. 1, 23), GD as a proximal step (Eq. 2), FTRL (Eq. 3) and GD with the output-space
+surprise (Eq. 8) — ``neural_memory.nl.gradient_descent``.
 
-Expectations come from sympy argmins, autograd of losses written out here, GD unrolled in the test,
-normal equations, or numbers worked by hand (in the comments). float64 throughout.
+Expectations come from sympy argmins, autograd of losses written out here, GD unrolled in the test, or numbers
+worked by hand (in the comments). float64 throughout.
 """
 
 import numpy as np
@@ -12,9 +12,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from neural_memory.nl.associative_memory import L2RegressionObjective, associative_memory
 from neural_memory.nl.gradient_descent import ftrl_iterate, output_surprise_step, sgd_step
-from neural_memory.nl.training_objective import expected_loss, minimise_expected_loss
 
 from .helpers import F64, tensors
 from .helpers import autograd as _autograd
@@ -85,6 +83,28 @@ def test_sgd_step_rejects_bad_input():
         sgd_step(lambda weight: weight**2, w, 0.1)
     with pytest.raises(TypeError, match="params must be a tensor or a sequence of tensors"):
         sgd_step(loss, [w, 3.0], 0.1)
+
+
+@pytest.mark.equation("nl", 23)
+def test_sgd_step_leaves_a_parameter_the_loss_does_not_use_unchanged():
+    # Φ = (w, b), L(w, b) = (2w − 1)² ignores b: ∂L/∂w = 4(2w − 1) = 4 at w = 1, step 0.05 -> 0.8; ∂L/∂b = 0
+    w, b = torch.tensor(1.0, dtype=F64), torch.tensor([3.0, -2.0], dtype=F64)
+    new_w, new_b = sgd_step(lambda w_, b_: (2 * w_ - 1) ** 2, (w, b), 0.05)
+    assert new_w.item() == pytest.approx(0.8, abs=1e-15)
+    torch.testing.assert_close(new_b, torch.tensor([3.0, -2.0], dtype=F64), rtol=0, atol=0)
+    assert not new_w.requires_grad and not new_b.requires_grad
+
+
+@pytest.mark.equation("nl", 1)
+def test_sgd_step_error_messages_are_exact():
+    w = _randn(2, 2)
+    with pytest.raises(ValueError) as caught:
+        sgd_step(lambda weight: weight**2, w, 0.1)
+    assert str(caught.value) == "loss_fn must return a scalar tensor"
+    for bad_params in ([w, 3.0], [], torch.ones(2, dtype=torch.int64)):
+        with pytest.raises(TypeError) as caught:
+            sgd_step(lambda *ps: sum(p.sum() for p in ps), bad_params, 0.1)
+        assert str(caught.value) == "params must be a tensor or a sequence of tensors (floating point)"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,83 +225,18 @@ def test_output_surprise_step_rejects_bad_input():
         output_surprise_step(_randn(3, 4), _randn(4), _randn(3), -0.1)
 
 
-# --------------------------------------------------------------------------------------------------
-# Eq. 22, 7, 4 — the training objective and its minimiser
-# --------------------------------------------------------------------------------------------------
-
-
-def _squared_error(phi: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (phi @ x - y) ** 2
-
-
-@pytest.mark.equation("nl", 22)
-def test_expected_loss_by_hand():
-    # φ = (1, 2); samples (x, y): ((1, 0), 0) -> ½·1 = 0.5; ((0, 1), 1) -> ½·1 = 0.5; ((1, 1), 0) -> ½·9 = 4.5
-    samples = [
-        (torch.tensor([1.0, 0.0], dtype=F64), torch.tensor(0.0, dtype=F64)),
-        (torch.tensor([0.0, 1.0], dtype=F64), torch.tensor(1.0, dtype=F64)),
-        (torch.tensor([1.0, 1.0], dtype=F64), torch.tensor(0.0, dtype=F64)),
-    ]
-    got = expected_loss(_squared_error, torch.tensor([1.0, 2.0], dtype=F64), samples)
-    assert got.item() == pytest.approx(5.5 / 3, abs=1e-15)
-
-
-@pytest.mark.equation("nl", 22)
-def test_minimiser_of_the_expected_squared_error_solves_the_normal_equations():
-    xs, ys = _randn(6, 3, seed=13), _randn(6, seed=14)
-    expected = torch.linalg.solve(xs.T @ xs, xs.T @ ys)
-    samples = list(zip(xs, ys, strict=True))
-    got = minimise_expected_loss(_squared_error, torch.zeros(3, dtype=F64), samples, 0.5)
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
-
-
-@pytest.mark.equation("nl", 7)
-def test_training_a_one_layer_mlp_gives_the_least_squares_associative_memory():
-    # W* = argmin_W L(W; D_train) for a linear layer under the squared error is the Eq. 6 memory of the
-    # (input, target) pairs: least squares, W* Xᵀ X = Yᵀ X
-    xs, ys = _randn(8, 3, seed=15), _randn(8, 2, seed=16)
-    loss = lambda w, x, y: 0.5 * ((w @ x - y) ** 2).sum()  # noqa: E731
-    got = minimise_expected_loss(loss, torch.zeros(2, 3, dtype=F64), list(zip(xs, ys, strict=True)), 0.5)
-    expected = torch.linalg.solve(xs.T @ xs, xs.T @ ys).T
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
-    torch.testing.assert_close(got, associative_memory(L2RegressionObjective(), xs, ys), rtol=0, atol=1e-10)
-
-
-@pytest.mark.equation("nl", 4)
-def test_meta_objective_minimiser_is_the_mean_of_the_task_optima():
-    # tasks T_i with ℓ(θ, T_i; Φ) = (θ_i(Φ) − c_i)², θ_i(Φ) = Φ after one inner step of lr 1/4 on
-    # (θ − c_i)²: θ_i = Φ − ½(Φ − c_i) = (Φ + c_i)/2, ℓ = (Φ − c_i)²/4, so Φ* = mean(c_i) = 1.25
-    centres = [(torch.tensor(c, dtype=F64),) for c in (-1.0, 0.5, 2.0, 3.5)]
-
-    def task_loss(phi, c):
-        theta = phi - 0.25 * 2 * (phi - c)  # the inner parameters θ adapted to the task
-        return (theta - c) ** 2
-
-    assert expected_loss(task_loss, torch.tensor(0.0, dtype=F64), centres).item() == pytest.approx(
-        (1 + 0.25 + 4 + 12.25) / 16, abs=1e-15
-    )
-    got = minimise_expected_loss(task_loss, torch.tensor(0.0, dtype=F64), centres, 1.0)
-    assert got.item() == pytest.approx(1.25, abs=1e-12)
-
-
-@pytest.mark.equation("nl", 22)
-def test_expected_loss_rejects_bad_input():
-    phi = torch.zeros(2, dtype=F64)
-    with pytest.raises(ValueError, match="samples must be a non-empty sequence"):
-        expected_loss(_squared_error, phi, [])
-    with pytest.raises(ValueError, match="loss_fn must return a scalar"):
-        expected_loss(lambda p, x: p * x, phi, [(torch.ones(2, dtype=F64),)])
-    with pytest.raises(TypeError, match="each sample must be a tuple"):
-        expected_loss(_squared_error, phi, [torch.ones(2, dtype=F64)])
-
-
-@pytest.mark.equation("nl", 22)
-def test_minimiser_reports_when_it_does_not_converge():
-    xs, ys = _randn(6, 3, seed=13), _randn(6, seed=14)
-    samples = list(zip(xs, ys, strict=True))
-    with pytest.raises(RuntimeError, match="did not converge in 3 steps"):
-        minimise_expected_loss(_squared_error, torch.zeros(3, dtype=F64), samples, 0.5, max_steps=3)
-    with pytest.raises(ValueError, match="tol must be in"):
-        minimise_expected_loss(_squared_error, torch.zeros(3, dtype=F64), samples, 0.5, tol=0.0)
-    with pytest.raises(TypeError, match="max_steps must be an int"):
-        minimise_expected_loss(_squared_error, torch.zeros(3, dtype=F64), samples, 0.5, max_steps=2.5)
+@pytest.mark.equation("nl", 8)
+def test_output_surprise_step_error_messages_are_exact():
+    with pytest.raises(ValueError) as caught:
+        output_surprise_step(_randn(3), _randn(4), _randn(3), 0.1)
+    assert str(caught.value) == "weight must be (d_out, d_in), got shape (3,)"
+    with pytest.raises(ValueError) as caught:
+        output_surprise_step(_randn(3, 4), _randn(5), _randn(3), 0.1)
+    assert str(caught.value) == "x must be (d_in=4,) or (n, d_in=4), got shape (5,)"
+    with pytest.raises(ValueError) as caught:
+        output_surprise_step(_randn(3, 4), _randn(4), _randn(2), 0.1)
+    assert str(caught.value) == "surprise must be (d_out=3,), got shape (2,)"
+    # a batch of n = 5 samples (n != d_in = 4): the message names n, the batch size
+    with pytest.raises(ValueError) as caught:
+        output_surprise_step(_randn(3, 4), _randn(5, 4), _randn(5, 2), 0.1)
+    assert str(caught.value) == "surprise must be (n=5, d_out=3), got shape (5, 2)"
