@@ -98,6 +98,39 @@ def test_backprop_rejects_bad_input():
         backprop([weights[0], weights[2], weights[2]], biases, activations, x, _mse(target))
 
 
+@pytest.mark.equation("nl", 29)
+def test_backprop_rejects_bad_input_with_exact_messages():
+    weights, biases, activations, x, target = _mlp()
+    loss = _mse(target)
+    with pytest.raises(ValueError) as caught:
+        backprop(weights, biases[:2], activations, x, loss)
+    assert str(caught.value) == "weights, biases and activations must have the same length >= 1, got 3, 2, 3"
+    # a 3-d x whose second size still matches d_0 = 4 is refused by its dimension alone
+    with pytest.raises(ValueError) as caught:
+        backprop(weights, biases, activations, x[:, :, None], loss)
+    assert str(caught.value) == "x must be (n, d_0=4), got shape (6, 4, 1)"
+    # a 1-d first weight: d_0 is read from its last size
+    with pytest.raises(ValueError) as caught:
+        backprop([torch.zeros(4, dtype=F64), *weights[1:]], biases, activations, x, loss)
+    assert str(caught.value) == "x must be (n, d_0=4), got shape (6, 4)"
+    # W₂ is (3, 5): its bias must be (3,), not (5,)
+    with pytest.raises(ValueError) as caught:
+        backprop(weights, [biases[0], torch.zeros(5, dtype=F64), biases[2]], activations, x, loss)
+    assert str(caught.value) == "biases[1] must be (d_2=3,), got (5,)"
+
+
+@pytest.mark.equation("nl", 29)
+def test_backprop_of_a_single_linear_layer_by_hand():
+    # L = ½‖x Wᵀ + b − t‖², φ = id: δ = x Wᵀ + b − t, ∂L/∂W = Σ_n δ_n x_nᵀ, ∂L/∂b = Σ_n δ_n
+    w, b, x, target = _randn(2, 3, seed=60), _randn(2, seed=61), _randn(4, 3, seed=62), _randn(4, 2, seed=63)
+    trace = backprop([w], [b], [lambda z: z], x, _mse(target))
+    delta = x @ w.T + b - target
+    torch.testing.assert_close(trace.deltas[0], delta, rtol=0, atol=1e-13)
+    outer = sum(torch.outer(delta[n], x[n]) for n in range(4))
+    torch.testing.assert_close(trace.weight_grads[0], outer, rtol=0, atol=1e-13)
+    torch.testing.assert_close(trace.bias_grads[0], delta.sum(0), rtol=0, atol=1e-13)
+
+
 # --------------------------------------------------------------------------------------------------
 # Eq. 30–32, 55 — a layer's GD step as the dot-product memory with key x̂ and value δ
 # --------------------------------------------------------------------------------------------------
@@ -221,6 +254,13 @@ def test_self_referential_step_rejects_bad_input():
         self_referential_value(torch.zeros(2, 3), torch.zeros(1, 3), lambda y: y)
 
 
+@pytest.mark.equation("nl", 58)
+def test_self_referential_value_rejects_a_weight_that_is_not_a_matrix():
+    with pytest.raises(ValueError) as caught:
+        self_referential_value(torch.zeros(3), torch.zeros(1, 3), lambda y: y.sum())
+    assert str(caught.value) == "weight must be (d_out, d_in), got shape (3,)"
+
+
 # --------------------------------------------------------------------------------------------------
 # Eq. 59–60 — Generalized Gradient Descent with a self-generated value
 # --------------------------------------------------------------------------------------------------
@@ -301,3 +341,24 @@ def test_ggd_rejects_bad_input():
         generalized_gd_step(L2RegressionObjective(), [w], x, value_fn, 0.0)
     with pytest.raises(ValueError, match="every state must have the shape"):
         generalized_gd_step(L2RegressionObjective(), [w, torch.zeros(3, 2)], x, value_fn, 1.0)
+
+
+@pytest.mark.equation("nl", 59)
+def test_ggd_rejects_bad_input_with_exact_messages():
+    w, x = torch.zeros(2, 3, dtype=F64), torch.zeros(1, 3, dtype=F64)
+    value_fn = lambda m, k: k @ m.T  # noqa: E731
+    with pytest.raises(ValueError) as caught:
+        generalized_gd_step(L2RegressionObjective(), [], x, value_fn, 1.0)
+    assert str(caught.value) == "states must hold at least one weight (the current W_t, newest last)"
+    # a bool is an int to Python, but not a learning rate
+    with pytest.raises(ValueError) as caught:
+        generalized_gd_step(L2RegressionObjective(), [w], x, value_fn, True)
+    assert str(caught.value) == "lrs must be > 0, one per state (1) or one float, got [True]"
+    # η = ∞ is not a learning rate either (it would drop the state from the retention)
+    with pytest.raises(ValueError) as caught:
+        generalized_gd_step(L2RegressionObjective(), [w, w], x, value_fn, [1.0, float("inf")])
+    assert str(caught.value) == "lrs must be > 0, one per state (2) or one float, got [1.0, inf]"
+    # the message names W_t's shape (the last state), not that of another state
+    with pytest.raises(ValueError) as caught:
+        generalized_gd_step(L2RegressionObjective(), [w, torch.zeros(3, 2, dtype=F64), w], x, value_fn, 1.0)
+    assert str(caught.value) == "every state must have the shape of W_t (2, 3)"

@@ -11,8 +11,11 @@ import torch
 from torch.nn import functional as F
 
 from neural_memory.cli import main
-from neural_memory.nl.hope import HopeBlock
-from neural_memory.nl.self_modifying import self_modifying_reference
+from neural_memory.common.conv import CausalDepthwiseSeparableConv
+from neural_memory.models.transformer import CausalSelfAttention, KVCache
+from neural_memory.nl.cms import CMSState
+from neural_memory.nl.hope import HopeBlock, HopeState
+from neural_memory.nl.self_modifying import SelfModifyingState, SelfModifyingTitans, self_modifying_reference
 
 from .helpers import F64
 
@@ -253,3 +256,204 @@ def test_neural_memory_train_hope_runs_three_finite_steps(tmp_path, capsys):
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     loss = float(summary.split("train_loss=")[1].split()[0])
     assert summary.startswith("kind=hope steps=3") and loss == loss and loss < 10.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Construction: the documented defaults and where each setting goes
+# --------------------------------------------------------------------------------------------------
+
+
+def test_defaults_are_the_documented_ones():
+    # docstring: conv window 4 (N-U16), memory hidden = dim, chunk 16 for every memory, q/k/v normalised,
+    # one CMS level of chunk 16, rate 1e-3, hidden 4 * dim, reconstruction signal, residual pre/out-normed
+    block = HopeBlock(8)
+    assert block.dim == 8 and block.attention is False
+    assert isinstance(block.conv, CausalDepthwiseSeparableConv)
+    assert (block.conv.channels, block.conv.kernel_size) == (8, 4)
+    front = block.front
+    assert isinstance(front, SelfModifyingTitans)
+    assert (front.dim, front.hidden, front.chunk_size, front.other_chunk_size) == (8, 8, 16, 16)
+    assert front.qk_norm is True and front.v_norm is True
+    assert tuple(block.out_norm.normalized_shape) == (8,)
+    assert block.to_out.weight.shape == (8, 8) and block.to_out.bias is None
+    cms = block.cms
+    assert (cms.dim, cms.hidden, cms.chunk_sizes, cms.rates) == (8, 32, (16,), (1e-3,))
+    assert (cms.signal, cms.variant, cms.residual, cms.pre_norm, cms.out_norm) == (
+        "reconstruction",
+        "sequential",
+        True,
+        True,
+        True,
+    )
+
+
+def test_settings_reach_the_memories_the_cms_and_the_convolution():
+    block = HopeBlock(4, cms_hidden=6, memory_hidden=3, chunk_size=2, other_chunk_size=4, conv_kernel=1)
+    assert (block.front.hidden, block.front.chunk_size, block.front.other_chunk_size) == (3, 2, 4)
+    assert all(block.front.initial[f"{name}_0"].shape == (4, 3) for name in block.front.names)
+    assert block.cms.hidden == 6 and block.cms.levels[0].gate.shape == (4, 6)
+    # a window of 1 is still a convolution (a per-channel scale, then the pointwise map); only 0 means none
+    assert isinstance(block.conv, CausalDepthwiseSeparableConv) and block.conv.kernel_size == 1
+
+
+def test_hope_always_normalises_q_k_and_v():
+    # titans= cannot switch the normalisations off: Hope passes them itself
+    for name in ("qk_norm", "v_norm"):
+        with pytest.raises(TypeError, match=f"multiple values for keyword argument '{name}'"):
+            HopeBlock(4, titans={name: False})
+
+
+def test_bad_width_and_window_raise_naming_the_argument():
+    with pytest.raises(ValueError) as caught:
+        HopeBlock(0)
+    assert str(caught.value) == "dim must be an int >= 1, got 0"
+    with pytest.raises(ValueError) as caught:
+        _block(conv_kernel=-1)
+    assert str(caught.value) == "conv_kernel must be an int >= 0, got -1"
+
+
+def test_bad_inputs_raise_naming_the_shape_or_type():
+    block = _block()
+    for x, shown in [(_x(1, 3)[..., :3], "(1, 3, 3)"), (_x(1, 3)[0], "(3, 4)"), ([1.0], "list")]:
+        with pytest.raises(ValueError) as caught:
+            block(x)
+        assert str(caught.value) == f"x must be (batch, T, dim=4), got {shown}"
+
+
+@pytest.mark.equation("nl", 94)
+@pytest.mark.equation("nl", 97)
+def test_window_zero_drops_the_convolution():
+    block = _block(conv_kernel=0)
+    assert block.conv is None
+    x = _x(2, 5, seed=4)
+    with torch.no_grad():
+        o, _ = self_modifying_reference(block.front, x)  # the memories read x itself
+        expected = _cms_chain_by_hand(block, (_rms(o) * block.out_norm.weight) @ block.to_out.weight.T)
+    got, state = block(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+    assert state.conv is None and block.init_state(2).conv is None
+
+
+# --------------------------------------------------------------------------------------------------
+# Hope-Attention (N-U16): causal softmax attention, then the CMS
+# --------------------------------------------------------------------------------------------------
+
+
+def test_hope_attention_defaults_to_four_heads_and_no_convolution():
+    block = HopeBlock(8, attention=True)
+    assert block.attention is True and isinstance(block.front, CausalSelfAttention)
+    assert (block.front.dim, block.front.heads, block.front.rope) == (8, 4, True)
+    assert block.conv is None and not hasattr(block, "to_out")
+
+
+@pytest.mark.equation("nl", 97)
+def test_hope_attention_is_attention_then_the_cms_chain_token_by_token():
+    block = _block(attention=True, heads=2)
+    assert isinstance(block.front, CausalSelfAttention) and block.front.heads == 2
+    x = _x(2, 7, seed=5)
+    with torch.no_grad():
+        o, _ = block.front(x)  # the attention's own output (its W_O included), no extra read-out
+        expected = _cms_chain_by_hand(block, o)
+    got, state = block(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+    assert state.conv is None and isinstance(state.front, KVCache) and state.front.position == 7
+
+
+# --------------------------------------------------------------------------------------------------
+# State: the start of a stream, streaming, detach
+# --------------------------------------------------------------------------------------------------
+
+
+def _state_tensors(state: HopeState) -> list[torch.Tensor]:
+    """Every tensor a state holds, in a fixed order (front, convolution cache, CMS)."""
+    front = state.front
+    if isinstance(front, KVCache):
+        tensors = [front.keys, front.values]
+    else:
+        tensors = [w for d in (front.current, front.snapshot) for name in sorted(d) for w in d[name]]
+    if state.conv is not None:
+        tensors.append(state.conv)
+    return tensors + [w for part in (state.cms.weights, state.cms.grads) for level in part for w in level]
+
+
+def test_init_state_is_every_memory_at_its_initial_weights_and_an_empty_cache():
+    block = _block().float()  # float32 parameters; the state is asked for in float64
+    state = block.init_state(3, dtype=F64)
+    assert isinstance(state, HopeState) and isinstance(state.front, SelfModifyingState)
+    assert state.front.position == 0 and state.cms.position == 0
+    for name in block.front.names:
+        for i, (now, start) in enumerate(
+            zip(state.front.current[name], state.front.snapshot[name], strict=True)
+        ):
+            initial = block.front.initial[f"{name}_{i}"]
+            assert now.shape == (3, *initial.shape) and now.dtype == F64
+            torch.testing.assert_close(now, initial.double().expand(3, -1, -1), rtol=0, atol=0)
+            torch.testing.assert_close(start, now, rtol=0, atol=0)
+    torch.testing.assert_close(state.conv, torch.zeros(3, 3, DIM, dtype=F64), rtol=0, atol=0)
+    assert isinstance(state.cms, CMSState) and len(state.cms.weights) == 2
+    for level, weights, grads in zip(block.cms.levels, state.cms.weights, state.cms.grads, strict=True):
+        for param, w, g in zip(level.weights(), weights, grads, strict=True):
+            torch.testing.assert_close(w, param.double().expand(3, -1, -1), rtol=0, atol=0)
+            torch.testing.assert_close(g, torch.zeros(3, *param.shape, dtype=F64), rtol=0, atol=0)
+    # the device asked for reaches every part (meta: no data, only device, dtype and shape)
+    on_meta = block.init_state(3, device="meta", dtype=F64)
+    got = _state_tensors(on_meta)
+    assert len(got) == len(_state_tensors(state))
+    assert all(t.device.type == "meta" and t.dtype == F64 for t in got)
+    assert on_meta.conv.shape == (3, 3, DIM)
+
+
+def test_hope_attention_init_state_is_an_empty_kv_cache():
+    block = _block(attention=True, heads=2)
+    state = block.init_state(3, dtype=F64)
+    assert state.conv is None and isinstance(state.front, KVCache) and state.front.position == 0
+    assert state.front.keys.shape == (3, 2, 0, 2) and state.front.values.shape == (3, 2, 0, 2)
+    on_meta = block.float().init_state(3, device="meta", dtype=F64)
+    assert all(t.device.type == "meta" and t.dtype == F64 for t in _state_tensors(on_meta))
+
+
+def test_a_fresh_state_follows_the_inputs_dtype_and_device():
+    block = _block()
+    y, state = block(_x(2, 0))  # an empty call: the state is the fresh one, in x's dtype
+    assert y.shape == (2, 0, DIM) and y.dtype == F64
+    assert all(t.dtype == F64 for t in _state_tensors(state))
+    torch.testing.assert_close(state.conv, torch.zeros(2, 3, DIM, dtype=F64), rtol=0, atol=0)
+    meta = _block().to("meta")
+    y, state = meta(torch.empty(2, 5, DIM, device="meta", dtype=F64))
+    assert y.device.type == "meta" and all(t.device.type == "meta" for t in _state_tensors(state))
+
+
+@pytest.mark.equation("nl", 94)
+@pytest.mark.equation("nl", 97)
+@pytest.mark.parametrize("attention", [False, True])
+@pytest.mark.parametrize("split", [1, 3, 6])
+def test_one_call_equals_two_calls_at_any_split(attention, split):
+    # the convolution cache, the memories (or the KV cache) and the CMS levels (weights, partial-chunk
+    # gradients, position) all carry over: 9 tokens cross chunk ends of every memory and every level
+    block = _block(attention=attention, heads=2)
+    x = _x(2, 9, seed=6)
+    whole, state = block(x)
+    first, mid = block(x[:, :split])
+    second, end = block(x[:, split:], mid)
+    torch.testing.assert_close(torch.cat([first, second], 1), whole, rtol=0, atol=1e-10)
+    assert end.front.position == state.front.position == 9 and end.cms.position == 9
+    for a, b in zip(_state_tensors(end), _state_tensors(state), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"conv_kernel": 0}, {"attention": True, "heads": 2}])
+def test_detach_keeps_the_values_and_cuts_the_graph(kwargs):
+    block = _block(**kwargs)
+    x = _x(2, 5, seed=7).requires_grad_(True)  # the convolution cache holds the last inputs: on the graph too
+    _, state = block(x)
+    held = _state_tensors(state)
+    assert all(t.requires_grad for t in held)
+    cut = state.detach()
+    assert isinstance(cut, HopeState) and type(cut.front) is type(state.front)
+    assert (cut.conv is None) == (state.conv is None) == ("conv_kernel" in kwargs or "attention" in kwargs)
+    assert cut.front.position == 5 and cut.cms.position == 5
+    kept = _state_tensors(cut)
+    assert len(kept) == len(held)
+    for a, b in zip(kept, held, strict=True):
+        assert not a.requires_grad and a.grad_fn is None
+        torch.testing.assert_close(a, b.detach(), rtol=0, atol=0)

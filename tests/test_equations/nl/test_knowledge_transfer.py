@@ -140,3 +140,86 @@ def test_maml_functions_reject_bad_input():
         meta_learned_initialisation(phi, [], 0.1, 0.5)
     with pytest.raises(TypeError, match=r"each context must be a \(keys, values\) pair"):
         meta_learned_initialisation(phi, [keys], 0.1, 0.5)
+
+
+@pytest.mark.equation("nl", 26)
+def test_two_level_forward_exact_shape_messages():
+    with pytest.raises(ValueError) as caught:
+        two_level_forward(_randn(3), _randn(2, 4), _randn(4))
+    assert str(caught.value) == "fast_memory must be (d_v, d_k) or (L, d_v, d_k), got (3,)"
+    # one token (d_in = 5) read by per-token states: L is 1, not d_in
+    with pytest.raises(ValueError) as caught:
+        two_level_forward(_randn(4, 3, 2), _randn(2, 5), _randn(5))
+    assert str(caught.value) == "fast_memory must be (L=1, d_v, d_k) or (d_v, d_k), got (4, 3, 2)"
+
+
+@pytest.mark.equation("nl", 28)
+def test_adapted_memory_loss_defaults_to_one_inner_step():
+    # Φ = 1, k = 2, v = 1, α = 0.1: one step gives M_1 = 0.8, ½(0.8·2 − 1)² = 0.18 (two steps would be 0.0648)
+    keys, values = _scalar_context(2.0, 1.0)
+    got = adapted_memory_loss(torch.tensor([[1.0]], dtype=F64), keys, values, 0.1)
+    assert got.item() == pytest.approx(0.18, abs=1e-15)
+
+
+@pytest.mark.equation("nl", 28)
+def test_meta_learned_initialisation_honours_the_stopping_rule():
+    # no inner step, one context k = v = 1 from Φ = 0, outer lr 0.5: mean loss ½(Φ − 1)², gradient Φ − 1;
+    # Φ: 0 → 0.5 → 0.75 → 0.875, the steps move 0.5, 0.25, 0.125
+    context = [_scalar_context(1.0, 1.0)]
+    start = torch.zeros(1, 1, dtype=F64)
+    got = meta_learned_initialisation(start, context, 0.1, 0.5, inner_steps=0, tol=0.2)
+    assert got.item() == 0.875  # stops on the first move below 0.2 (the third)
+    got = meta_learned_initialisation(start, context, 0.1, 0.5, inner_steps=0, max_steps=3, tol=0.2)
+    assert got.item() == 0.875
+    with pytest.raises(RuntimeError) as caught:
+        meta_learned_initialisation(start, context, 0.1, 0.5, inner_steps=0, max_steps=2, tol=0.2)
+    assert str(caught.value) == "minimise_expected_loss did not converge in 2 steps (lr 0.5)"
+
+
+@pytest.mark.equation("nl", 28)
+def test_meta_learned_initialisation_default_stopping_rule(monkeypatch):
+    # the defaults are documented as the outer descent's own (at most 10 000 steps, tol 1e-13); a run out
+    # of steps would take 10 000 outer steps, so the stopping rule handed to the descent is recorded
+    import neural_memory.nl.knowledge_transfer as knowledge_transfer
+    from neural_memory.nl.training_objective import minimise_expected_loss
+
+    seen = {}
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return minimise_expected_loss(*args, **kwargs)
+
+    monkeypatch.setattr(knowledge_transfer, "minimise_expected_loss", spy)
+    got = meta_learned_initialisation(torch.zeros(1, 1, dtype=F64), [_scalar_context(1.0, 1.0)], 0.1, 0.5, 0)
+    assert seen == {"max_steps": 10_000, "tol": 1e-13}
+    assert got.item() == pytest.approx(1.0, abs=1e-12)  # argmin of ½(Φ − 1)²
+
+
+@pytest.mark.equation("nl", 28)
+def test_meta_learned_initialisation_exact_input_errors():
+    phi, keys, values = _randn(2, 3), _randn(4, 3), _randn(4, 2)
+    message = "contexts must be a non-empty sequence of (keys, values) pairs"
+    with pytest.raises(ValueError) as caught:
+        meta_learned_initialisation(phi, [], 0.1, 0.5)
+    assert str(caught.value) == message
+    with pytest.raises(ValueError) as caught:  # an iterator is not a sequence (and has no len)
+        meta_learned_initialisation(phi, iter([(keys, values)]), 0.1, 0.5)
+    assert str(caught.value) == message
+    with pytest.raises(ValueError) as caught:  # nor is a set, even a non-empty one
+        meta_learned_initialisation(phi, {(keys, values)}, 0.1, 0.5)
+    assert str(caught.value) == message
+    with pytest.raises(TypeError) as caught:
+        meta_learned_initialisation(phi, [keys], 0.1, 0.5)
+    assert str(caught.value) == "each context must be a (keys, values) pair, got Tensor"
+    with pytest.raises(TypeError) as caught:  # a pair must be a tuple, not a list of two
+        meta_learned_initialisation(phi, [[keys, values]], 0.1, 0.5)
+    assert str(caught.value) == "each context must be a (keys, values) pair, got list"
+    with pytest.raises(TypeError) as caught:
+        meta_learned_initialisation(phi, [(keys, values, values)], 0.1, 0.5)
+    assert str(caught.value) == "each context must be a (keys, values) pair, got tuple"
+    with pytest.raises(ValueError) as caught:
+        meta_learned_initialisation(phi, [(keys, values)], 0.1, 0.5, inner_steps=-1)
+    assert str(caught.value) == "inner_steps must be an int >= 0, got -1"
+    with pytest.raises(TypeError) as caught:
+        meta_learned_initialisation(phi, [(keys, values)], 0.1, 0.5, inner_steps=1.0)
+    assert str(caught.value) == "inner_steps must be an int >= 0, got float"

@@ -89,6 +89,33 @@ def test_fast_weight_programmer_rejects_bad_input():
         fast_weight_programmer(q, k, v, initial_state=_randn(2, 4))
 
 
+@pytest.mark.equation("nl", 5)
+def test_fast_weight_programmer_exact_error_messages():
+    q, k, v = _randn(3, 2, seed=12), _randn(3, 2, seed=13), _randn(3, 4, seed=14)
+    with pytest.raises(ValueError) as caught:
+        fast_weight_programmer(q[0], k, v)
+    assert str(caught.value) == "q must be (L, d_k), got shape (2,)"
+    for alpha in (1.5, 2.5):
+        with pytest.raises(ValueError) as caught:
+            fast_weight_programmer(q, k, v, alpha=alpha)
+        assert str(caught.value) == f"alpha must be in [0, 1], got {alpha}"
+    # refused up front as a whole tensor, not at token 1 by the per-step gate check ("got 1.5")
+    with pytest.raises(ValueError) as caught:
+        fast_weight_programmer(q, k, v, alpha=torch.tensor([0.5, 1.5, 0.5], dtype=F64))
+    assert str(caught.value) == "alpha must be in [0, 1], got a tensor with entries"
+    message = "feature_map must act element-wise (it changed the shape of q or k)"
+    with pytest.raises(ValueError) as caught:
+        fast_weight_programmer(q, k, v, feature_map=lambda z: z.sum(-1))
+    assert str(caught.value) == message
+    # a map that changes the shape of only one of q, k is refused as well
+    with pytest.raises(ValueError) as caught:
+        fast_weight_programmer(q, k, v, feature_map=lambda z: z[:, :1] if z is q else z)
+    assert str(caught.value) == message
+    with pytest.raises(ValueError) as caught:
+        fast_weight_programmer(q, k, v, feature_map=lambda z: z[:, :1] if z is k else z)
+    assert str(caught.value) == message
+
+
 # --------------------------------------------------------------------------------------------------
 # Eq. 14 — projections
 # --------------------------------------------------------------------------------------------------
@@ -116,6 +143,14 @@ def test_projections_reject_bad_shapes():
         linear_attention_projections(x, w_k, w_v, _randn(2, 4))
     with pytest.raises(ValueError, match=r"w_v must be \(d_v, d_in=4\)"):
         linear_attention_projections(x, w_k, _randn(2, 5), w_q)
+
+
+@pytest.mark.equation("nl", 14)
+def test_projections_reject_a_non_matrix_w_k_with_its_shape():
+    w_k, w_v, w_q = _weights()
+    with pytest.raises(ValueError) as caught:
+        linear_attention_projections(_randn(5, 4), w_k[0], w_v, w_q)
+    assert str(caught.value) == "w_k must be (d_k, d_in), got shape (4,)"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -186,6 +221,39 @@ def test_write_and_read_reject_bad_shapes():
         linear_attention_read(_randn(3), _randn(3))
     with pytest.raises(ValueError, match=r"initial_state must be \(d_v=2, d_k=3\)"):
         linear_attention(_randn(5, 4), *_weights(), initial_state=_randn(3, 2))
+
+
+@pytest.mark.equation("nl", 15)
+@pytest.mark.equation("nl", 16)
+def test_write_and_read_error_messages_show_the_bad_shape():
+    memory = _randn(2, 3, seed=15)
+    cases = [
+        (lambda: linear_attention_read(_randn(3), _randn(3)), "memory must be (d_v, d_k), got shape (3,)"),
+        (
+            lambda: linear_attention_write(_randn(2, 3, 1), _randn(3), _randn(2)),
+            "memory must be (d_v, d_k), got shape (2, 3, 1)",
+        ),
+        # not a tensor: no shape attribute, shown as ()
+        (lambda: linear_attention_read([[1.0, 2.0]], _randn(2)), "memory must be (d_v, d_k), got shape ()"),
+        (
+            lambda: linear_attention_write(memory, _randn(3, 1), _randn(2)),
+            "key must be (d_k=3,), got shape (3, 1)",
+        ),
+        (
+            lambda: linear_attention_write(memory, _randn(3), _randn(4)),
+            "value must be (d_v=2,), got shape (4,)",
+        ),
+        (lambda: linear_attention_read(memory, _randn(2)), "query must be (d_k=3,), got shape (2,)"),
+        (lambda: linear_attention_read(memory, [1.0, 2.0, 3.0]), "query must be (d_k=3,), got shape ()"),
+        (
+            lambda: linear_attention_write(memory, _randn(3), [1.0, 2.0]),
+            "value must be (d_v=2,), got shape ()",
+        ),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError) as caught:
+            call()
+        assert str(caught.value) == message
 
 
 # --------------------------------------------------------------------------------------------------

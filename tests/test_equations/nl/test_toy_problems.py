@@ -154,3 +154,103 @@ def test_orthogonal_tasks_rejects_bad_input():
         orthogonal_tasks(0, dim=3)
     with pytest.raises(ValueError, match=r"x must be \(n, d_in=2\)"):
         continual_task_loss(torch.zeros(2, 1), torch.zeros(3, 3), torch.zeros(3, 1))
+
+
+# --------------------------------------------------------------------------------------------------
+# Defaults, exact messages, batch layout and the random draws
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 53)
+def test_curvature_toy_and_its_grad_use_the_documented_defaults():
+    # k = 10, α = 0.5, ω = 2 at (r, θ) = (−3.5, 2): e = −5.5 + 0.5 sin(−7)
+    # ψ = 12.25 + 10 e², ∂_r ψ = −7 + 20 e (1 + 0.5·2 cos(−7)), ∂_θ ψ = −20 e
+    point = torch.tensor(CURVATURE_TOY_START, dtype=F64)
+    e = -5.5 + 0.5 * math.sin(-7.0)
+    assert abs(curvature_toy(point).item() - (12.25 + 10 * e**2)) < 1e-12
+    grad = curvature_toy_grad(point)
+    assert abs(grad[0].item() - (-7.0 + 20 * e * (1 + math.cos(-7.0)))) < 1e-12
+    assert abs(grad[1].item() - (-20 * e)) < 1e-12
+
+
+@pytest.mark.equation("nl", 53)
+def test_curvature_toy_grad_of_a_batch_has_the_pair_in_the_last_dimension():
+    points = _randn(4, 2, seed=6)
+    grad = curvature_toy_grad(points, k=2.0, alpha=0.3, omega=1.2)
+    assert grad.shape == (4, 2)
+    for i in range(4):
+        r, theta = points[i].tolist()
+        e = r - theta + 0.3 * math.sin(1.2 * r)
+        assert abs(grad[i, 0].item() - (2 * r + 4 * e * (1 + 0.36 * math.cos(1.2 * r)))) < 1e-12
+        assert abs(grad[i, 1].item() - (-4 * e)) < 1e-12
+
+
+@pytest.mark.equation("nl", 53)
+@pytest.mark.parametrize("fn_name", ["curvature_toy", "curvature_toy_grad"])
+def test_curvature_toy_exact_messages(fn_name):
+    fn = {"curvature_toy": curvature_toy, "curvature_toy_grad": curvature_toy_grad}[fn_name]
+    point = torch.zeros(2, dtype=F64)
+    with pytest.raises(ValueError) as caught:
+        fn(point, k=-1.0)
+    assert str(caught.value) == "k must be a finite float >= 0, got -1.0"
+    with pytest.raises(ValueError) as caught:
+        fn(point, alpha=float("nan"))
+    assert str(caught.value) == "alpha must be a finite float, got nan"
+    with pytest.raises(ValueError) as caught:
+        fn(point, omega=float("inf"))
+    assert str(caught.value) == "omega must be a finite float, got inf"
+
+
+@pytest.mark.equation("nl", 45)
+def test_continual_task_loss_exact_messages():
+    with pytest.raises(ValueError) as caught:
+        continual_task_loss(torch.zeros(2), torch.zeros(3, 2), torch.zeros(3, 1))
+    assert str(caught.value) == "weight must be (d_in, d_out), got shape (2,)"
+    # n = 3 differs from d_in = 2, so the message must name x's row count
+    with pytest.raises(ValueError) as caught:
+        continual_task_loss(torch.zeros(2, 1), torch.zeros(3, 2), torch.zeros(3, 2))
+    assert str(caught.value) == "y must be (n=3, d_out=1), got shape (3, 2)"
+
+
+@pytest.mark.equation("nl", 45)
+def test_orthogonal_tasks_exact_messages_and_num_tasks_equal_to_dim():
+    for kwargs, name in (
+        ({"dim": 0}, "dim"),
+        ({"dim": 3, "d_out": 0}, "d_out"),
+        ({"dim": 3, "samples": 0}, "samples"),
+    ):
+        with pytest.raises(ValueError) as caught:
+            orthogonal_tasks(1, **kwargs)
+        assert str(caught.value) == f"{name} must be an int >= 1, got 0"
+    # T = dim is allowed: a full orthonormal basis
+    tasks, directions = orthogonal_tasks(3, dim=3, generator=torch.Generator().manual_seed(7))
+    assert len(tasks) == 3
+    torch.testing.assert_close(directions @ directions.T, torch.eye(3, dtype=F64), rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("nl", 45)
+def test_orthogonal_tasks_draws_from_the_generator_in_order_with_default_sizes():
+    # defaults d_out = 1, samples = 8, dtype float64; draws: gaussian (dim, T), teacher (dim, d_out),
+    # then one (samples, 1) scale column per task — all float64 from the given generator
+    torch.manual_seed(123)  # the global RNG must not be used: a different seed from the generator's
+    dim, num_tasks = 4, 2
+    tasks, directions = orthogonal_tasks(num_tasks, dim, generator=torch.Generator().manual_seed(8))
+    gen = torch.Generator().manual_seed(8)
+    gaussian = torch.randn(dim, num_tasks, dtype=F64, generator=gen)
+    # Gram–Schmidt of the gaussian columns: the QR directions up to the sign of each row
+    basis = []
+    for j in range(num_tasks):
+        v = gaussian[:, j].clone()
+        for b in basis:
+            v = v - (b @ v) * b
+        basis.append(v / v.norm())
+    for i in range(num_tasks):
+        sign = torch.sign(directions[i] @ basis[i])
+        torch.testing.assert_close(directions[i], sign * basis[i], rtol=0, atol=1e-12)
+    teacher = torch.randn(dim, 1, dtype=F64, generator=gen)
+    for i, (x, y) in enumerate(tasks):
+        assert x.dtype == F64 and y.dtype == F64
+        assert x.shape == (8, dim) and y.shape == (8, 1)
+        scale = torch.randn(8, 1, dtype=F64, generator=gen)
+        torch.testing.assert_close(x, scale * directions[i], rtol=0, atol=1e-15)
+        torch.testing.assert_close(y, x @ teacher, rtol=0, atol=1e-14)
