@@ -260,7 +260,6 @@ def test_a_hybrid_refuses_a_single_block():
         make_lm("moneta-h", depth=1)
 
 
-
 @pytest.mark.parametrize("kind", ["titans-mac", "titans-mag", "titans-mal", "titans-lmm"])
 def test_default_lms_keep_every_chunk_state_at_4k_tokens(kind, checkpoint_calls):
     """Issue 14: at 4096 tokens (chunk 16) the default LMs train without recomputation. MAG, MAL and LMM
