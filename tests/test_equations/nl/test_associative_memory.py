@@ -88,6 +88,13 @@ def test_unbounded_objective_has_no_memory():
         associative_memory(DotProductObjective(), _randn(2, 3), _randn(2, 2))
 
 
+@pytest.mark.equation("nl", 6)
+def test_the_refusal_of_an_unbounded_objective_names_its_class():
+    with pytest.raises(TypeError) as caught:
+        associative_memory(DotProductObjective(), _randn(2, 3), _randn(2, 2))
+    assert str(caught.value) == "DotProductObjective has no closed-form minimiser (it may be unbounded)"
+
+
 # --------------------------------------------------------------------------------------------------
 # Eq. 9, 13, 34 — the dot-product memory: GD and momentum
 # --------------------------------------------------------------------------------------------------
@@ -205,6 +212,14 @@ def test_gd_step_rejects_a_negative_step():
         gd_step(DotProductObjective(), _randn(2, 2), _randn(1, 2), _randn(1, 2), -0.1)
 
 
+@pytest.mark.equation("nl", 19)
+def test_gd_step_refuses_a_bool_step():
+    # bool is an int subclass: True must not pass as the step 1.0
+    with pytest.raises(ValueError) as caught:
+        gd_step(DotProductObjective(), _randn(2, 2), _randn(1, 2), _randn(1, 2), True)
+    assert str(caught.value) == "lr must be a finite float >= 0, got True"
+
+
 # --------------------------------------------------------------------------------------------------
 # Eq. 56, 98–99 — the exact proximal step
 # --------------------------------------------------------------------------------------------------
@@ -251,6 +266,13 @@ def test_objective_without_a_closed_form_proximal_step_is_refused():
         proximal_step(OrthogonalityObjective(), _randn(2, 2), _randn(2, 2), None, 0.1)
 
 
+@pytest.mark.equation("nl", 99)
+def test_the_refusal_of_a_missing_proximal_step_names_the_class():
+    with pytest.raises(TypeError) as caught:
+        proximal_step(OrthogonalityObjective(), _randn(2, 2), _randn(2, 2), None, 0.1)
+    assert str(caught.value) == "OrthogonalityObjective has no closed-form proximal step"
+
+
 @pytest.mark.equation("nl", 56)
 @given(w=tensors(3, 4), x=tensors(4), u=tensors(3), eta=st.floats(0.01, 10.0))
 def test_dgd_objective_step_satisfies_its_first_order_condition(w, x, u, eta):
@@ -274,6 +296,24 @@ def test_pairs_of_the_wrong_shape_are_refused():
         L2RegressionObjective().loss(_randn(2, 3), _randn(4, 2), _randn(4, 2))
     with pytest.raises(ValueError, match=r"values must be \(n=4, d_v=2\)"):
         L2RegressionObjective().loss(_randn(2, 3), _randn(4, 3), _randn(4, 3))
+
+
+@pytest.mark.equation("nl", 56)
+def test_a_memory_that_is_not_a_matrix_is_refused():
+    with pytest.raises(ValueError) as caught:
+        L2RegressionObjective().loss(_randn(3), _randn(4, 3), _randn(4, 2))
+    assert str(caught.value) == "memory must be (d_v, d_k), got shape (3,)"
+
+
+@pytest.mark.equation("nl", 56)
+def test_dgd_proximal_step_keeps_the_dtype_and_device_of_the_memory():
+    # the identity of M (η KᵀK + I) must follow the memory: bfloat16 stays bfloat16, meta stays meta
+    bf16 = torch.bfloat16
+    memory = torch.zeros(2, 3, dtype=bf16, device="meta")
+    keys = torch.zeros(4, 3, dtype=bf16, device="meta")
+    values = torch.zeros(4, 2, dtype=bf16, device="meta")
+    got = L2RegressionObjective().proximal_step(memory, keys, values, 0.5)
+    assert (got.shape, got.dtype, got.device.type) == ((2, 3), bf16, "meta")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -311,6 +351,46 @@ def test_elementwise_minimiser_needs_curvature_everywhere():
         ElementwiseMomentumObjective(-1.0)
 
 
+@pytest.mark.equation("nl", 101)
+def test_elementwise_objective_defaults_to_no_ridge():
+    # m = (1, 2), g₁ = (1, 0), g₂ = (1, 1), P = (2, 1): m⊙g₁ − P = (−1, −1), m⊙g₂ − P = (−1, 1) → 4
+    m, p = torch.tensor([1.0, 2.0], dtype=F64), torch.tensor([2.0, 1.0], dtype=F64)
+    grads = torch.tensor([[1.0, 0.0], [1.0, 1.0]], dtype=F64)
+    assert ElementwiseMomentumObjective().loss(m, grads, p).item() == 4.0
+    # with λ = 0.5: 4 + 0.5 · ‖m‖² = 4 + 0.5 · 5 = 6.5
+    assert ElementwiseMomentumObjective(0.5).loss(m, grads, p).item() == 6.5
+
+
+@pytest.mark.equation("nl", 101)
+def test_elementwise_objective_refuses_a_bool_ridge():
+    with pytest.raises(ValueError) as caught:
+        ElementwiseMomentumObjective(True)
+    assert str(caught.value) == "lam must be a finite float >= 0, got True"
+
+
+@pytest.mark.equation("nl", 101)
+def test_elementwise_objective_refuses_mismatched_pairs_with_exact_messages():
+    objective, m = ElementwiseMomentumObjective(), torch.zeros(2, 3, dtype=F64)
+    cases = [
+        (torch.zeros(4, 3, 2, dtype=F64), torch.zeros(2, 3, dtype=F64), "(4, 3, 2) and (2, 3)"),
+        (torch.zeros(4, 2, 3, dtype=F64), torch.zeros(3, 2, dtype=F64), "(4, 2, 3) and (3, 2)"),
+        (torch.zeros(4, 2, 3, dtype=F64), None, "(4, 2, 3) and None"),
+    ]
+    for keys, values, got_shapes in cases:
+        with pytest.raises(ValueError) as caught:
+            objective.grad(m, keys, values)
+        assert str(caught.value) == f"keys must be (n, *(2, 3)) and values (2, 3), got {got_shapes}"
+
+
+@pytest.mark.equation("nl", 101)
+def test_elementwise_minimiser_refusal_message_is_exact():
+    with pytest.raises(ValueError) as caught:
+        ElementwiseMomentumObjective().minimiser(torch.zeros(3, 2, dtype=F64), torch.ones(2, dtype=F64))
+    assert str(caught.value) == (
+        "the minimiser is not unique where every gradient is 0 and lam = 0: use lam > 0"
+    )
+
+
 @pytest.mark.equation("nl", 102)
 def test_optimal_elementwise_momentum_with_unit_betas_minimises_eq101():
     grads, p, lam = _randn(5, 3, 2, seed=20), _randn(3, 2, seed=21), 0.3
@@ -327,6 +407,16 @@ def test_optimal_elementwise_momentum_scales_with_beta1_over_beta2():
         torch.tensor([3.0], dtype=F64), torch.tensor([-0.5], dtype=F64), torch.tensor([1.25], dtype=F64)
     )
     torch.testing.assert_close(got, torch.tensor([-1.2], dtype=F64), rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("nl", 102)
+def test_optimal_elementwise_momentum_refuses_zero_curvature():
+    # H = (0, 1), λ = 0: the first element has H + λ = 0 (a gradient that was always 0)
+    with pytest.raises(ValueError) as caught:
+        optimal_elementwise_momentum(
+            torch.ones(2, dtype=F64), torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+        )
+    assert str(caught.value) == "h + lam must be > 0 everywhere (use lam > 0 where a gradient was always 0)"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -352,6 +442,70 @@ def test_matrix_gradient_equals_autograd(m, grads, p, lam):
     objective = MatrixMomentumObjective(lam)
     expected = _autograd(lambda mm: _eq106_loss(mm, grads, p, lam), m)
     torch.testing.assert_close(objective.grad(m, grads, p), expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.equation("nl", 107)
+def _hand_matrix_case():
+    """g₁ = (1, 0)ᵀ, g₂ = (1, 1)ᵀ as (n=2, d=2, q=1) keys."""
+    return torch.tensor([[[1.0], [0.0]], [[1.0], [1.0]]], dtype=F64)
+
+
+@pytest.mark.equation("nl", 106)
+def test_matrix_objective_loss_by_hand():
+    # m = (1 2), P = (2): m g₁ − P = 1 − 2 = −1, m g₂ − P = 3 − 2 = 1 → Σ‖·‖² = 2; ‖m‖² = 1 + 4 = 5
+    m, p = torch.tensor([[1.0, 2.0]], dtype=F64), torch.tensor([[2.0]], dtype=F64)
+    grads = _hand_matrix_case()
+    assert MatrixMomentumObjective(0.5).loss(m, grads, p).item() == 4.5  # 2 + 0.5 · 5
+    assert MatrixMomentumObjective().loss(m, grads, p).item() == 2.0  # default λ = 0
+
+
+@pytest.mark.equation("nl", 106)
+def test_matrix_memory_with_more_rows_than_columns_of_p_by_hand():
+    # P (p=2, q=1) = (2, 1)ᵀ: M̃ = Σ gᵀ = (2 1), H = Σ g gᵀ = [[2, 1], [1, 1]], H⁻¹ = [[1, −1], [−1, 2]]
+    # m* = P M̃ H⁻¹ = [[4, 2], [2, 1]] H⁻¹ = [[2, 0], [1, 0]]; it maps g₁, g₂ to P exactly (loss 0)
+    p = torch.tensor([[2.0], [1.0]], dtype=F64)
+    got = associative_memory(MatrixMomentumObjective(), _hand_matrix_case(), p)
+    torch.testing.assert_close(got, torch.tensor([[2.0, 0.0], [1.0, 0.0]], dtype=F64), rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("nl", 106)
+def test_matrix_objective_refuses_mismatched_pairs_with_exact_messages():
+    objective, m = MatrixMomentumObjective(), torch.zeros(2, 3, dtype=F64)
+    cases = [
+        (torch.zeros(4, 3, dtype=F64), torch.zeros(2, 1, dtype=F64), "(4, 3) and (2, 1)"),
+        (torch.zeros(4, 2, 1, dtype=F64), torch.zeros(2, 1, dtype=F64), "(4, 2, 1) and (2, 1)"),
+        (torch.zeros(4, 3, 1, dtype=F64), torch.zeros(2, 2, dtype=F64), "(4, 3, 1) and (2, 2)"),
+        (torch.zeros(4, 3, 1, dtype=F64), None, "(4, 3, 1) and None"),
+    ]
+    for keys, values, got_shapes in cases:
+        with pytest.raises(ValueError) as caught:
+            objective.grad(m, keys, values)
+        assert str(caught.value) == f"keys must be (n, d=3, q) and values (p=2, q), got {got_shapes}"
+
+
+@pytest.mark.equation("nl", 107)
+def test_optimal_matrix_momentum_defaults_to_no_ridge_by_hand():
+    # P = (2), M̃ = (2 1), H = [[2, 1], [1, 1]] (the hand case above): m* = (4 2) H⁻¹ = (2 0)
+    h = torch.tensor([[2.0, 1.0], [1.0, 1.0]], dtype=F64)
+    got = optimal_matrix_momentum(torch.tensor([[2.0]], dtype=F64), torch.tensor([[2.0, 1.0]], dtype=F64), h)
+    torch.testing.assert_close(got, torch.tensor([[2.0, 0.0]], dtype=F64), rtol=0, atol=1e-12)
+
+
+@pytest.mark.equation("nl", 107)
+def test_optimal_matrix_momentum_refusal_messages_are_exact():
+    with pytest.raises(ValueError) as caught:  # h not square
+        optimal_matrix_momentum(_randn(1, 1), _randn(1, 2), _randn(2, 3))
+    assert str(caught.value) == "h must be (d, d) and m_tilde (q, d), got (2, 3), (1, 2)"
+    with pytest.raises(ValueError) as caught:  # a vector m_tilde of the wrong length
+        optimal_matrix_momentum(_randn(1, 1), _randn(2), _randn(3, 3))
+    assert str(caught.value) == "h must be (d, d) and m_tilde (q, d), got (3, 3), (2,)"
+
+
+@pytest.mark.equation("nl", 107)
+def test_optimal_matrix_momentum_keeps_the_device():
+    p, m_tilde = torch.zeros(2, 1, dtype=F64, device="meta"), torch.zeros(1, 3, dtype=F64, device="meta")
+    got = optimal_matrix_momentum(p, m_tilde, torch.zeros(3, 3, dtype=F64, device="meta"), 0.5)
+    assert (got.shape, got.device.type) == ((2, 3), "meta")
 
 
 @pytest.mark.equation("nl", 107)
@@ -408,4 +562,31 @@ def test_printed_eq43_is_twice_the_unanchored_objective():
     printed = ((o.T @ o - torch.eye(3, dtype=F64)) ** 2).sum()  # ‖OᵀO − I‖²_F as printed
     torch.testing.assert_close(
         2 * OrthogonalityObjective(anchor=False).loss(o, o), printed, rtol=1e-14, atol=0
+    )
+
+
+@pytest.mark.equation("nl", 43)
+def test_orthogonality_objective_keeps_the_dtype_of_the_memory():
+    # O = g = ones(3, 2): OᵀO − I = [[2, 3], [3, 2]] → ½ (4 + 9 + 9 + 4) = 13; 2 O (OᵀO − I) = 10 everywhere
+    o = torch.ones(3, 2, dtype=torch.bfloat16)
+    loss, grad = OrthogonalityObjective().loss(o, o), OrthogonalityObjective().grad(o, o)
+    assert loss.dtype == grad.dtype == torch.bfloat16
+    assert loss.item() == 13.0 and bool((grad == 10.0).all())
+
+
+@pytest.mark.equation("nl", 43)
+def test_orthogonality_objective_keeps_the_device_of_the_memory():
+    o = torch.zeros(3, 2, dtype=F64, device="meta")
+    for anchor in (True, False):
+        objective = OrthogonalityObjective(anchor)
+        assert objective.loss(o, o).device.type == objective.grad(o, o).device.type == "meta"
+
+
+@pytest.mark.equation("nl", 43)
+def test_orthogonality_objective_refuses_unequal_shapes():
+    # (1, 2) would broadcast against (3, 2) in the anchor term: it must be refused, not broadcast
+    with pytest.raises(ValueError) as caught:
+        OrthogonalityObjective().loss(_randn(3, 2), _randn(1, 2))
+    assert str(caught.value) == (
+        "memory and keys must be equal (m, n) matrices, got torch.Size([3, 2]), torch.Size([1, 2])"
     )
