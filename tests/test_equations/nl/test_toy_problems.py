@@ -212,7 +212,6 @@ def test_continual_task_loss_exact_messages():
     assert str(caught.value) == "y must be (n=3, d_out=1), got shape (3, 2)"
 
 
-@pytest.mark.equation("nl", 45)
 def test_orthogonal_tasks_exact_messages_and_num_tasks_equal_to_dim():
     for kwargs, name in (
         ({"dim": 0}, "dim"),
@@ -228,7 +227,6 @@ def test_orthogonal_tasks_exact_messages_and_num_tasks_equal_to_dim():
     torch.testing.assert_close(directions @ directions.T, torch.eye(3, dtype=F64), rtol=0, atol=1e-12)
 
 
-@pytest.mark.equation("nl", 45)
 def test_orthogonal_tasks_draws_from_the_generator_in_order_with_default_sizes():
     # defaults d_out = 1, samples = 8, dtype float64; draws: gaussian (dim, T), teacher (dim, d_out),
     # then one (samples, 1) scale column per task — all float64 from the given generator
