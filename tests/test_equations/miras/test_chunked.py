@@ -477,17 +477,9 @@ def test_token_norms_backward_equals_autograd_of_the_materialised_states(q_exp):
         leaf.requires_grad_(True)
     weights = torch.randn(n, b, dtype=DT)
 
-    def by_hand():
-        states = torch.stack([
-            beta[:, t, None, None] * start + s[:, t, None, None] * momentum
-            + sum(q[:, t, i, None, None] * a[:, i, :, None] * g[:, i, None, :] for i in range(b))
-            for t in range(b)
-        ], dim=1)  # fmt: skip
-        return states.abs().pow(q_exp).sum(dim=(-2, -1)).pow(1 / q_exp)
-
     coefficients = {"beta": beta, "s": s, "Q": q}
     got = _token_norms(LqNormalization(q_exp), coefficients, start, momentum, a, g)[..., 0]
-    want = by_hand()
+    want = by_hand_norms(beta, s, q, start, momentum, a, g, q_exp)
     torch.testing.assert_close(got, want, **TOL)
     got_grads = torch.autograd.grad((got * weights).sum(), leaves)
     want_grads = torch.autograd.grad((want * weights).sum(), leaves)

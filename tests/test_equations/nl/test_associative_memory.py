@@ -368,6 +368,14 @@ def test_elementwise_objective_refuses_a_bool_ridge():
     assert str(caught.value) == "lam must be a finite float >= 0, got True"
 
 
+def assert_grad_refuses(objective, memory, cases, message):
+    """``objective.grad`` refuses each ``(keys, values, shapes)`` case with ``message.format(shapes)``."""
+    for keys, values, got_shapes in cases:
+        with pytest.raises(ValueError) as caught:
+            objective.grad(memory, keys, values)
+        assert str(caught.value) == message.format(got_shapes)
+
+
 @pytest.mark.equation("nl", 101)
 def test_elementwise_objective_refuses_mismatched_pairs_with_exact_messages():
     objective, m = ElementwiseMomentumObjective(), torch.zeros(2, 3, dtype=F64)
@@ -376,10 +384,7 @@ def test_elementwise_objective_refuses_mismatched_pairs_with_exact_messages():
         (torch.zeros(4, 2, 3, dtype=F64), torch.zeros(3, 2, dtype=F64), "(4, 2, 3) and (3, 2)"),
         (torch.zeros(4, 2, 3, dtype=F64), None, "(4, 2, 3) and None"),
     ]
-    for keys, values, got_shapes in cases:
-        with pytest.raises(ValueError) as caught:
-            objective.grad(m, keys, values)
-        assert str(caught.value) == f"keys must be (n, *(2, 3)) and values (2, 3), got {got_shapes}"
+    assert_grad_refuses(objective, m, cases, "keys must be (n, *(2, 3)) and values (2, 3), got {}")
 
 
 @pytest.mark.equation("nl", 101)
@@ -477,10 +482,7 @@ def test_matrix_objective_refuses_mismatched_pairs_with_exact_messages():
         (torch.zeros(4, 3, 1, dtype=F64), torch.zeros(2, 2, dtype=F64), "(4, 3, 1) and (2, 2)"),
         (torch.zeros(4, 3, 1, dtype=F64), None, "(4, 3, 1) and None"),
     ]
-    for keys, values, got_shapes in cases:
-        with pytest.raises(ValueError) as caught:
-            objective.grad(m, keys, values)
-        assert str(caught.value) == f"keys must be (n, d=3, q) and values (p=2, q), got {got_shapes}"
+    assert_grad_refuses(objective, m, cases, "keys must be (n, d=3, q) and values (p=2, q), got {}")
 
 
 @pytest.mark.equation("nl", 107)
