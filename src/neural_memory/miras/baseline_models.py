@@ -46,28 +46,38 @@ BASELINE_DEFAULTS = {"heads": 4, "chunk_size": 64, "conv_kernel": 4}
 MAMBA2_DEFAULTS = {"heads": 4, "d_state": 64, "expand": 2, "chunk_size": 64, "conv_kernel": 4}
 
 
-def _builder(rule: str, kind: str):
-    def build(
-        *,
-        dim: int,
-        layer_index: int,
-        heads: int = 4,
-        chunk_size: int = 64,
-        conv_kernel: int = 4,
-        impl: str = "chunked",
-    ) -> nn.Module:
-        return DeltaRuleLayer(
-            dim, heads=heads, rule=rule, chunk_size=chunk_size, conv_kernel=conv_kernel, impl=impl
-        )
-
-    build.__name__ = build.__qualname__ = f"build_{kind.replace('-', '_')}"
-    build.__doc__ = f"Builder of kind ``{kind}``: a :class:`DeltaRuleLayer` with ``rule={rule!r}``."
-    return build
+# The builders are plain functions that do all their work when a model is built (none at import), so
+# that a test building a model runs every line of them.
 
 
-build_linear_attention = _builder("linear", "linear-attention")
-build_deltanet = _builder("delta", "deltanet")
-build_gated_deltanet = _builder("gated-delta", "gated-deltanet")
+def build_linear_attention(
+    *, dim: int, layer_index: int, heads: int = 4, chunk_size: int = 64, conv_kernel: int = 4,
+    impl: str = "chunked",
+) -> nn.Module:  # fmt: skip
+    """Builder of kind ``linear-attention``: a :class:`DeltaRuleLayer` with ``rule="linear"``."""
+    return DeltaRuleLayer(
+        dim, heads=heads, rule="linear", chunk_size=chunk_size, conv_kernel=conv_kernel, impl=impl
+    )
+
+
+def build_deltanet(
+    *, dim: int, layer_index: int, heads: int = 4, chunk_size: int = 64, conv_kernel: int = 4,
+    impl: str = "chunked",
+) -> nn.Module:  # fmt: skip
+    """Builder of kind ``deltanet``: a :class:`DeltaRuleLayer` with ``rule="delta"``."""
+    return DeltaRuleLayer(
+        dim, heads=heads, rule="delta", chunk_size=chunk_size, conv_kernel=conv_kernel, impl=impl
+    )
+
+
+def build_gated_deltanet(
+    *, dim: int, layer_index: int, heads: int = 4, chunk_size: int = 64, conv_kernel: int = 4,
+    impl: str = "chunked",
+) -> nn.Module:  # fmt: skip
+    """Builder of kind ``gated-deltanet``: a :class:`DeltaRuleLayer` with ``rule="gated-delta"``."""
+    return DeltaRuleLayer(
+        dim, heads=heads, rule="gated-delta", chunk_size=chunk_size, conv_kernel=conv_kernel, impl=impl
+    )
 
 
 def build_mamba2(

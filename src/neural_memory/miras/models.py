@@ -27,6 +27,8 @@ key                    default  meaning
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from neural_memory.miras.memory import memora, moneta, yaad
@@ -35,59 +37,113 @@ from neural_memory.models.transformer import sliding_window_mixer
 from neural_memory.titans.models import memory_kwargs
 
 MIRAS_DEFAULTS = {"memory_depth": 2, "memory_chunk_size": 16, "memory_heads": 4}
+HYBRID_DEFAULTS = {**MIRAS_DEFAULTS, "heads": 4, "window": 64}
+
+# The builders are plain functions that do all their work when a model is built (none at import), so
+# that a test building a model runs every line of them.
 
 
-def _builder(preset, kind: str):
-    def build(
-        *,
-        dim: int,
-        layer_index: int,
-        memory_depth: int = 2,
-        memory_chunk_size: int = 16,
-        memory_heads: int = 4,
-        memory: dict | None = None,
-    ) -> nn.Module:
-        return preset(dim, **memory_kwargs(memory_depth, memory_chunk_size, memory_heads, memory))
-
-    build.__name__ = build.__qualname__ = f"build_{kind}"
-    build.__doc__ = f"Builder of kind ``{kind}`` (:func:`~neural_memory.miras.memory.{preset.__name__}`)."
-    return build
+def miras_layer(
+    preset: Callable[..., nn.Module],
+    *,
+    dim: int,
+    memory_depth: int,
+    memory_chunk_size: int,
+    memory_heads: int,
+    memory: dict | None,
+) -> nn.Module:
+    """The MIRAS memory block ``preset(dim, ...)`` (:func:`~neural_memory.miras.memory.moneta`, ``yaad``
+    or ``memora``) with the flat ``memory_*`` sizes plus any other ``memory`` kwargs."""
+    return preset(dim, **memory_kwargs(memory_depth, memory_chunk_size, memory_heads, memory))
 
 
-def _hybrid_builder(preset, kind: str):
-    memory_layer = _builder(preset, kind)
+def hybrid_layer(
+    preset: Callable[..., nn.Module],
+    *,
+    dim: int,
+    layer_index: int,
+    heads: int,
+    window: int,
+    **memory_sizes,
+) -> nn.Module:
+    """Layer ``layer_index`` of a Samba-style hybrid (M-U33): the MIRAS memory at even layers, then
+    sliding-window attention with RoPE at odd ones (Samba's order: the memory layer first)."""
+    if layer_index % 2:
+        return sliding_window_mixer(dim=dim, layer_index=layer_index, heads=heads, window=window)
+    return miras_layer(preset, dim=dim, **memory_sizes)
 
-    def build(
-        *,
-        dim: int,
-        layer_index: int,
-        memory_depth: int = 2,
-        memory_chunk_size: int = 16,
-        memory_heads: int = 4,
-        memory: dict | None = None,
-        heads: int = 4,
-        window: int = 64,
-    ) -> nn.Module:
-        if layer_index % 2:  # Samba's order: the memory layer first, then sliding-window attention
-            return sliding_window_mixer(dim=dim, layer_index=layer_index, heads=heads, window=window)
-        sizes = {
-            "memory_depth": memory_depth,
-            "memory_chunk_size": memory_chunk_size,
-            "memory_heads": memory_heads,
-        }
-        return memory_layer(dim=dim, layer_index=layer_index, memory=memory, **sizes)
 
-    build.__name__ = build.__qualname__ = f"build_{kind.replace('-', '_')}"
-    build.__doc__ = (
-        f"Builder of kind ``{kind}``: :func:`~neural_memory.miras.memory.{preset.__name__}` at even layers, "
-        "sliding-window attention at odd layers (MIRAS M-U33's Samba-style hybrid)."
+def _sizes(memory_depth: int, memory_chunk_size: int, memory_heads: int) -> dict[str, int]:
+    return {
+        "memory_depth": memory_depth,
+        "memory_chunk_size": memory_chunk_size,
+        "memory_heads": memory_heads,
+    }
+
+
+def build_moneta(
+    *, dim: int, layer_index: int, memory_depth: int = 2, memory_chunk_size: int = 16, memory_heads: int = 4,
+    memory: dict | None = None,
+) -> nn.Module:  # fmt: skip
+    """Builder of kind ``moneta`` (:func:`~neural_memory.miras.memory.moneta`)."""
+    return miras_layer(
+        moneta, dim=dim, memory=memory, **_sizes(memory_depth, memory_chunk_size, memory_heads)
     )
-    return build
 
 
-build_moneta = _builder(moneta, "moneta")
-build_yaad = _builder(yaad, "yaad")
-build_memora = _builder(memora, "memora")
+def build_yaad(
+    *, dim: int, layer_index: int, memory_depth: int = 2, memory_chunk_size: int = 16, memory_heads: int = 4,
+    memory: dict | None = None,
+) -> nn.Module:  # fmt: skip
+    """Builder of kind ``yaad`` (:func:`~neural_memory.miras.memory.yaad`)."""
+    return miras_layer(yaad, dim=dim, memory=memory, **_sizes(memory_depth, memory_chunk_size, memory_heads))
+
+
+def build_memora(
+    *, dim: int, layer_index: int, memory_depth: int = 2, memory_chunk_size: int = 16, memory_heads: int = 4,
+    memory: dict | None = None,
+) -> nn.Module:  # fmt: skip
+    """Builder of kind ``memora`` (:func:`~neural_memory.miras.memory.memora`)."""
+    return miras_layer(
+        memora, dim=dim, memory=memory, **_sizes(memory_depth, memory_chunk_size, memory_heads)
+    )
+
+
+def build_moneta_h(
+    *, dim: int, layer_index: int, memory_depth: int = 2, memory_chunk_size: int = 16, memory_heads: int = 4,
+    memory: dict | None = None, heads: int = 4, window: int = 64,
+) -> nn.Module:  # fmt: skip
+    """Builder of kind ``moneta-h``: :func:`~neural_memory.miras.memory.moneta` at even layers,
+    sliding-window attention at odd layers (MIRAS M-U33's Samba-style hybrid)."""
+    sizes = _sizes(memory_depth, memory_chunk_size, memory_heads)
+    return hybrid_layer(
+        moneta, dim=dim, layer_index=layer_index, heads=heads, window=window, memory=memory, **sizes
+    )
+
+
+def build_yaad_h(
+    *, dim: int, layer_index: int, memory_depth: int = 2, memory_chunk_size: int = 16, memory_heads: int = 4,
+    memory: dict | None = None, heads: int = 4, window: int = 64,
+) -> nn.Module:  # fmt: skip
+    """Builder of kind ``yaad-h``: :func:`~neural_memory.miras.memory.yaad` at even layers,
+    sliding-window attention at odd layers (MIRAS M-U33's Samba-style hybrid)."""
+    sizes = _sizes(memory_depth, memory_chunk_size, memory_heads)
+    return hybrid_layer(
+        yaad, dim=dim, layer_index=layer_index, heads=heads, window=window, memory=memory, **sizes
+    )
+
+
+def build_memora_h(
+    *, dim: int, layer_index: int, memory_depth: int = 2, memory_chunk_size: int = 16, memory_heads: int = 4,
+    memory: dict | None = None, heads: int = 4, window: int = 64,
+) -> nn.Module:  # fmt: skip
+    """Builder of kind ``memora-h``: :func:`~neural_memory.miras.memory.memora` at even layers,
+    sliding-window attention at odd layers (MIRAS M-U33's Samba-style hybrid)."""
+    sizes = _sizes(memory_depth, memory_chunk_size, memory_heads)
+    return hybrid_layer(
+        memora, dim=dim, layer_index=layer_index, heads=heads, window=window, memory=memory, **sizes
+    )
+
 
 register_kind(
     "moneta", build_moneta, defaults=MIRAS_DEFAULTS,
@@ -101,11 +157,6 @@ register_kind(
     "memora", build_memora, defaults=MIRAS_DEFAULTS,
     description="MIRAS Memora: l2 bias, KL retention: softmax weights on the simplex (Eq. 27)",
 )  # fmt: skip
-
-HYBRID_DEFAULTS = {**MIRAS_DEFAULTS, "heads": 4, "window": 64}
-build_moneta_h = _hybrid_builder(moneta, "moneta-h")
-build_yaad_h = _hybrid_builder(yaad, "yaad-h")
-build_memora_h = _hybrid_builder(memora, "memora-h")
 for _name, _build in (("moneta-h", build_moneta_h), ("yaad-h", build_yaad_h), ("memora-h", build_memora_h)):
     register_kind(
         _name, _build, defaults=HYBRID_DEFAULTS, min_depth=2,
@@ -113,4 +164,7 @@ for _name, _build in (("moneta-h", build_moneta_h), ("yaad-h", build_yaad_h), ("
         "alternating layers (Samba-style, M-U33)",
     )  # fmt: skip
 
-__all__ = ["build_memora", "build_memora_h", "build_moneta", "build_moneta_h", "build_yaad", "build_yaad_h"]
+__all__ = [
+    "build_memora", "build_memora_h", "build_moneta", "build_moneta_h", "build_yaad", "build_yaad_h",
+    "hybrid_layer", "miras_layer",
+]  # fmt: skip

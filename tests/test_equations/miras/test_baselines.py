@@ -18,11 +18,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from neural_memory.common.attention import linear_memory_read, linear_memory_write
+from neural_memory.miras import baselines
 from neural_memory.miras.baselines import (
     DeltaRuleLayer,
     DeltaRuleState,
     chunk_linear_attention,
     recurrent_linear_attention,
+    start_stream,
 )
 
 F64 = torch.float64
@@ -371,3 +373,179 @@ def test_without_convolution_the_state_has_no_caches():
     layer = _layer("delta", conv_kernel=0)
     _, state = layer(_x(1, 5))
     assert state.conv == {} and state.numel() == state.memory.numel()
+
+
+# --------------------------------------------------------------------------------------------------
+# exact error messages, defaults, the zero state, and which sequence function each impl runs
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("titans", 4)
+@pytest.mark.equation("titans", 5)
+@pytest.mark.parametrize("fn", [chunk_linear_attention, recurrent_linear_attention])
+def test_linear_attention_refuses_a_query_that_is_not_a_tensor(fn):
+    _, k, v, _ = _qkv(1, 2, 5, 3, 2)
+    with pytest.raises(ValueError) as caught:
+        fn(
+            [[0.0, 1.0]], k, v
+        )  # a list: refused by the shape check, not an AttributeError on .dim()/.new_ones
+    assert str(caught.value) == "q must have shape (B, H, T, d_k), got list"
+
+
+@pytest.mark.equation("titans", 4)
+@pytest.mark.equation("titans", 5)
+@pytest.mark.parametrize("fn", [chunk_linear_attention, recurrent_linear_attention])
+@pytest.mark.parametrize("case", ["shape", "not-a-tensor", "positive"])
+def test_bad_log_decay_messages_are_exact(fn, case):
+    q, k, v, _ = _qkv(1, 2, 5, 3, 2)
+    value, message = {
+        "shape": (
+            torch.zeros(1, 2, 4, dtype=F64),
+            "log_alpha must have shape (1, 2, 5), got torch.Size([1, 2, 4])",
+        ),
+        "not-a-tensor": (-0.5, "log_alpha must have shape (1, 2, 5), got None"),
+        "positive": (
+            torch.full((1, 2, 5), 0.1, dtype=F64),
+            "log_alpha must be finite and <= 0 (alpha = exp(log_alpha) in (0, 1])",
+        ),
+    }[case]
+    with pytest.raises(ValueError) as caught:
+        fn(q, k, v, log_alpha=value)
+    assert str(caught.value) == message
+
+
+@pytest.mark.equation("titans", 4)
+@pytest.mark.equation("titans", 5)
+def test_default_chunks_hold_64_tokens():
+    # Token 0's query and token 64's key are huge: their product (1e400) overflows, but no read ever uses it
+    # (64 > 0 is in the future of token 0). With chunks of 64 the two tokens sit in different chunks and the
+    # product is never formed; a chunk holding both would form inf and mask it by multiplying with 0 (NaN).
+    q, k, v = (torch.full((1, 1, 65, 1), 0.5, dtype=F64) for _ in range(3))
+    q[0, 0, 0, 0] = k[0, 0, 64, 0] = 1e200
+    log_alpha = torch.full((1, 1, 65), -0.1, dtype=F64)
+    o, final = chunk_linear_attention(q, k, v, log_alpha=log_alpha)
+    o_ref, final_ref = _decayed_loop(q, k, v, log_alpha, torch.zeros(1, 1, 1, 1, dtype=F64))
+    assert o[0, 0, 0, 0].item() == 2.5e199  # S_1 = v_1 k_1 = 0.25, o_1 = 0.25 * 1e200
+    torch.testing.assert_close(o, o_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(final, final_ref, rtol=1e-12, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_decayed_linear_attention_runs_on_the_inputs_device():
+    q, k, v, state = (t.cuda() for t in _qkv(1, 2, 7, 3, 2, seed=12))
+    log_alpha = _log_alpha(1, 2, 7, seed=13).cuda()
+    o, final = chunk_linear_attention(q, k, v, log_alpha=log_alpha, chunk_size=3, initial_state=state)
+    o_ref, final_ref = _decayed_loop(q, k, v, log_alpha, state)
+    torch.testing.assert_close(o, o_ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(final, final_ref, rtol=0, atol=1e-10)
+
+
+def test_layer_defaults():
+    torch.manual_seed(0)
+    layer = DeltaRuleLayer(8)  # 4 heads of 2, the delta rule, chunks of 64, q/k l2-normalised, RMSNorm, gate
+    assert (layer.heads, layer.head_dim, layer.rule, layer.chunk_size, layer.impl) == (
+        4,
+        2,
+        "delta",
+        64,
+        "chunked",
+    )
+    assert isinstance(layer.out_norm, torch.nn.RMSNorm)
+    assert isinstance(layer.to_gate, torch.nn.Linear)
+    assert set(layer.convs) == {"q", "k", "v"} and layer.convs["q"].kernel_size == 4
+    x = torch.randn(1, 5, 8, generator=torch.Generator().manual_seed(1))
+    for name in "qk":
+        heads, _ = layer._project(name, x, layer.init_state(1))
+        torch.testing.assert_close(heads.norm(dim=-1), torch.ones(4, 5))
+
+
+def test_decay_biases_are_the_inverse_softplus_of_log_spaced_steps_rounded_once():
+    torch.manual_seed(0)
+    layer = DeltaRuleLayer(16, heads=8, rule="gated-delta")  # float32 parameters
+    # Δ_h = 10^(-3 + 2h/7), bias_h = softplus⁻¹(Δ_h) = log(e^Δ_h - 1), in float64, then rounded to float32
+    expected = [math.log(math.expm1(10 ** (-3 + 2 * h / 7))) for h in range(8)]
+    assert torch.equal(layer.to_decay.bias, torch.tensor(expected, dtype=F64).float())
+
+
+def test_init_state_is_zero_memory_and_zero_caches():
+    layer = _layer("delta")
+    state = layer.init_state(3, dtype=F64)
+    assert isinstance(state, DeltaRuleState)
+    assert state.memory.dtype == F64
+    assert torch.equal(state.memory, torch.zeros(3, HEADS, DIM // HEADS, DIM // HEADS, dtype=F64))
+    assert state.conv.keys() == {"q", "k", "v"}
+    for cache in state.conv.values():
+        assert cache.dtype == F64  # the requested dtype, not the default float32
+        assert torch.equal(cache, torch.zeros(3, 3, DIM, dtype=F64))  # kernel 4: 3 past rows
+    on_meta = layer.init_state(2, device="meta", dtype=F64)
+    assert on_meta.memory.device.type == "meta" and on_meta.memory.dtype == F64
+    assert all(c.device.type == "meta" and c.dtype == F64 for c in on_meta.conv.values())
+
+
+def test_start_stream_makes_the_zero_state_on_the_inputs_device_and_dtype():
+    layer = _layer("delta", dtype=torch.float32)
+    state = start_stream(layer, torch.empty(2, 5, DIM, dtype=F64, device="meta"), None, DeltaRuleState)
+    assert state.memory.shape == (2, HEADS, DIM // HEADS, DIM // HEADS)
+    for t in (state.memory, *state.conv.values()):
+        assert t.device.type == "meta" and t.dtype == F64
+
+
+def test_bad_layer_input_messages_are_exact():
+    layer = _layer("delta")
+    cases = [
+        (torch.zeros(1, 3, 5, dtype=F64), "x must have shape (batch, seq, 8), got (1, 3, 5)"),
+        (torch.zeros(3, DIM, dtype=F64), "x must have shape (batch, seq, 8), got (3, 8)"),  # right width, 2-D
+        ([[0.0] * DIM], "x must have shape (batch, seq, 8), got list"),
+    ]
+    for x, message in cases:
+        with pytest.raises(ValueError) as caught:
+            layer(x)
+        assert str(caught.value) == message
+    _, state = layer(_x(3, 2))  # batch 3 (not HEADS = 2, so the message must show the batch dimension)
+    with pytest.raises(ValueError) as caught:
+        layer(_x(1, 2), state)
+    assert str(caught.value) == "state is for batch 3, x has batch 1"
+    with pytest.raises(TypeError) as caught:
+        layer(_x(3, 2), {"memory": state.memory})
+    assert str(caught.value) == "state must be a DeltaRuleState or None, got dict"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"dim": 0}, ValueError, "dim must be an int >= 1, got 0"),
+        ({"dim": 8.0}, TypeError, "dim must be an int >= 1, got float"),
+    ],
+)
+def test_bad_layer_width_messages_are_exact(kwargs, error, message):
+    with pytest.raises(error) as caught:
+        DeltaRuleLayer(**kwargs, heads=1)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("impl", ["chunked", "reference"])
+def test_impl_picks_the_chunked_form_or_the_token_loop(rule, impl, monkeypatch):
+    called = []
+
+    def spy(name):
+        real = getattr(baselines, name)
+
+        def wrapper(*args, **kwargs):
+            called.append(name)
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    names = [
+        "chunk_linear_attention",
+        "recurrent_linear_attention",
+        "chunk_delta_rule",
+        "recurrent_delta_rule",
+    ]
+    for name in names:
+        monkeypatch.setattr(baselines, name, spy(name))
+    layer = _layer(rule, impl=impl)
+    layer(_x(1, 3))
+    family = "linear_attention" if rule == "linear" else "delta_rule"
+    assert called == [f"{'chunk' if impl == 'chunked' else 'recurrent'}_{family}"]

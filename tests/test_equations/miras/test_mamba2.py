@@ -165,6 +165,64 @@ def test_bad_ssd_impl_and_state_raise():
         ssd(*args, initial_state=s0.transpose(-1, -2))  # Mamba2's (N, P) orientation: we keep (P, N)
 
 
+@pytest.mark.parametrize(
+    ("index", "make", "message"),
+    [
+        (0, lambda t: t[0], "x must have shape (batch, heads, T, P), got torch.Size([3, 11, 4])"),
+        (0, lambda t: t.tolist(), "x must have shape (batch, heads, T, P), got list"),
+        (1, lambda t: t[..., :-1], "delta must have shape (2, 3, 11), got torch.Size([2, 3, 10])"),
+        (1, lambda t: 0.5, "delta must have shape (2, 3, 11), got None"),
+        (2, lambda t: t[:2], "A must have shape (3,), got torch.Size([2])"),
+        (2, lambda t: 1.0, "A must have shape (3,), got None"),
+        (5, lambda t: t[None], "D must have shape (3,), got torch.Size([1, 3])"),
+        (5, lambda t: t.tolist(), "D must have shape (3,), got None"),
+        (3, lambda t: t[:, :-1], "B must have shape (2, 11, N), got torch.Size([2, 10, 5])"),
+        (3, lambda t: t[..., 0], "B must have shape (2, 11, N), got torch.Size([2, 11])"),  # (batch, T) right
+        (3, lambda t: t.tolist(), "B must have shape (2, 11, N), got None"),
+        (4, lambda t: t[..., :-1], "C must have shape (2, 11, 5) (as B), got torch.Size([2, 11, 4])"),
+        (4, lambda t: "C", "C must have shape (2, 11, 5) (as B), got None"),
+    ],
+)
+def test_bad_ssd_arguments_raise_the_exact_message(index, make, message):
+    # the message shows the shape given, the type's name for a non-tensor x, None for other non-tensors
+    *args, _ = _ssd_inputs(seed=6)
+    with pytest.raises(ValueError) as caught:
+        ssd(*_replace(args, index, make(args[index])))
+    assert str(caught.value) == message
+
+
+def _spy(monkeypatch, name):
+    """Record the keyword arguments of every call to the mamba2 module's ``name``, then run it."""
+    import neural_memory.miras.mamba2 as mamba2_module
+
+    calls, original = [], getattr(mamba2_module, name)
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mamba2_module, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "runs", "chunk_size"),
+    [
+        ({}, "chunk_linear_attention", 64),  # the defaults: chunked, 64 tokens per chunk
+        ({"impl": "chunked", "chunk_size": 4}, "chunk_linear_attention", 4),
+        ({"impl": "reference", "chunk_size": 3}, "recurrent_linear_attention", 3),
+    ],
+)
+def test_ssd_runs_the_asked_impl_with_the_asked_chunk_size(monkeypatch, kwargs, runs, chunk_size):
+    chunked = _spy(monkeypatch, "chunk_linear_attention")
+    reference = _spy(monkeypatch, "recurrent_linear_attention")
+    *args, _ = _ssd_inputs(seed=7)
+    ssd(*args, **kwargs)
+    called, other = (chunked, reference) if runs == "chunk_linear_attention" else (reference, chunked)
+    assert len(called) == 1 and not other
+    assert called[0]["chunk_size"] == chunk_size
+
+
 # --------------------------------------------------------------------------------------------------
 # the block
 # --------------------------------------------------------------------------------------------------
@@ -358,3 +416,65 @@ def test_bad_layer_inputs_raise():
         layer(_x(1, 3), state)
     with pytest.raises(TypeError, match="state must be a Mamba2State or None"):
         layer(_x(2, 3), DeltaRuleState(state.memory, state.conv))
+
+
+@pytest.mark.parametrize(
+    ("impl", "runs"), [("chunked", "chunk_linear_attention"), ("reference", "recurrent_linear_attention")]
+)
+def test_layer_runs_its_impl_with_its_chunk_size(monkeypatch, impl, runs):
+    chunked = _spy(monkeypatch, "chunk_linear_attention")
+    reference = _spy(monkeypatch, "recurrent_linear_attention")
+    _layer(chunk_size=3, impl=impl)(_x(1, 5))
+    called, other = (chunked, reference) if runs == "chunk_linear_attention" else (reference, chunked)
+    assert len(called) == 1 and not other
+    assert called[0]["chunk_size"] == 3
+
+
+def test_layer_defaults():
+    layer = Mamba2Layer(DIM)  # heads 4, d_state 64, expand 2, chunk 64, kernel 4, chunked
+    assert (layer.heads, layer.d_state, layer.inner, layer.head_dim) == (4, 64, 16, 4)
+    assert (layer.chunk_size, layer.impl, layer.conv.kernel_size) == (64, "chunked", 4)
+
+
+def test_dt_bias_is_the_float64_inverse_softplus_rounded_once():
+    # b_Δ,i = softplus⁻¹(Δ_i) = log(expm1(Δ_i)), Δ_i = 10^(-3 + 2 i / (H - 1)), computed in float64 and
+    # rounded to the default float32 once (float32 throughout is off by an ulp for 3 of the 16 heads)
+    heads = 16
+    layer = Mamba2Layer(DIM, heads=heads, d_state=D_STATE)
+    expected = [math.log(math.expm1(10 ** (-3 + 2 * i / (heads - 1)))) for i in range(heads)]
+    assert layer.dt_bias.dtype == torch.float32
+    assert torch.equal(layer.dt_bias, torch.tensor(expected, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("conv_kernel", [4, 1])
+def test_init_state_is_zeros_of_the_asked_size_dtype_and_device(conv_kernel):
+    layer = _layer(conv_kernel=conv_kernel)  # kernel 1 still convolves (a per-channel scale and bias)
+    assert layer.conv is not None
+    channels = 2 * DIM + 2 * D_STATE  # x (E = 16), B and C (N = 3 each)
+    state = layer.init_state(3)
+    assert isinstance(state, Mamba2State) and state.conv.keys() == {"xbc"}
+    assert state.memory.dtype == state.conv["xbc"].dtype == torch.float32  # the default dtype
+    assert torch.equal(state.memory, torch.zeros(3, HEADS, 2 * DIM // HEADS, D_STATE))  # (B, H, P, N)
+    assert torch.equal(state.conv["xbc"], torch.zeros(3, conv_kernel - 1, channels))
+    meta = layer.init_state(2, device="meta", dtype=F64)
+    for tensor, shape in (
+        (meta.memory, (2, HEADS, 8, D_STATE)),
+        (meta.conv["xbc"], (2, conv_kernel - 1, 22)),
+    ):
+        assert tensor.shape == shape and tensor.dtype == F64 and tensor.device.type == "meta"
+
+
+@pytest.mark.parametrize(
+    ("dim", "kwargs", "error", "message"),
+    [
+        (0, {}, ValueError, "dim must be an int >= 1, got 0"),
+        (8.0, {}, TypeError, "dim must be an int >= 1, got float"),
+        (DIM, {"heads": 0}, ValueError, "heads must be an int >= 1, got 0"),
+        (DIM, {"heads": 3}, ValueError, "expand * dim (16) must be divisible by heads (3)"),
+        (DIM, {"impl": "fast"}, ValueError, "impl must be one of ('chunked', 'reference'), got 'fast'"),
+    ],
+)
+def test_bad_layer_arguments_raise_the_exact_message(dim, kwargs, error, message):
+    with pytest.raises(error) as caught:
+        Mamba2Layer(dim, **{"heads": HEADS, "d_state": D_STATE, **kwargs})
+    assert str(caught.value) == message

@@ -4,8 +4,8 @@ Each builder makes its preset (Moneta: l_p bias p=3 + l_q retention q=4; Yaad: H
 Memora: l2 bias of scale 1/2 + KL retention) with the sizes of the module docstring's table (memory depth 2,
 chunk 16, 4 memory heads; the hybrids' attention: 4 heads, window 64), written out here, not read from the
 code; the overrides and the ``memory`` dict reach the memory; bad keys raise; the hybrids put the MIRAS
-memory at even layers and sliding-window attention with RoPE at odd ones; the generated builders carry
-their kind's name and docstring, and the registry their defaults and descriptions.
+memory at even layers and sliding-window attention with RoPE at odd ones; the registry holds
+their defaults and descriptions.
 """
 
 import pytest
@@ -149,19 +149,6 @@ def test_registered_descriptions():
         assert get_kind(f"{name.lower()}-h").description == (
             f"MIRAS {name}-H: its memory and sliding-window attention in alternating layers "
             "(Samba-style, M-U33)"
-        )
-
-
-def test_generated_builders_carry_their_kind_in_name_and_docstring():
-    for kind, builder in PLAIN.items():
-        assert builder.__name__ == builder.__qualname__ == f"build_{kind}"
-        assert builder.__doc__ == f"Builder of kind ``{kind}`` (:func:`~neural_memory.miras.memory.{kind}`)."
-    for kind, builder in HYBRID.items():
-        preset = PRESET[kind]
-        assert builder.__name__ == builder.__qualname__ == f"build_{preset}_h"
-        assert builder.__doc__ == (
-            f"Builder of kind ``{kind}``: :func:`~neural_memory.miras.memory.{preset}` at even layers, "
-            "sliding-window attention at odd layers (MIRAS M-U33's Samba-style hybrid)."
         )
 
 
