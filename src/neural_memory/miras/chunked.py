@@ -51,11 +51,11 @@ from neural_memory.miras.retention import Retention
 from neural_memory.registry import implements
 from neural_memory.titans.chunked import (
     checkpoint_group,
-    chunk_coefficients,
     chunk_end_state,
     chunked_memory,
     dual_read,
     join_outputs,
+    piece_coefficients,
     piece_sizes,
     split_pieces,
 )
@@ -199,9 +199,8 @@ def _projected_read(model, project, c, acc, momentum, acts, grads, queries, anch
 
 def _chunk(model, acc, momentum, grad_weights, piece, output_grad, project, anchor, rescaling=None):
     """One piece sharing one gradient anchor: ``(y or None, accumulator, momentum)`` at its end."""
-    keys, values, queries, alpha, eta, theta, params = piece
+    keys, values, queries, c, params = piece
     acts, grads = model.gradient_factors(grad_weights, keys, values, partial(output_grad, **params))
-    c = chunk_coefficients(alpha, eta, theta)
     y = None
     if queries is not None and rescaling is not None:
         # h @ phi(C_t) = rescale(h @ C_t, ||C_t||): the dual form's linear read, rescaled token by token
@@ -314,7 +313,9 @@ def miras_chunked_memory(
     if read != "token":
         raise ValueError("the materialised form reads every token with its own state: read='token' only")
     sizes = piece_sizes(state.offset, keys.shape[1], chunk_size, lag_token)
-    pieces = split_pieces(sizes, (keys, values, queries), (alpha, eta, theta), bias_params)
+    pieces = piece_coefficients(
+        split_pieces(sizes, (keys, values, queries), (alpha, eta, theta), bias_params)
+    )
     carry = (state.weights, state.carried, state.momentum, state.chunk_weights, state.offset)
     anchor = model.anchor(keys.shape[0], keys.dtype, project)
     rules = (output_grad, project, lag_token, chunk_size, anchor, rescaling)

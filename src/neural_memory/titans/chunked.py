@@ -76,15 +76,53 @@ def chunk_coefficients(alpha: Tensor, eta: Tensor, theta: Tensor) -> dict[str, T
     return {"eta_decay": eta_decay, "P": p, "beta": beta, "s": s[..., 0], "Q": q}
 
 
+def piece_coefficients(pieces: list[tuple]) -> list[tuple]:
+    """Replace each piece's gates ``(alpha, eta, theta)`` by its :func:`chunk_coefficients`.
+
+    The coefficients depend on the gates alone, not on the memory, so they need not wait for the chunk
+    loop: the pieces of one length are stacked and scanned in one call. The arithmetic is the same, element
+    by element; what changes is the number of operators, about 150 per piece forward and as many backward
+    for the three scans of a 16-token chunk, now that many per piece length.
+
+    Args:
+        pieces: :func:`split_pieces`' ``(keys, values, queries, alpha, eta, theta, params)`` tuples.
+
+    Returns:
+        ``(keys, values, queries, coefficients, params)`` per piece.
+    """
+    by_length: dict[int, list[int]] = {}
+    for i, piece in enumerate(pieces):
+        by_length.setdefault(piece[3].shape[1], []).append(i)
+    coefficients: list[dict[str, Tensor]] = [{}] * len(pieces)
+    for members in by_length.values():
+        gates = [torch.stack([pieces[i][j] for i in members]) for j in (3, 4, 5)]  # each (pieces, N, b)
+        # unbind, not indexing: its backward is one stack, where one index per piece would add a
+        # zero-padded gradient of all the pieces per piece
+        parts = {name: value.unbind(0) for name, value in chunk_coefficients(*gates).items()}
+        for k, i in enumerate(members):
+            coefficients[i] = {name: values[k] for name, values in parts.items()}
+    return [(*piece[:3], c, piece[6]) for piece, c in zip(pieces, coefficients, strict=True)]
+
+
+# The hand-written passes below call bmm and multiply-and-sum directly: at chunk 16 a step is hundreds of
+# thousands of small operators, and the `@` of two 3-d tensors adds an expand, a reshape and a view to
+# each bmm (vecdot a conj, broadcasts and views to each product and sum), for the same arithmetic.
+def _rowdot(x: Tensor, y: Tensor) -> Tensor:
+    """Each row's inner product ``<x_t, y_t>`` over the last dimension, kept as ``(..., 1)``."""
+    return (x * y).sum(-1, keepdim=True)
+
+
 class _DualLinear(torch.autograd.Function):
     """:func:`dual_linear` with a backward that keeps only its inputs (see there)."""
 
     @staticmethod
     def forward(ctx, h, w, m, a, g, beta, s, q, anchor):
-        scores = (h @ a.transpose(-1, -2)) * q  # (N, b, b): how much of token i's gradient token t reads
-        out = torch.baddbmm(torch.addcmul(beta * (h @ w), s, h @ m), scores, g)
+        scores = (
+            torch.bmm(h, a.transpose(-1, -2)) * q
+        )  # (N, b, b): how much of token i's gradient token t reads
+        out = torch.baddbmm(torch.addcmul(beta * torch.bmm(h, w), s, torch.bmm(h, m)), scores, g)
         if anchor is not None:
-            out = torch.addcmul(out, 1 - beta, h @ anchor)
+            out = torch.addcmul(out, 1 - beta, torch.bmm(h, anchor))
         ctx.save_for_backward(h, w, m, a, g, beta, s, q, anchor)
         # the backward runs its matmuls as the forward did (autograd's own backward of an autocast
         # matmul runs in the lower precision too)
@@ -104,32 +142,35 @@ class _DualLinear(torch.autograd.Function):
     def _backward(need, grad_out, h, w, m, a, g, beta, s, q, anchor):
         # go @ W^T is both the gradient at h through W and, dotted with h, the gradient of beta: the
         # products h W that autograd would have kept are never needed.
-        through_w, through_m = grad_out @ w.transpose(-1, -2), grad_out @ m.transpose(-1, -2)
-        out_scores = grad_out @ g.transpose(-1, -2)  # (N, b, b)
+        through_w, through_m = (
+            torch.bmm(grad_out, w.transpose(-1, -2)),
+            torch.bmm(grad_out, m.transpose(-1, -2)),
+        )
+        out_scores = torch.bmm(grad_out, g.transpose(-1, -2))  # (N, b, b)
         grad_h = grad_w = grad_m = grad_a = grad_g = grad_beta = grad_s = grad_q = grad_anchor = None
         if need[0]:
             grad_h = torch.baddbmm(torch.addcmul(beta * through_w, s, through_m), out_scores * q, a)
-        if need[5]:  # vecdot runs under the matmuls' autocast too, so h and through_w meet in one dtype
-            grad_beta = torch.linalg.vecdot(h, through_w)[..., None]
+        if need[5]:
+            grad_beta = _rowdot(h, through_w)
         if anchor is not None:
-            through_anchor = grad_out @ anchor.transpose(-1, -2)
+            through_anchor = torch.bmm(grad_out, anchor.transpose(-1, -2))
             if need[0]:
                 grad_h = torch.addcmul(grad_h, 1 - beta, through_anchor)
             if need[5]:
-                grad_beta = grad_beta - torch.linalg.vecdot(h, through_anchor)[..., None]
+                grad_beta = grad_beta - _rowdot(h, through_anchor)
             if need[8]:
-                grad_anchor = h.transpose(-1, -2) @ ((1 - beta) * grad_out)
+                grad_anchor = torch.bmm(h.transpose(-1, -2), (1 - beta) * grad_out)
         if need[1]:
-            grad_w = h.transpose(-1, -2) @ (beta * grad_out)
+            grad_w = torch.bmm(h.transpose(-1, -2), beta * grad_out)
         if need[2]:
-            grad_m = h.transpose(-1, -2) @ (s * grad_out)
+            grad_m = torch.bmm(h.transpose(-1, -2), s * grad_out)
         if need[6]:
-            grad_s = torch.linalg.vecdot(h, through_m)[..., None]
+            grad_s = _rowdot(h, through_m)
         if need[3]:
-            grad_a = (out_scores * q).transpose(-1, -2) @ h
+            grad_a = torch.bmm((out_scores * q).transpose(-1, -2), h)
         if need[4] or need[7]:
-            raw = h @ a.transpose(-1, -2)
-            grad_g = (raw * q).transpose(-1, -2) @ grad_out if need[4] else None
+            raw = torch.bmm(h, a.transpose(-1, -2))
+            grad_g = torch.bmm((raw * q).transpose(-1, -2), grad_out) if need[4] else None
             grad_q = raw * out_scores if need[7] else None
         return grad_h, grad_w, grad_m, grad_a, grad_g, grad_beta, grad_s, grad_q, grad_anchor
 
@@ -186,9 +227,8 @@ def dual_read(
 
 def _chunk(model, weights, momentum, grad_weights, piece, read, output_grad, anchor=None):
     """One chunk (or the piece of one): returns ``(y or None, weights at its end, momentum at its end)``."""
-    keys, values, queries, alpha, eta, theta, params = piece
+    keys, values, queries, c, params = piece
     acts, grads = model.gradient_factors(grad_weights, keys, values, partial(output_grad, **params))
-    c = chunk_coefficients(alpha, eta, theta)
     y = None
     if queries is not None:
         if read == "token":
@@ -227,8 +267,8 @@ class _ChunkEnd(torch.autograd.Function):
 
     @staticmethod
     def _backward(need, gw, gs, w, m, a, g, beta, s, eta_decay, last_q, last_p, anchor):
-        def dot(x, y):  # <x, y> of each row's (d_in, d_out) matrices, as beta's (N, 1, 1): one read pass
-            return torch.linalg.vecdot(x.flatten(-2), y.flatten(-2))[..., None, None]
+        def dot(x, y):  # <x, y> of each row's (d_in, d_out) matrices, as beta's (N, 1, 1)
+            return (x * y).sum((-2, -1), keepdim=True)
 
         grads = [None] * 10
         if need[0]:
@@ -237,15 +277,18 @@ class _ChunkEnd(torch.autograd.Function):
             grads[1] = torch.addcmul(s * gw, eta_decay, gs)
         if need[2] or need[7] or need[8]:
             # the matmul terms (a * Q_b)^T g and (a * P_b)^T g: the gradient at a * Q_b is g Gw^T
-            at_w, at_s = g @ gw.transpose(-1, -2), g @ gs.transpose(-1, -2)  # (N, b, d_in)
+            at_w, at_s = (
+                torch.bmm(g, gw.transpose(-1, -2)),
+                torch.bmm(g, gs.transpose(-1, -2)),
+            )  # (N, b, d_in)
             if need[2]:
                 grads[2] = torch.addcmul(at_w * last_q, at_s, last_p)
             if need[7]:
-                grads[7] = torch.linalg.vecdot(a, at_w)[..., None]
+                grads[7] = _rowdot(a, at_w)
             if need[8]:
-                grads[8] = torch.linalg.vecdot(a, at_s)[..., None]
+                grads[8] = _rowdot(a, at_s)
         if need[3]:
-            grads[3] = torch.baddbmm((a * last_q) @ gw, a * last_p, gs)
+            grads[3] = torch.baddbmm(torch.bmm(a * last_q, gw), a * last_p, gs)
         if need[4]:
             grads[4] = dot(gw, w) if anchor is None else dot(gw, w) - dot(gw, anchor)
         if need[5]:
@@ -368,7 +411,7 @@ def checkpoint_group(checkpoint_chunks: int | str, n_pieces: int) -> int:
 
 
 def _run(model, weights, momentum, chunk_weights, offset, pieces, chunk_size, read, output_grad, anchor):
-    """Run consecutive pieces ``(keys, values, queries, alpha, eta, theta, bias_params)``.
+    """Run consecutive pieces ``(keys, values, queries, coefficients, bias_params)``.
 
     Returns ``(outputs, weights, momentum, chunk_weights)``.
     """
@@ -435,7 +478,9 @@ def chunked_memory(
         ``(y (N, T, d) or None, new state)``.
     """
     sizes = piece_sizes(state.offset, keys.shape[1], chunk_size)
-    pieces = split_pieces(sizes, (keys, values, queries), (alpha, eta, theta), bias_params)
+    pieces = piece_coefficients(
+        split_pieces(sizes, (keys, values, queries), (alpha, eta, theta), bias_params)
+    )
     weights, momentum, chunk_weights, offset = (
         state.weights,
         state.momentum,

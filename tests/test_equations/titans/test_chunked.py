@@ -13,6 +13,7 @@ from neural_memory.titans.chunked import (
     chunk_coefficients,
     chunked_memory,
     join_outputs,
+    piece_coefficients,
     piece_sizes,
     split_pieces,
 )
@@ -472,6 +473,59 @@ def test_split_pieces_cuts_streams_gates_and_parameters_alike():
     assert list(params) == ["delta"]
     torch.testing.assert_close(params["delta"], delta[:, 2:], rtol=0, atol=0)
     assert split_pieces([5], (keys, keys, keys), gates, None)[0][-1] == {}
+
+
+@pytest.mark.equation("titans", 16)
+@pytest.mark.equation("titans", 18)
+@pytest.mark.parametrize("sizes", [[3, 4, 4, 4, 2], [1, 3, 1, 3, 1, 2], [4], [2, 1]])
+def test_piece_coefficients_are_each_pieces_own_and_scan_once_per_length(sizes, monkeypatch):
+    # each piece's coefficients and their gradients at its gates, bit for bit those of chunk_coefficients on
+    # that piece alone, with one scan per piece length (the lag token's 1, b-1 alternate; ragged ends)
+    import neural_memory.titans.chunked as chunked
+
+    gen = torch.Generator().manual_seed(sum(sizes) + len(sizes))
+    total = sum(sizes)
+    gates = [torch.rand(2, total, dtype=DT, generator=gen).requires_grad_(True) for _ in range(3)]
+    keys = torch.randn(2, total, 3, dtype=DT, generator=gen)
+    pieces = split_pieces(sizes, (keys, keys, None), gates, None)
+    calls = []
+    scan = chunked.chunk_coefficients
+    monkeypatch.setattr(chunked, "chunk_coefficients", lambda *g: calls.append(g[0].shape) or scan(*g))
+    got = piece_coefficients(pieces)
+    assert sorted(shape[-1] for shape in calls) == sorted(set(sizes))
+    b = max(sizes)
+    weights = {name: torch.randn(2, b, b, dtype=DT, generator=gen) for name in got[0][3]}
+    start = 0
+    for piece, split, size in zip(got, pieces, sizes, strict=True):
+        assert len(piece) == 5 and piece[0] is split[0] and piece[0].shape[1] == size
+        assert piece[2] is None and piece[4] == {}
+        alone = chunk_coefficients(*(g[:, start : start + size] for g in gates))
+        assert sorted(piece[3]) == sorted(alone) == ["P", "Q", "beta", "eta_decay", "s"]
+        for name, value in alone.items():
+            torch.testing.assert_close(piece[3][name], value, rtol=0, atol=0)
+        start += size
+
+    # gradients: a loss over every piece's coefficients, against the same loss over per-piece scans
+    def loss(coefficients):  # each coefficient against a fixed random weight of its shape
+        total = 0.0
+        for c in coefficients:
+            for name, value in c.items():
+                n = value.shape[1]
+                total = (
+                    total
+                    + (
+                        value * (weights[name][:, :n, :n] if value.dim() == 3 else weights[name][:, 0, :n])
+                    ).sum()
+                )
+        return total
+
+    grads = torch.autograd.grad(loss([piece[3] for piece in got]), gates)
+    alone, start = [], 0
+    for size in sizes:
+        alone.append(chunk_coefficients(*(g[:, start : start + size] for g in gates)))
+        start += size
+    for got_grad, want in zip(grads, torch.autograd.grad(loss(alone), gates), strict=True):
+        torch.testing.assert_close(got_grad, want, rtol=1e-14, atol=1e-15)
 
 
 def test_join_outputs():
