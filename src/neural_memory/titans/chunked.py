@@ -117,9 +117,8 @@ class _DualLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, w, m, a, g, beta, s, q, anchor):
-        scores = (
-            torch.bmm(h, a.transpose(-1, -2)) * q
-        )  # (N, b, b): how much of token i's gradient token t reads
+        # (N, b, b): how much of token i's gradient token t reads
+        scores = torch.bmm(h, a.transpose(-1, -2)) * q
         out = torch.baddbmm(torch.addcmul(beta * torch.bmm(h, w), s, torch.bmm(h, m)), scores, g)
         if anchor is not None:
             out = torch.addcmul(out, 1 - beta, torch.bmm(h, anchor))
