@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+import neural_memory.nl.learning_rules as learning_rules_module
 from neural_memory.common.attention import masked_attention, qkv_projection
 from neural_memory.common.delta_rule import delta_rule_step
 from neural_memory.nl.associative_memory import DotProductObjective, L2RegressionObjective, gd_step
@@ -588,3 +589,430 @@ def test_ada_transformer_rejects_bad_arguments():
         ada_transformer_block(x, w_q, w_k, w_v, w0, eta=-1.0)
     with pytest.raises(ValueError, match="d_in must be an int >= 1"):
         AdaTransformerBlock(0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared checks, defaults, dtypes and devices of the recurrent rules (Eq. 64–68)
+# --------------------------------------------------------------------------------------------------
+
+
+def _raises_exactly(message, fn, *args, **kwargs):
+    with pytest.raises(ValueError) as caught:
+        fn(*args, **kwargs)
+    assert str(caught.value) == message
+
+
+@pytest.mark.equation("nl", 64)
+def test_sequence_checks_give_exact_messages():
+    q, k, v = _qkv()
+    shape = "(batch, seq, d_k)"
+    _raises_exactly(f"q must have shape {shape}, got torch.Size([7, 3])", hebbian_rnn, q[0], k, v)
+    _raises_exactly(f"q must have shape {shape}, got list", hebbian_rnn, [[0.0]], k, v)
+    k_msg = f"k must have shape {shape} = (2, 7, 3) like q, got "
+    _raises_exactly(k_msg + "torch.Size([2, 7, 2])", hebbian_rnn, q, k[..., :2], v)
+    _raises_exactly(k_msg + "None", hebbian_rnn, q, [[0.0]], v)
+    v_msg = "v must have shape (batch, seq, d_v) = (2, 7, d_v), got "
+    _raises_exactly(v_msg + "torch.Size([2, 5, 4])", hebbian_rnn, q, k, v[:, :5])  # 3-d, wrong seq
+    _raises_exactly(v_msg + "torch.Size([2, 7])", hebbian_rnn, q, k, v[..., 0])  # right (batch, seq), 2-d
+    _raises_exactly(v_msg + "None", hebbian_rnn, q, k, [[0.0]])
+
+
+@pytest.mark.equation("nl", 64)
+def test_initial_state_and_feature_map_checks_give_exact_messages():
+    q, k, v = _qkv()
+    state_msg = "initial_state must have shape (2, 4, 3) = (batch, d_v, d_k), got "
+    wrong = torch.zeros(B, DK, DV, dtype=F64)
+    _raises_exactly(state_msg + "torch.Size([2, 3, 4])", hebbian_rnn, q, k, v, initial_state=wrong)
+    _raises_exactly(state_msg + "list", hebbian_rnn, q, k, v, initial_state=[[0.0]])
+
+    def keys_only(x):  # changes the shape of k alone: one bad output is enough to refuse
+        return x[..., :1] if x is k else x
+
+    _raises_exactly(
+        "feature_map changed the shape of q or k; it must act element-wise",
+        hebbian_rnn,
+        q,
+        k,
+        v,
+        feature_map=keys_only,
+    )
+
+
+@pytest.mark.equation("nl", 64)
+def test_hebbian_rnn_default_write_strength_is_one():
+    q, k, v = _qkv(seed=50)
+    alpha = _rand(B, T, seed=51, low=0.5)
+    y, m = hebbian_rnn(q, k, v, alpha=alpha)  # η defaults to 1, M_0 to zeros
+    y_ref, m_ref = _hebbian_loop(
+        q, k, v, torch.ones(B, T, dtype=F64), alpha, torch.zeros(B, DV, DK, dtype=F64)
+    )
+    _close(y, y_ref)
+    _close(m, m_ref)
+
+
+@pytest.mark.equation("nl", 64)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_hebbian_parallel_form_keeps_a_low_precision_dtype(dtype):
+    q, k, v = _qkv(seed=52)
+    eta, alpha = _rand(B, T, seed=53), _rand(B, T, seed=54, low=0.5)
+    y, m = hebbian_rnn_parallel(
+        q.to(dtype), k.to(dtype), v.to(dtype), eta=eta.to(dtype), alpha=alpha.to(dtype)
+    )
+    assert y.dtype == dtype and m.dtype == dtype
+    # the loop in float64 on the same (rounded) inputs; the tolerance is that of the half formats
+    cast = [x.to(dtype).to(F64) for x in (q, k, v, eta, alpha)]
+    y_ref, m_ref = _hebbian_loop(*cast, torch.zeros(B, DV, DK, dtype=F64))
+    torch.testing.assert_close(y.to(F64), y_ref, rtol=0.05, atol=0.1)
+    torch.testing.assert_close(m.to(F64), m_ref, rtol=0.05, atol=0.1)
+
+
+@pytest.mark.equation("nl", 64)
+@pytest.mark.equation("nl", 68)
+def test_parallel_forms_run_on_the_meta_device_for_shape_inference():
+    # meta tensors carry shapes and no data: the zero M_0 and the scan's identity must be made there too
+    q, k, v = (torch.empty(B, T, d, dtype=F64, device="meta") for d in (DK, DK, DV))
+    y, m = hebbian_rnn_parallel(q, k, v, eta=0.5, alpha=0.5)
+    assert y.device.type == "meta" and y.shape == (B, T, DV)
+    assert m.device.type == "meta" and m.shape == (B, DV, DK)
+    y, m = omega_rule_windowed(q, k, v, window=2, gamma=0.5)
+    assert y.device.type == "meta" and y.shape == (B, T, DV)
+    assert m.device.type == "meta" and m.shape == (B, DV, DK)
+
+
+@pytest.mark.equation("nl", 65)
+@pytest.mark.parametrize("form", ["reference", "chunked"])
+def test_delta_rule_applies_the_feature_map_from_a_zero_float64_state(form):
+    q, k, v = _qkv(seed=55)
+    eta = _rand(B, T, seed=56)
+    if form == "reference":
+        y, m = delta_rule_rnn(q, k, v, eta=eta, feature_map=torch.tanh)
+    else:
+        y, m = delta_rule_rnn_chunked(q, k, v, eta=eta, feature_map=torch.tanh, chunk_size=3)
+    assert y.dtype == F64 and m.dtype == F64
+    y_ref, m_ref = _delta_loop(torch.tanh(q), torch.tanh(k), v, eta, torch.zeros(B, DV, DK, dtype=F64))
+    _close(y, y_ref)
+    _close(m, m_ref)
+
+
+@pytest.mark.equation("nl", 65)
+def test_delta_rule_chunked_default_chunk_size_is_64():
+    # 70 tokens: chunks of 64 + 6 by default; the chunking changes the rounding, not the numbers
+    q, k, v = _randn(1, 70, DK, seed=57), _randn(1, 70, DK, seed=58), _randn(1, 70, DV, seed=59)
+    eta = _rand(1, 70, seed=60, high=0.3)
+    y, m = delta_rule_rnn_chunked(q, k, v, eta=eta)
+    y_ref, m_ref = _delta_loop(q, k, v, eta, torch.zeros(1, DV, DK, dtype=F64))
+    _close(y, y_ref, atol=1e-10)
+    _close(m, m_ref, atol=1e-10)
+    y_64, m_64 = delta_rule_rnn_chunked(q, k, v, eta=eta, chunk_size=64)
+    assert torch.equal(y, y_64) and torch.equal(m, m_64)
+
+
+def _oja_loop(q, k, v, eta, alpha, m0):
+    """M_t = α_t M_{t−1} + η_t v_t (k_tᵀ − v_tᵀ M_{t−1}), y_t = M_t q_t, written out."""
+    m, ys = m0.clone(), []
+    for t in range(q.shape[1]):
+        back = torch.einsum("bi,bij->bj", v[:, t], m)  # v_tᵀ M_{t−1}
+        m = alpha[:, t, None, None] * m + eta[:, t, None, None] * torch.einsum(
+            "bi,bj->bij", v[:, t], k[:, t] - back
+        )
+        ys.append(torch.einsum("bij,bj->bi", m, q[:, t]))
+    return torch.stack(ys, 1), m
+
+
+@pytest.mark.equation("nl", 66)
+def test_oja_rnn_default_decay_is_one():
+    q, k, v = _qkv(seed=61)
+    eta = _rand(B, T, seed=62, high=0.2)
+    y, m = oja_rnn(q, k, v, eta=eta)  # α defaults to 1, M_0 to zeros
+    y_ref, m_ref = _oja_loop(q, k, v, eta, torch.ones(B, T, dtype=F64), torch.zeros(B, DV, DK, dtype=F64))
+    _close(y, y_ref)
+    _close(m, m_ref)
+
+
+@pytest.mark.equation("nl", 66)
+def test_oja_step_refuses_a_decay_above_one():
+    m, k, v = _randn(DV, DK, seed=63), _randn(DK, seed=64), _randn(DV, seed=65)
+    _raises_exactly("alpha must be in [0, 1], got 1.5", oja_step, m, k, v, 0.1, alpha=1.5)
+
+
+@pytest.mark.equation("nl", 68)
+@pytest.mark.parametrize("form", ["reference", "windowed"])
+def test_omega_rule_refuses_a_decay_above_one(form):
+    q, k, v = _qkv()
+    fn = omega_rule if form == "reference" else omega_rule_windowed
+    _raises_exactly("alpha must be in [0, 1], got 1.5", fn, q, k, v, window=2, gamma=0.1, alpha=1.5)
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 62, 63, 69: exact messages, batched similarities, score scales, which implementation runs, the
+# Ada block's defaults, widths and initial scales
+# --------------------------------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 62 — nadaraya_watson
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 62)
+def test_nadaraya_watson_weighted_mean_over_a_batch_of_query_blocks():
+    # similarity (batch=2, L_q=3, L=4), values (2, 4, 5): the mean is over the last axis (the L keys)
+    similarity = torch.rand(2, 3, 4, dtype=F64, generator=torch.Generator().manual_seed(50)) + 0.1
+    values = _randn(2, 4, 5, seed=51)
+    got = nadaraya_watson(similarity, values)
+    assert got.shape == (2, 3, 5)
+    for b in range(2):
+        for i in range(3):
+            total = sum(float(similarity[b, i, j]) for j in range(4))
+            expected = sum(similarity[b, i, j] * values[b, j] for j in range(4)) / total
+            _close(got[b, i], expected)
+
+
+@pytest.mark.equation("nl", 62)
+def test_nadaraya_watson_exact_messages_for_bad_shapes_and_weights():
+    ok_values = _randn(3, 2, seed=52)
+    _raises_exactly(
+        "similarity must be (..., L_q, L), got torch.Size([3])",
+        nadaraya_watson,
+        torch.ones(3, dtype=F64),
+        ok_values,
+    )
+    _raises_exactly("similarity must be (..., L_q, L), got None", nadaraya_watson, [[1.0, 2.0]], ok_values)
+    _raises_exactly(
+        "values must be (..., L=3, d_v), got torch.Size([3])",
+        nadaraya_watson,
+        torch.ones(1, 3, dtype=F64),
+        torch.ones(3, dtype=F64),
+    )
+    _raises_exactly(
+        "values must be (..., L=2, d_v), got torch.Size([3, 2])",
+        nadaraya_watson,
+        torch.ones(1, 2, dtype=F64),
+        ok_values,
+    )
+    _raises_exactly(
+        "values must be (..., L=2, d_v), got None",
+        nadaraya_watson,
+        torch.ones(1, 2, dtype=F64),
+        [[1.0], [2.0]],
+    )
+    _raises_exactly(
+        "similarity must be >= 0 and finite",
+        nadaraya_watson,
+        torch.tensor([[1.0, -1.0, 0.5]], dtype=F64),
+        ok_values,
+    )
+    _raises_exactly(
+        "every query needs at least one positive similarity (else the minimiser is any M)",
+        nadaraya_watson,
+        torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]], dtype=F64),
+        ok_values,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 63 — sliding_window_attention
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 63)
+def test_sliding_window_attention_uses_the_given_score_scale():
+    q, k, v = _randn(B, T, DK, seed=53), _randn(B, T, DK, seed=54), _randn(B, T, DV, seed=55)
+    window, scale = 3, 0.3  # 0.3 ≠ 1/√3 ≈ 0.577, the default
+    got = sliding_window_attention(q, k, v, window, scale=scale)
+    for b in range(B):
+        for t in range(T):
+            lo = max(0, t - window + 1)
+            weights = torch.exp(scale * (k[b, lo : t + 1] @ q[b, t]))  # s(k_i, q_t) = exp(0.3 q_tᵀk_i)
+            _close(got[b, t], (weights[:, None] * v[b, lo : t + 1]).sum(0) / weights.sum())
+
+
+@pytest.mark.equation("nl", 63)
+def test_sliding_window_attention_checks_the_window_before_the_shapes():
+    q, k, v = _randn(B, T, DK, seed=56), _randn(B, T, DK, seed=57), _randn(B, T, DV, seed=58)
+    # both the window and the query count are wrong: the window is named first
+    _raises_exactly("window must be an int >= 1, got 0", sliding_window_attention, q[:, :3], k, v, 0)
+
+
+@pytest.mark.equation("nl", 63)
+def test_sliding_window_attention_builds_its_mask_on_the_device_of_q(monkeypatch):
+    calls, original = [], learning_rules_module.sliding_window_mask
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(learning_rules_module, "sliding_window_mask", spy)
+    q, k, v = _randn(1, 4, DK, seed=59), _randn(1, 4, DK, seed=60), _randn(1, 4, DV, seed=61)
+    sliding_window_attention(q, k, v, 2)
+    assert len(calls) == 1
+    assert calls[0][0] == (4, 2) and calls[0][1] == {"device": q.device}
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 21, 69 — ada_transformer_block and AdaTransformerBlock
+# --------------------------------------------------------------------------------------------------
+
+
+def _ada_reference(x, w_q, w_k, w_v, w0, eta=1.0, scale=None):
+    """k, v, q = x W; causal softmax attention with score scale `scale` (default 1/√d_k);
+    W_t = W_{t−1} + η v_tᵀ k_t; y_t = y_attn,t W_t."""
+    k, v, q = x @ w_k, x @ w_v, x @ w_q
+    s = 1 / math.sqrt(k.shape[-1]) if scale is None else scale
+    out, finals = [], []
+    for b in range(x.shape[0]):
+        w, ys = w0.clone(), []
+        for t in range(x.shape[1]):
+            scores = torch.exp(s * (k[b, : t + 1] @ q[b, t]))
+            y_attn = (scores[:, None] * v[b, : t + 1]).sum(0) / scores.sum()
+            w = w + eta * torch.outer(v[b, t], k[b, t])
+            ys.append(y_attn @ w)
+        out.append(torch.stack(ys))
+        finals.append(w)
+    return torch.stack(out), torch.stack(finals)
+
+
+def _ada_args(seed):
+    x = _randn(B, T, 5, seed=seed)
+    w_q, w_k, w_v = _randn(5, DK, seed=seed + 1), _randn(5, DK, seed=seed + 2), _randn(5, DV, seed=seed + 3)
+    return x, w_q, w_k, w_v, _randn(DV, DK, seed=seed + 4)
+
+
+def _spy_hebbian(monkeypatch):
+    calls = []
+    for name in ("hebbian_rnn", "hebbian_rnn_parallel"):
+        original = getattr(learning_rules_module, name)
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(learning_rules_module, name, spy)
+    return calls
+
+
+@pytest.mark.equation("nl", 69)
+@pytest.mark.parametrize("impl", ["recurrent", "parallel"])
+def test_ada_block_uses_the_given_attention_scale(impl):
+    x, w_q, w_k, w_v, w0 = _ada_args(70)
+    y, w = ada_transformer_block(x, w_q, w_k, w_v, w0, scale=0.2, impl=impl)  # default would be 1/√3
+    y_ref, w_ref = _ada_reference(x, w_q, w_k, w_v, w0, scale=0.2)
+    _close(y, y_ref)
+    _close(w, w_ref)
+
+
+@pytest.mark.equation("nl", 69)
+@pytest.mark.parametrize(
+    ("impl", "expected"), [("recurrent", "hebbian_rnn"), ("parallel", "hebbian_rnn_parallel")]
+)
+def test_ada_block_impl_selects_the_hebbian_implementation(monkeypatch, impl, expected):
+    calls = _spy_hebbian(monkeypatch)
+    x, w_q, w_k, w_v, w0 = _ada_args(75)
+    y, _ = ada_transformer_block(x, w_q, w_k, w_v, w0, impl=impl)
+    assert calls == [expected]
+    _close(y, _ada_reference(x, w_q, w_k, w_v, w0)[0])
+
+
+@pytest.mark.equation("nl", 69)
+def test_ada_block_exact_messages_for_bad_inputs_and_initial_weights():
+    x, w_q, w_k, w_v, w0 = _ada_args(80)
+    _raises_exactly(
+        "x must have shape (batch, seq, d_in), got torch.Size([7, 5])",
+        ada_transformer_block,
+        x[0],
+        w_q,
+        w_k,
+        w_v,
+        w0,
+    )
+    _raises_exactly(
+        "x must have shape (batch, seq, d_in), got list",
+        ada_transformer_block,
+        x.tolist(),
+        w_q,
+        w_k,
+        w_v,
+        w0,
+    )
+    _raises_exactly(
+        "w_lin_init must have shape (d_v=4, d_k=3), got torch.Size([3, 4])",
+        ada_transformer_block,
+        x,
+        w_q,
+        w_k,
+        w_v,
+        w0.T,
+    )
+    _raises_exactly(
+        "w_lin_init must have shape (d_v=4, d_k=3), got list",
+        ada_transformer_block,
+        x,
+        w_q,
+        w_k,
+        w_v,
+        w0.tolist(),
+    )
+
+
+@pytest.mark.equation("nl", 69)
+def test_ada_module_widths_default_to_d_in_and_follow_d_k_d_v():
+    torch.manual_seed(1)
+    square = AdaTransformerBlock(5)
+    assert square.w_q.shape == (5, 5) and square.w_k.shape == (5, 5)
+    assert square.w_v.shape == (5, 5) and square.w_lin_init.shape == (5, 5)
+    wide = AdaTransformerBlock(5, d_k=3, d_v=4)
+    assert wide.w_q.shape == (5, 3) and wide.w_k.shape == (5, 3)
+    assert wide.w_v.shape == (5, 4) and wide.w_lin_init.shape == (4, 3)
+    only_v = AdaTransformerBlock(5, d_v=2)
+    assert only_v.w_k.shape == (5, 5) and only_v.w_v.shape == (5, 2) and only_v.w_lin_init.shape == (2, 5)
+    only_k = AdaTransformerBlock(5, d_k=2)
+    assert only_k.w_k.shape == (5, 2) and only_k.w_v.shape == (5, 5) and only_k.w_lin_init.shape == (5, 2)
+
+
+@pytest.mark.equation("nl", 69)
+def test_ada_module_initial_parameters_have_fan_in_scales():
+    # W_q, W_k, W_v ~ N(0, 1/d_in) and W_LinAttn,0 ~ N(0, 1/d_v): RMS 1/8 and 1/√80 ≈ 0.112
+    torch.manual_seed(2)
+    block = AdaTransformerBlock(64, d_k=48, d_v=80)
+    for weight, std in (
+        (block.w_q, 64**-0.5),
+        (block.w_k, 64**-0.5),
+        (block.w_v, 64**-0.5),
+        (block.w_lin_init, 80**-0.5),
+    ):
+        rms = float(weight.detach().square().mean().sqrt())
+        assert abs(rms / std - 1) < 0.1, (tuple(weight.shape), rms, std)
+
+
+@pytest.mark.equation("nl", 69)
+def test_ada_module_forward_passes_its_write_strength():
+    torch.manual_seed(3)
+    block = AdaTransformerBlock(5, d_k=DK, d_v=DV, eta=0.25).double()
+    x = _randn(B, T, 5, seed=85)
+    y, w = block(x)
+    params = (block.w_q, block.w_k, block.w_v, block.w_lin_init)
+    y_ref, w_ref = _ada_reference(x, *(p.detach() for p in params), eta=0.25)
+    _close(y.detach(), y_ref)
+    _close(w.detach(), w_ref)
+
+
+@pytest.mark.equation("nl", 69)
+@pytest.mark.parametrize(
+    ("impl", "expected"), [("recurrent", "hebbian_rnn"), ("parallel", "hebbian_rnn_parallel")]
+)
+def test_ada_module_forward_passes_its_impl(monkeypatch, impl, expected):
+    calls = _spy_hebbian(monkeypatch)
+    torch.manual_seed(4)
+    block = AdaTransformerBlock(5, d_k=DK, d_v=DV, impl=impl).double()
+    block(_randn(1, 4, 5, seed=86))
+    assert calls == [expected]
+
+
+@pytest.mark.equation("nl", 69)
+def test_ada_module_exact_messages_for_bad_arguments():
+    _raises_exactly("d_k must be an int >= 1, got 0", AdaTransformerBlock, 5, d_k=0)
+    _raises_exactly("d_v must be an int >= 1, got 0", AdaTransformerBlock, 5, d_v=0)
+    _raises_exactly(
+        "impl must be one of ('recurrent', 'parallel'), got 'fast'", AdaTransformerBlock, 5, impl="fast"
+    )
+    _raises_exactly("eta must be in [0, inf), got -1.0", AdaTransformerBlock, 5, eta=-1.0)
