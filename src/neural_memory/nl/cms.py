@@ -44,7 +44,8 @@ depend on the length of the stream, and one call equals two calls at any split p
 **Outer loop.** The initial parameters :math:`\theta^{(\ell)}_0` (and the Independent CMS's mixing weights)
 are ``nn.Parameter`` s. Under grad mode the inner gradients are taken with ``create_graph=True``, so the
 outer gradient flows through the inner updates (as in Titans' memory); under ``torch.no_grad`` the levels
-still learn, without a graph.
+still learn, without a graph, to the same values: each inner gradient is the partial one of Eq. 71, taken at
+a fresh alias of the level's weights (:func:`_inner_leaf`), not through the other levels' earlier updates.
 
 Shapes: inputs and outputs ``(batch, T, dim)``; every sequence of the batch owns its copy of the level
 parameters, ``(batch, d_in, d_out)`` per weight (row convention, ``h = a W``).
@@ -495,9 +496,7 @@ class ContinuumMemory(nn.Module):
         if self.rates[level] == 0:
             return _chain_block(a, weights, self.activation, self.pre_norm, self.out_norm)[1], None, None
         with torch.enable_grad():
-            leaves = tuple(
-                w if grad_mode and w.requires_grad else w.detach().requires_grad_(True) for w in weights
-            )
+            leaves = tuple(_inner_leaf(w, grad_mode) for w in weights)
             block_in, out = _chain_block(a, leaves, self.activation, self.pre_norm, self.out_norm)
             token_losses = 0.5 * ((out - block_in) ** 2).sum(-1)
             summed = torch.autograd.grad(
@@ -516,9 +515,7 @@ class ContinuumMemory(nn.Module):
         end = state.position + x.shape[1]
         with torch.enable_grad() if learning else nullcontext():
             weights = [
-                tuple(w if grad_mode and w.requires_grad else w.detach().requires_grad_(True) for w in lvl)
-                if level in learning
-                else lvl
+                tuple(_inner_leaf(w, grad_mode) for w in lvl) if level in learning else lvl
                 for level, lvl in enumerate(state.weights)
             ]
             y, pairs = self._read(x, weights)
@@ -596,6 +593,19 @@ class ContinuumMemory(nn.Module):
         return weights, grads
 
 
+def _inner_leaf(w: Tensor, grad_mode: bool) -> Tensor:
+    """The point at which a level's inner gradient is taken: a fresh alias of its weight ``w``.
+
+    Eq. 71 steps a level by the gradient in its own parameters, the other levels held at their current
+    values. In grad mode the weights carry the graph of their earlier updates, and a faster level's updates
+    ran through the slower level's weights: differentiating at ``w`` itself would add that path (a total
+    derivative). A ``view`` is a new node of the graph, downstream of nothing but ``w``, so the gradient
+    at it is the partial one, while the outer gradient still flows through it to ``w``. Without grad mode
+    (or without a graph) a detached leaf.
+    """
+    return w.view_as(w) if grad_mode and w.requires_grad else w.detach().requires_grad_(True)
+
+
 def _parse_mlp(mlp: nn.Module) -> tuple[Weights, str]:
     """The row-convention weights of a pretrained MLP and its activation (see ContinuumMemory.from_mlps)."""
     if all(isinstance(getattr(mlp, name, None), nn.Linear) for name in ("gate", "up", "down")):
@@ -641,10 +651,7 @@ def continuum_memory_reference(
     for t in range(x.shape[1]):
         weights, acc, last = list(state.weights), list(state.grads), {}
         with torch.enable_grad() if learning else nullcontext():
-            leaves = [
-                tuple(w if grad_mode and w.requires_grad else w.detach().requires_grad_(True) for w in level)
-                for level in weights
-            ]
+            leaves = [tuple(_inner_leaf(w, grad_mode) for w in level) for level in weights]
             y, pairs = cms._read(x[:, t : t + 1], leaves)
             for level in learning:
                 if cms.signal == "task":
