@@ -162,13 +162,18 @@ def test_ad_hoc_stacking_copies_the_pretrained_weights_and_keeps_them_at_zero_ra
     torch.testing.assert_close(cms(x)[0], expected, rtol=0, atol=1e-12)
 
 
-@pytest.mark.equation("nl", 70)
-def test_ad_hoc_stacking_of_plain_two_layer_mlps():
-    torch.manual_seed(9)
-    mlps = [
-        nn.Sequential(nn.Linear(DIM, 6, bias=False), nn.GELU(), nn.Linear(6, DIM, bias=False)).double()
+def _plain_mlps(activation, seed):
+    """Two bias-free ``Linear(DIM, 6), activation, Linear(6, DIM)`` stacks, float64."""
+    torch.manual_seed(seed)
+    return [
+        nn.Sequential(nn.Linear(DIM, 6, bias=False), activation(), nn.Linear(6, DIM, bias=False)).double()
         for _ in range(2)
     ]
+
+
+@pytest.mark.equation("nl", 70)
+def test_ad_hoc_stacking_of_plain_two_layer_mlps():
+    mlps = _plain_mlps(nn.GELU, seed=9)
     cms = ContinuumMemory.from_mlps(mlps, (2, 1), rates=0.0)
     x = _randn(2, 4, DIM, seed=10)
     torch.testing.assert_close(cms(x)[0], mlps[1](mlps[0](x)), rtol=0, atol=1e-12)
@@ -860,11 +865,7 @@ def test_mlp_block_defaults_to_silu_for_gated_and_plain_blocks():
 
 @pytest.mark.equation("nl", 70)
 def test_from_mlps_of_silu_sequentials_is_that_stack():
-    torch.manual_seed(54)
-    mlps = [
-        nn.Sequential(nn.Linear(DIM, 6, bias=False), nn.SiLU(), nn.Linear(6, DIM, bias=False)).double()
-        for _ in range(2)
-    ]
+    mlps = _plain_mlps(nn.SiLU, seed=54)
     cms = ContinuumMemory.from_mlps(mlps, (2, 1), rates=0.0)
     assert cms.activation == "silu"
     x = _randn(2, 4, DIM, seed=55)

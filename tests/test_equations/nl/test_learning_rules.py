@@ -508,14 +508,16 @@ def test_omega_rule_rejects_bad_arguments():
 # --------------------------------------------------------------------------------------------------
 
 
-def _ada_loop(x, w_q, w_k, w_v, w0, eta=1.0):
-    """k, v, q = x W; y_attn = causal softmax attention; W_t = W_{t−1} + η v_tᵀ k_t; y_t = y_attn,t W_t."""
+def _ada_loop(x, w_q, w_k, w_v, w0, eta=1.0, scale=None):
+    """k, v, q = x W; y_attn = causal softmax attention with score scale ``scale`` (default 1/√d_k);
+    W_t = W_{t−1} + η v_tᵀ k_t; y_t = y_attn,t W_t."""
     k, v, q = x @ w_k, x @ w_v, x @ w_q
     out, finals = [], []
     for b in range(x.shape[0]):
         w, ys = w0.clone(), []
         for t in range(x.shape[1]):
-            scores = torch.exp(k[b, : t + 1] @ q[b, t] / math.sqrt(k.shape[-1]))
+            logits = k[b, : t + 1] @ q[b, t]
+            scores = torch.exp(logits / math.sqrt(k.shape[-1]) if scale is None else scale * logits)
             y_attn = (scores[:, None] * v[b, : t + 1]).sum(0) / scores.sum()
             w = w + eta * torch.outer(v[b, t], k[b, t])
             ys.append(y_attn @ w)
@@ -854,24 +856,6 @@ def test_sliding_window_attention_builds_its_mask_on_the_device_of_q(monkeypatch
 # --------------------------------------------------------------------------------------------------
 
 
-def _ada_reference(x, w_q, w_k, w_v, w0, eta=1.0, scale=None):
-    """k, v, q = x W; causal softmax attention with score scale `scale` (default 1/√d_k);
-    W_t = W_{t−1} + η v_tᵀ k_t; y_t = y_attn,t W_t."""
-    k, v, q = x @ w_k, x @ w_v, x @ w_q
-    s = 1 / math.sqrt(k.shape[-1]) if scale is None else scale
-    out, finals = [], []
-    for b in range(x.shape[0]):
-        w, ys = w0.clone(), []
-        for t in range(x.shape[1]):
-            scores = torch.exp(s * (k[b, : t + 1] @ q[b, t]))
-            y_attn = (scores[:, None] * v[b, : t + 1]).sum(0) / scores.sum()
-            w = w + eta * torch.outer(v[b, t], k[b, t])
-            ys.append(y_attn @ w)
-        out.append(torch.stack(ys))
-        finals.append(w)
-    return torch.stack(out), torch.stack(finals)
-
-
 def _ada_args(seed):
     x = _randn(B, T, 5, seed=seed)
     w_q, w_k, w_v = _randn(5, DK, seed=seed + 1), _randn(5, DK, seed=seed + 2), _randn(5, DV, seed=seed + 3)
@@ -896,7 +880,7 @@ def _spy_hebbian(monkeypatch):
 def test_ada_block_uses_the_given_attention_scale(impl):
     x, w_q, w_k, w_v, w0 = _ada_args(70)
     y, w = ada_transformer_block(x, w_q, w_k, w_v, w0, scale=0.2, impl=impl)  # default would be 1/√3
-    y_ref, w_ref = _ada_reference(x, w_q, w_k, w_v, w0, scale=0.2)
+    y_ref, w_ref = _ada_loop(x, w_q, w_k, w_v, w0, scale=0.2)
     _close(y, y_ref)
     _close(w, w_ref)
 
@@ -910,7 +894,7 @@ def test_ada_block_impl_selects_the_hebbian_implementation(monkeypatch, impl, ex
     x, w_q, w_k, w_v, w0 = _ada_args(75)
     y, _ = ada_transformer_block(x, w_q, w_k, w_v, w0, impl=impl)
     assert calls == [expected]
-    _close(y, _ada_reference(x, w_q, w_k, w_v, w0)[0])
+    _close(y, _ada_loop(x, w_q, w_k, w_v, w0)[0])
 
 
 @pytest.mark.equation("nl", 69)
@@ -991,7 +975,7 @@ def test_ada_module_forward_passes_its_write_strength():
     x = _randn(B, T, 5, seed=85)
     y, w = block(x)
     params = (block.w_q, block.w_k, block.w_v, block.w_lin_init)
-    y_ref, w_ref = _ada_reference(x, *(p.detach() for p in params), eta=0.25)
+    y_ref, w_ref = _ada_loop(x, *(p.detach() for p in params), eta=0.25)
     _close(y.detach(), y_ref)
     _close(w.detach(), w_ref)
 
