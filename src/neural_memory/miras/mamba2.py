@@ -56,24 +56,27 @@ DELTA_INIT_RANGE = (1e-3, 1e-1)  # Mamba2's (dt_min, dt_max)
 NORM_EPS = 1e-5  # Mamba2's gated RMSNorm
 
 
+def _described(value) -> str:
+    """A tensor's shape as ``(2, 3)``, or a non-tensor's type name, for error messages."""
+    return str(tuple(value.shape)) if isinstance(value, Tensor) else type(value).__name__
+
+
 def _check_ssd(x, delta, A, B, C, D, impl) -> None:
     """Shapes and ranges of :func:`ssd`'s arguments; the linear-attention functions check the state."""
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     if not isinstance(x, Tensor) or x.dim() != 4:
-        raise ValueError(
-            f"x must have shape (batch, heads, T, P), got {getattr(x, 'shape', type(x).__name__)}"
-        )
+        raise ValueError(f"x must have shape (batch, heads, T, P), got {_described(x)}")
     n_b, n_h, n_t, _ = x.shape
     if not isinstance(delta, Tensor) or delta.shape != (n_b, n_h, n_t):
-        raise ValueError(f"delta must have shape {(n_b, n_h, n_t)}, got {getattr(delta, 'shape', None)}")
+        raise ValueError(f"delta must have shape {(n_b, n_h, n_t)}, got {_described(delta)}")
     for name, value in (("A", A), ("D", D)):
         if not isinstance(value, Tensor) or value.shape != (n_h,):
-            raise ValueError(f"{name} must have shape ({n_h},), got {getattr(value, 'shape', None)}")
+            raise ValueError(f"{name} must have shape ({n_h},), got {_described(value)}")
     if not isinstance(B, Tensor) or B.dim() != 3 or B.shape[:2] != (n_b, n_t):
-        raise ValueError(f"B must have shape ({n_b}, {n_t}, N), got {getattr(B, 'shape', None)}")
+        raise ValueError(f"B must have shape ({n_b}, {n_t}, N), got {_described(B)}")
     if not isinstance(C, Tensor) or C.shape != B.shape:
-        raise ValueError(f"C must have shape {tuple(B.shape)} (as B), got {getattr(C, 'shape', None)}")
+        raise ValueError(f"C must have shape {tuple(B.shape)} (as B), got {_described(C)}")
     for name, value in (("delta", delta), ("A", A)):
         if not bool((torch.isfinite(value) & (value >= 0)).all()):
             raise ValueError(f"{name} must be finite and >= 0")

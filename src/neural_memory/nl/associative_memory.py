@@ -279,7 +279,7 @@ def optimal_matrix_momentum(p: Tensor, m_tilde: Tensor, h: Tensor, lam: float = 
         ``m*``, ``(p, d)``.
     """
     lam = _check_lam(lam)
-    if h.dim() != 2 or h.shape[0] != h.shape[1] or m_tilde.shape[-1] != h.shape[0]:
+    if h.dim() != 2 or h.shape[0] != h.shape[1] or m_tilde.dim() != 2 or m_tilde.shape[1] != h.shape[0]:
         raise ValueError(f"h must be (d, d) and m_tilde (q, d), got {tuple(h.shape)}, {tuple(m_tilde.shape)}")
     if p.dim() != 2 or p.shape[1] != m_tilde.shape[0]:
         raise ValueError(f"p must be (p, q={m_tilde.shape[0]}), got {tuple(p.shape)}")

@@ -44,8 +44,10 @@ def _check_mlp(weights: Sequence[Tensor], biases: Sequence[Tensor], activations:
             "weights, biases and activations must have the same length >= 1, got "
             f"{len(weights)}, {len(biases)}, {len(activations)}"
         )
-    if x.dim() != 2 or weights[0].dim() != 2 or x.shape[1] != weights[0].shape[1]:
-        raise ValueError(f"x must be (n, d_0={weights[0].shape[-1]}), got shape {tuple(x.shape)}")
+    if weights[0].dim() != 2:
+        raise ValueError(f"weights[0] must be (d_1, d_0), got {tuple(weights[0].shape)}")
+    if x.dim() != 2 or x.shape[1] != weights[0].shape[1]:
+        raise ValueError(f"x must be (n, d_0={weights[0].shape[1]}), got shape {tuple(x.shape)}")
     for ell, (w, b) in enumerate(zip(weights, biases, strict=True)):
         d_prev = weights[ell - 1].shape[0] if ell else x.shape[1]
         if w.dim() != 2 or w.shape[1] != d_prev:

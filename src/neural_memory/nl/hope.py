@@ -69,6 +69,25 @@ class HopeState:
         return replace(self, front=self.front.detach(), conv=conv, cms=self.cms.detach())
 
 
+_SET_BY_HOPE = ("qk_norm", "v_norm", "hidden", "chunk_size", "other_chunk_size")
+
+
+def _front_kwargs(titans: dict | None) -> dict:
+    """The extra :class:`SelfModifyingTitans` kwargs, refusing those HopeBlock sets itself."""
+    if titans is not None and not isinstance(titans, dict):
+        raise TypeError(
+            f"titans must be a dict of SelfModifyingTitans kwargs or None, got {type(titans).__name__}"
+        )
+    extra = {} if titans is None else dict(titans)
+    for name in _SET_BY_HOPE:
+        if name in extra:
+            raise ValueError(
+                f"titans must not set {name}: HopeBlock sets qk_norm and v_norm itself and hidden, "
+                "chunk_size, other_chunk_size from memory_hidden, chunk_size, other_chunk_size"
+            )
+    return extra
+
+
 @implements("nl", 94, 95, 97)
 class HopeBlock(nn.Module):
     r"""A Hope block: self-modifying Titans, then the CMS chain (NL v1, Eq. 94–97).
@@ -101,7 +120,8 @@ class HopeBlock(nn.Module):
         conv_kernel: window of the causal convolution (4, N-U16; 0 = none).
         attention: Hope-Attention instead of Hope.
         heads: attention heads (Hope-Attention only).
-        titans: further :class:`~neural_memory.nl.self_modifying.SelfModifyingTitans` keyword arguments.
+        titans: further :class:`~neural_memory.nl.self_modifying.SelfModifyingTitans` keyword arguments
+            (not ``qk_norm``, ``v_norm``, ``hidden``, ``chunk_size``, ``other_chunk_size``: set above).
 
     Shapes:
         ``forward(x (B, T, dim), state | None) -> (y (B, T, dim), HopeState)``.
@@ -138,7 +158,7 @@ class HopeBlock(nn.Module):
                 other_chunk_size=other_chunk_size,
                 qk_norm=True,
                 v_norm=True,
-                **(titans or {}),
+                **_front_kwargs(titans),
             )
             self.out_norm = nn.RMSNorm(dim)
             self.to_out = nn.Linear(dim, dim, bias=False)

@@ -501,6 +501,9 @@ def test_optimal_matrix_momentum_refusal_messages_are_exact():
     with pytest.raises(ValueError) as caught:  # a vector m_tilde of the wrong length
         optimal_matrix_momentum(_randn(1, 1), _randn(2), _randn(3, 3))
     assert str(caught.value) == "h must be (d, d) and m_tilde (q, d), got (3, 3), (2,)"
+    with pytest.raises(ValueError) as caught:  # a vector m_tilde of the right length is still not (q, d)
+        optimal_matrix_momentum(_randn(1, 3), _randn(3), _randn(3, 3))
+    assert str(caught.value) == "h must be (d, d) and m_tilde (q, d), got (3, 3), (3,)"
 
 
 @pytest.mark.equation("nl", 107)

@@ -109,10 +109,13 @@ def test_backprop_rejects_bad_input_with_exact_messages():
     with pytest.raises(ValueError) as caught:
         backprop(weights, biases, activations, x[:, :, None], loss)
     assert str(caught.value) == "x must be (n, d_0=4), got shape (6, 4, 1)"
-    # a 1-d first weight: d_0 is read from its last size
+    # a first weight that is not a matrix is named as such (x is fine), 1-d or 3-d
     with pytest.raises(ValueError) as caught:
         backprop([torch.zeros(4, dtype=F64), *weights[1:]], biases, activations, x, loss)
-    assert str(caught.value) == "x must be (n, d_0=4), got shape (6, 4)"
+    assert str(caught.value) == "weights[0] must be (d_1, d_0), got (4,)"
+    with pytest.raises(ValueError) as caught:
+        backprop([torch.zeros(5, 4, 2, dtype=F64), *weights[1:]], biases, activations, x, loss)
+    assert str(caught.value) == "weights[0] must be (d_1, d_0), got (5, 4, 2)"
     # W₂ is (3, 5): its bias must be (3,), not (5,)
     with pytest.raises(ValueError) as caught:
         backprop(weights, [biases[0], torch.zeros(5, dtype=F64), biases[2]], activations, x, loss)

@@ -297,10 +297,18 @@ def test_settings_reach_the_memories_the_cms_and_the_convolution():
 
 
 def test_hope_always_normalises_q_k_and_v():
-    # titans= cannot switch the normalisations off: Hope passes them itself
-    for name in ("qk_norm", "v_norm"):
-        with pytest.raises(TypeError, match=f"multiple values for keyword argument '{name}'"):
-            HopeBlock(4, titans={name: False})
+    # titans= cannot switch the normalisations off (Hope passes them itself), nor set what HopeBlock's own
+    # arguments set: refused by name, not with Python's "multiple values for keyword argument"
+    for name in ("qk_norm", "v_norm", "hidden", "chunk_size", "other_chunk_size"):
+        with pytest.raises(ValueError) as caught:
+            HopeBlock(4, titans={name: 1, "values": "shared"})
+        assert str(caught.value) == (
+            f"titans must not set {name}: HopeBlock sets qk_norm and v_norm itself and hidden, chunk_size, "
+            "other_chunk_size from memory_hidden, chunk_size, other_chunk_size"
+        )
+    with pytest.raises(TypeError) as caught:
+        HopeBlock(4, titans=[("values", "shared")])
+    assert str(caught.value) == "titans must be a dict of SelfModifyingTitans kwargs or None, got list"
 
 
 def test_bad_width_and_window_raise_naming_the_argument():
