@@ -853,8 +853,7 @@ def test_reference_refuses_a_state_whose_accumulator_misses_a_weight():
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.equation("nl", 70)
-def test_mlp_block_defaults_to_silu_for_gated_and_plain_blocks():
+def test_mlp_block_defaults_to_silu_for_gated_and_plain_blocks():  # mlp_block claims no equation
     a = _randn(2, 3, DIM, seed=50)
     gate, up, down = _randn(2, DIM, 5, seed=51), _randn(2, DIM, 5, seed=52), _randn(2, 5, DIM, seed=53)
     gated = torch.stack([_ref_swiglu(a[b], gate[b], up[b], down[b]) for b in range(2)])
