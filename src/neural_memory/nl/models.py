@@ -30,6 +30,19 @@ from neural_memory.nl.hope import HopeBlock
 HOPE_DEFAULTS = {"cms_chunk_sizes": (64, 16), "cms_rates": 1e-3, "chunk_size": 16}
 
 
+def hope_kwargs(hope: dict | None, taken: tuple[str, ...]) -> dict:
+    """Further HopeBlock kwargs from ``hope``, refusing the keys the builder sets itself (``taken``)."""
+    if hope is not None and not isinstance(hope, dict):
+        raise TypeError(
+            f"hope must be a dict of HopeBlock keyword arguments or None, got {type(hope).__name__}"
+        )
+    extra = {} if hope is None else dict(hope)
+    clash = sorted(set(extra) & set(taken))
+    if clash:
+        raise ValueError(f"set {', '.join(clash)} with the builder's own keys, not inside hope={extra!r}")
+    return extra
+
+
 def build_hope(
     *,
     dim: int,
@@ -47,7 +60,7 @@ def build_hope(
         cms_rates=cms_rates,
         chunk_size=chunk_size,
         other_chunk_size=other_chunk_size,
-        **(hope or {}),
+        **hope_kwargs(hope, ("cms_chunk_sizes", "cms_rates", "chunk_size", "other_chunk_size")),
     )
 
 
@@ -63,7 +76,7 @@ def build_hope_attention(
     """Builder of kind ``hope-attention`` (softmax attention + CMS, N-U16)."""
     return HopeBlock(
         dim, cms_chunk_sizes=tuple(cms_chunk_sizes), cms_rates=cms_rates, attention=True, heads=heads,
-        **(hope or {}),
+        **hope_kwargs(hope, ("cms_chunk_sizes", "cms_rates", "attention", "heads")),
     )  # fmt: skip
 
 

@@ -114,8 +114,15 @@ def test_hope_builder_refuses_bad_keys_and_values():
         "unknown config keys for kind 'hope': heads; accepted: chunk_size, cms_chunk_sizes, cms_rates, hope, "
         "other_chunk_size, mlp_mult, tie_embeddings, embedding_std"
     )
-    with pytest.raises(TypeError, match="got multiple values for keyword argument 'chunk_size'"):
-        build_hope(dim=DIM, layer_index=0, hope={"chunk_size": 4})
+    # a key the builder sets itself is refused by name, not with Python's "multiple values" error
+    with pytest.raises(ValueError) as caught:
+        build_hope(dim=DIM, layer_index=0, hope={"chunk_size": 4, "conv_kernel": 2})
+    assert str(caught.value) == (
+        "set chunk_size with the builder's own keys, not inside hope={'chunk_size': 4, 'conv_kernel': 2}"
+    )
+    with pytest.raises(TypeError) as caught:
+        build_hope(dim=DIM, layer_index=0, hope=[("conv_kernel", 2)])
+    assert str(caught.value) == "hope must be a dict of HopeBlock keyword arguments or None, got list"
     with pytest.raises(TypeError, match="got an unexpected keyword argument 'bogus'"):
         build_hope(dim=DIM, layer_index=0, hope={"bogus": 4})
     with pytest.raises(ValueError) as caught:
@@ -133,8 +140,25 @@ def test_hope_attention_builder_refuses_bad_keys_and_values():
         "unknown config keys for kind 'hope-attention': chunk_size; accepted: cms_chunk_sizes, cms_rates, "
         "heads, hope, mlp_mult, tie_embeddings, embedding_std"
     )
-    with pytest.raises(TypeError, match="got multiple values for keyword argument 'attention'"):
-        build_hope_attention(dim=DIM, layer_index=0, hope={"attention": False})
+    with pytest.raises(ValueError) as caught:
+        build_hope_attention(dim=DIM, layer_index=0, hope={"attention": False, "heads": 2})
+    assert str(caught.value) == (
+        "set attention, heads with the builder's own keys, not inside hope={'attention': False, 'heads': 2}"
+    )
     with pytest.raises(ValueError) as caught:
         build_hope_attention(dim=DIM, layer_index=0, heads=3)
     assert str(caught.value) == "heads must divide dim, got dim=8, heads=3"
+
+
+@pytest.mark.parametrize(
+    ("builder", "taken"),
+    [
+        (build_hope, ("cms_chunk_sizes", "cms_rates", "chunk_size", "other_chunk_size")),
+        (build_hope_attention, ("cms_chunk_sizes", "cms_rates", "attention", "heads")),
+    ],
+)
+def test_each_key_the_builder_sets_is_refused_inside_hope(builder, taken):
+    for key in taken:
+        with pytest.raises(ValueError) as caught:
+            builder(dim=DIM, layer_index=0, hope={key: 1})
+        assert str(caught.value) == f"set {key} with the builder's own keys, not inside hope={{'{key}': 1}}"
