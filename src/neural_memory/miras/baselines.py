@@ -181,7 +181,9 @@ def chunk_linear_attention(
         g = chunks(log_alpha[..., None]).squeeze(-1).cumsum(dim=-1)  # log γ_r within each chunk, (B, H, N, b)
         causal = torch.ones(b, b, dtype=torch.bool, device=q.device).tril()
         log_ratio = torch.where(causal, g[..., :, None] - g[..., None, :], torch.zeros((), dtype=g.dtype))
-        intra = ((qc @ kc.transpose(-1, -2)) * (torch.exp(log_ratio) * causal)) @ vc  # (Q Kᵀ ⊙ Γ) V
+        # (Q Kᵀ ⊙ Γ) V; tril, not a multiply by the mask, drops the future scores (an overflowed one, inf,
+        # times 0 would be NaN), and Γ = exp(0) = 1 above the diagonal
+        intra = ((qc @ kc.transpose(-1, -2)).tril() * torch.exp(log_ratio)) @ vc
         writes = (torch.exp(g[..., -1:] - g)[..., None] * kc).transpose(-1, -2) @ vc  # Kᵀ diag(γ_b/γ) V
         # S_c = γ_b S_{c-1} + W_c over the chunks: prefix products of γ_b and the scanned writes
         decay, acc = linear_scan(torch.exp(g[..., -1]), writes.flatten(-2))

@@ -1257,7 +1257,9 @@ class DeepMomentumGD(Optimizer):
     :math:`\mathbf m(\mathbf u_i)` acts on a matrix gradient; a memory fed the gradient as its *input*
     holds no history (its output would not contain the past gradients), so the gradient is the value and
     the constant ``1``/``I`` of Eq. 50/52 the key. ``A`` and ``W₂`` start at 0 (zero momentum), ``W₁``
-    from ``init_scale · N(0, 1/d_in)`` seeded by ``seed`` and the parameter's position, ``b₁`` at 0.
+    from ``init_scale · N(0, 1/d_in)`` drawn by a generator seeded with ``seed · 1_000_003 + i`` (``i``: the
+    parameter's position among all groups, stable across save and resume),
+    ``b₁`` at 0.
     A vector is one column, higher ranks flatten to ``(shape[0], -1)``.
 
     Args:

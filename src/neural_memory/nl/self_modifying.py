@@ -181,6 +181,31 @@ def layer_factors(
 # --------------------------------------------------------------------------------------------------
 
 
+def _check_update(
+    weights: Weights, per_layer: tuple | list, per_layer_name: str, key: Tensor, eta: Tensor, alpha: Tensor
+):
+    """Shapes of an update's inputs: one ``per_layer`` entry per layer, ``key`` ``(N, d)`` (a token) or
+    ``(N, n, d)`` (a chunk) with ``N, d`` of ``weights[0] (N, d, d_out)``, ``eta``/``alpha`` the key's shape
+    without ``d``. A mismatch would broadcast into a state of the wrong shape, not raise."""
+    what = "tensor" if per_layer_name == "grads" else "(a, g) pair"
+    n_layers, n_given = len(weights), len(per_layer)
+    if n_given != n_layers:
+        raise ValueError(
+            f"{per_layer_name} must hold one {what} per layer of weights ({n_layers}), got {n_given}"
+        )
+    n_batch, d = weights[0].shape[:2]
+    form = "(N, d)" if per_layer_name == "grads" else "(N, n, d)"
+    if key.dim() != len(form.split(",")) or key.shape[0] != n_batch or key.shape[-1] != d:
+        raise ValueError(
+            f"key must be {form} with N = {n_batch} and d = {d} (weights[0] is (N, d, d_out)), "
+            f"got {tuple(key.shape)}"
+        )
+    lead = tuple(key.shape[:-1])
+    for name, gate in (("eta", eta), ("alpha", alpha)):
+        if tuple(gate.shape) != lead:
+            raise ValueError(f"{name} must have the key's shape without d, {lead}, got {tuple(gate.shape)}")
+
+
 @implements("nl", 88, 92, 93, 96)
 def self_modifying_step(
     weights: Weights, grads: Weights, key: Tensor, eta: Tensor, alpha: Tensor, rule: str = "dgd"
@@ -214,8 +239,12 @@ def self_modifying_step(
 
     Returns:
         :math:`\mathcal M_t`, same shapes as ``weights``.
+
+    Raises:
+        ValueError: a gradient missing for a layer, or a key or gate of another shape.
     """
     _check_choice("rule", rule, RULES)
+    _check_update(weights, grads, "grads", key, eta, alpha)
     e, a = eta[:, None, None], alpha[:, None, None]
     out = []
     for layer, (w, g) in enumerate(zip(weights, grads, strict=True)):
@@ -257,7 +286,16 @@ def chunk_recurrence(
 
     Returns:
         the state after the ``n`` tokens, same shapes as ``weights``.
+
+    Raises:
+        ValueError: a factor pair missing for a layer, a key or gate of another shape, or (``"dgd"``) an
+            :math:`\alpha_t \le 0`.
     """
+    _check_choice("rule", rule, RULES)
+    _check_update(weights, factors, "factors", key, eta, alpha)
+    # (meta tensors, for shape-only runs, have no values to check)
+    if rule == "dgd" and alpha.device.type != "meta" and not bool((alpha > 0).all()):
+        raise ValueError(f"alpha must be > 0 under rule='dgd', got a minimum of {alpha.min().item():g}")
     tail = torch.cumprod(alpha.flip(-1), -1).flip(-1)  # Π_{s >= t} α_s
     after = torch.cat([tail[:, 1:], torch.ones_like(tail[:, :1])], 1)  # Π_{s > t} α_s
     gamma_n = tail[:, 0, None, None]
@@ -409,7 +447,8 @@ class SelfModifyingTitans(nn.Module):
         self.hidden = check_int("hidden", dim if hidden is None else hidden)
         self.memory = _check_choice("memory", memory, MEMORIES)
         self.chunk_size = check_int("chunk_size", chunk_size)
-        self.other_chunk_size = check_int("other_chunk_size", other_chunk_size or chunk_size)
+        other = chunk_size if other_chunk_size is None else other_chunk_size  # 0 is refused, not "unset"
+        self.other_chunk_size = check_int("other_chunk_size", other)
         small, large = sorted((self.chunk_size, self.other_chunk_size))
         if large % small:
             raise ValueError(

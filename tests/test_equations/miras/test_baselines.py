@@ -183,6 +183,22 @@ def test_chunked_decayed_linear_attention_is_the_recurrence_for_any_inputs(data,
     torch.testing.assert_close(final, final_ref, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("fn", [chunk_linear_attention, recurrent_linear_attention])
+def test_decayed_linear_attention_ignores_a_future_score_that_overflows(fn):
+    # float32: q_1 k_2 = 2^66 * 2^66 = 2^132 overflows to inf, but token 1 never reads key 2 (causal), so
+    # the outputs are finite. By hand (d = 1, alpha_1 = 1, alpha_2 = 1/2):
+    # o_1 = v_1 k_1 q_1 = 3; o_2 = (v_1 k_1 / 2 + v_2 k_2) q_2 = 3 * 2^-133 + 5, which rounds to 5;
+    # S_2 = 3 * 2^-67 + 5 * 2^66, which rounds to 5 * 2^66.
+    big = 2.0**66
+    q = torch.tensor([big, 1 / big]).reshape(1, 1, 2, 1)
+    k = torch.tensor([1 / big, big]).reshape(1, 1, 2, 1)
+    v = torch.tensor([3.0, 5.0]).reshape(1, 1, 2, 1)
+    log_alpha = torch.tensor([0.0, math.log(0.5)]).reshape(1, 1, 2)
+    o, final = fn(q, k, v, log_alpha=log_alpha, chunk_size=2)
+    assert torch.equal(o, torch.tensor([3.0, 5.0]).reshape(1, 1, 2, 1))
+    assert torch.equal(final, torch.tensor(5 * big).reshape(1, 1, 1, 1))
+
+
 @pytest.mark.parametrize("chunk_size", [1, 4, 64])
 def test_chunked_decayed_linear_attention_gradients_equal_the_token_loop(chunk_size):
     inputs = (*_qkv(2, 2, 13, 3, 4, seed=8), _log_alpha(2, 2, 13, seed=9))
@@ -416,10 +432,9 @@ def test_bad_log_decay_messages_are_exact(fn, case):
 
 @pytest.mark.equation("titans", 4)
 @pytest.mark.equation("titans", 5)
-def test_default_chunks_hold_64_tokens():
+def test_a_future_product_that_overflows_in_the_default_chunks_is_never_used():
     # Token 0's query and token 64's key are huge: their product (1e400) overflows, but no read ever uses it
-    # (64 > 0 is in the future of token 0). With chunks of 64 the two tokens sit in different chunks and the
-    # product is never formed; a chunk holding both would form inf and mask it by multiplying with 0 (NaN).
+    # (64 > 0 is in the future of token 0), whether the two tokens share a chunk or not.
     q, k, v = (torch.full((1, 1, 65, 1), 0.5, dtype=F64) for _ in range(3))
     q[0, 0, 0, 0] = k[0, 0, 64, 0] = 1e200
     log_alpha = torch.full((1, 1, 65), -0.1, dtype=F64)
@@ -428,6 +443,20 @@ def test_default_chunks_hold_64_tokens():
     assert o[0, 0, 0, 0].item() == 2.5e199  # S_1 = v_1 k_1 = 0.25, o_1 = 0.25 * 1e200
     torch.testing.assert_close(o, o_ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(final, final_ref, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("log_decay", [False, True])
+def test_default_chunks_hold_64_tokens(log_decay):
+    # The chunk size changes only the rounding: in float32 over 130 tokens the default call must be bit for
+    # bit the call with chunk_size=64, and chunks of 65 (checked to round differently) must not be.
+    g = torch.Generator().manual_seed(40)
+    q, k, v = (torch.randn(1, 2, 130, 8, generator=g) for _ in range(3))
+    la = -torch.rand(1, 2, 130, generator=g) if log_decay else None
+    o, final = chunk_linear_attention(q, k, v, log_alpha=la)
+    o_64, final_64 = chunk_linear_attention(q, k, v, log_alpha=la, chunk_size=64)
+    o_65, _ = chunk_linear_attention(q, k, v, log_alpha=la, chunk_size=65)
+    assert torch.equal(o, o_64) and torch.equal(final, final_64)
+    assert not torch.equal(o, o_65)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

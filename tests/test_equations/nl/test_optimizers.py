@@ -7,6 +7,7 @@ torch.optim.Muon's float32/bfloat16 arithmetic.
 """
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import sympy as sp
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from torch.optim._muon import _zeropower_via_newtonschulz
 
 from neural_memory.nl.associative_memory import (
     DotProductObjective,
@@ -25,11 +27,15 @@ from neural_memory.nl.optimizers import (
     M3,
     NS_CUBIC,
     NS_QUINTIC,
+    DeepMomentumGD,
     DeltaGradientDescent,
+    DeltaMomentum,
     ElementwiseMomentum,
+    FeatureMapMomentum,
     MatrixMomentum,
     MomentumGD,
     Muon,
+    NonlinearOutputMomentum,
     dgd_appendix_c_form,
     dgd_effective_lr,
     dgd_explicit_solution,
@@ -48,6 +54,7 @@ from .helpers import F64, tensors
 from .helpers import autograd as _autograd
 from .helpers import param as _param
 from .helpers import randn as _randn
+from .helpers import run_with_grads as _run
 from .helpers import run_with_grads as _run_with_grads
 from .helpers import same_steps as _same_steps
 
@@ -1047,3 +1054,818 @@ def test_step_with_a_closure_returns_its_loss_and_moves_downhill(name):
     first = opt.step(closure)
     assert first.item() == pytest.approx((_randn(3, 4, seed=67) ** 2).sum().item())
     assert (w**2).sum().item() < first.item()
+
+
+def _raises(message: str, factory, *args, **kwargs) -> None:
+    with pytest.raises(ValueError) as caught:
+        factory(*args, **kwargs)
+    assert str(caught.value) == message
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 33 — MomentumGD's defaults (lr = 1e-3, alpha = 0.9)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 33)
+def test_momentum_defaults_are_lr_1e3_and_alpha_0_9():
+    # m_1 = −1e-3 g_1, W_1 = W_0 + m_1;  m_2 = 0.9 m_1 − 1e-3 g_2, W_2 = W_1 + m_2
+    w0 = _randn(2, 3, seed=101)
+    w = _param(w0)
+    (g1,), (g2,) = grads = _grad_stream((2, 3), 2, seed=1010)
+    _run_with_grads(MomentumGD([w]), [w], grads)
+    m1 = -1e-3 * g1
+    m2 = 0.9 * m1 - 1e-3 * g2
+    torch.testing.assert_close(w.detach(), w0 + m1 + m2, rtol=0, atol=1e-15)
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 44 — Newton–Schulz
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 44)
+def test_newton_schulz_step_with_a_unit_quintic_coefficient_keeps_the_fifth_power_term():
+    # (a, b, c) = (1.5, −0.5, 1): X ↦ 1.5 X − 0.5 (XXᵀ)X + (XXᵀ)²X, written out
+    x = _randn(3, 4, seed=102, scale=0.5)
+    gram = x @ x.T
+    expected = 1.5 * x - 0.5 * gram @ x + gram @ gram @ x
+    got = newton_schulz_step(x, (1.5, -0.5, 1.0))
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-14)
+
+
+@pytest.mark.equation("nl", 44)
+def test_cubic_step_in_bfloat16_never_forms_the_overflowing_fifth_power():
+    # X = diag(2^33, 1) in bfloat16: the cubic is σ ↦ 1.5σ − 0.5σ³, so (2^33, 1) ↦ (−2^98 + 1.5·2^33, 1)
+    # and −2^98 + 1.5·2^33 rounds to −2^98 (8-bit mantissa). The unused (XXᵀ)² term would be
+    # 2^132 > bfloat16's max ≈ 3.4e38: computing it (even times c = 0) gives inf · 0 = nan.
+    x = torch.diag(torch.tensor([2.0**33, 1.0])).to(torch.bfloat16)
+    got = newton_schulz_step(x, NS_CUBIC)
+    expected = torch.diag(torch.tensor([-(2.0**98), 1.0])).to(torch.bfloat16)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.equation("nl", 44)
+def test_newton_schulz_refuses_a_non_positive_eps_by_name():
+    _raises("eps must be a finite float > 0, got 0.0", newton_schulz, _randn(2, 2, seed=103), eps=0.0)
+    _raises("eps must be a finite float > 0, got -1e-07", newton_schulz, _randn(2, 2, seed=103), eps=-1e-7)
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 42 — Muon: default lr, adjust_lr_fn="original", weight_decay's message
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 42)
+def test_muon_default_lr_is_1e3():
+    # defaults weight_decay 0.1, momentum μ = 0.95, Nesterov: b_1 = (1 − μ) g = 0.05 g,
+    # update = g + μ(b_1 − g) = 0.0975 g;  square, so ratio √1:
+    # W_1 = (1 − 1e-3 · 0.1) W_0 − 1e-3 · NS_5(0.0975 g)
+    w0, g = _randn(4, 4, seed=104), _randn(4, 4, seed=1040)
+    w = _param(w0)
+    _run_with_grads(Muon([w], ns_dtype=None), [w], [[g]])
+    expected = (1 - 1e-3 * 0.1) * w0 - 1e-3 * _ns_reference(0.0975 * g, 5, NS_QUINTIC)
+    torch.testing.assert_close(w.detach(), expected, rtol=0, atol=1e-13)
+
+
+@pytest.mark.equation("nl", 42)
+@pytest.mark.parametrize("shape", [(6, 4), (4, 6)])
+def test_muon_original_lr_adjustment_is_root_of_max_one_and_rows_over_cols(shape):
+    # "original": lr · √max(1, A/B): (6, 4) → √1.5, (4, 6) → 1;  momentum 0, no Nesterov, no decay:
+    # W_t = W_{t−1} − η · ratio · NS_5(g_t)
+    ratio = {(6, 4): 1.5**0.5, (4, 6): 1.0}[shape]
+    w0 = _randn(*shape, seed=105)
+    w = _param(w0)
+    opt = Muon(
+        [w], lr=0.02, weight_decay=0.0, momentum=0.0, nesterov=False, adjust_lr_fn="original", ns_dtype=None
+    )
+    grads = _grad_stream(shape, 3, seed=1050)
+    _run_with_grads(opt, [w], grads)
+    expected = w0 - sum(0.02 * ratio * _ns_reference(g, 5, NS_QUINTIC) for (g,) in grads)
+    torch.testing.assert_close(w.detach(), expected, rtol=0, atol=1e-13)
+
+
+@pytest.mark.equation("nl", 42)
+def test_muon_original_equals_torch_muon_original_in_float32():
+    w0 = _randn(6, 4, seed=106, dtype=torch.float32)
+    ours, ref = _param(w0), _param(w0)
+    grads = _grad_stream((6, 4), 4, seed=1060, dtype=torch.float32)
+    reference = torch.optim.Muon([ref], lr=0.02, adjust_lr_fn="original")
+    _same_steps(Muon([ours], lr=0.02, adjust_lr_fn="original"), reference, [ours], [ref], grads, atol=1e-7)
+
+
+@pytest.mark.equation("nl", 42)
+def test_muon_refuses_a_negative_weight_decay_by_name():
+    _raises(
+        "weight_decay must be a finite float >= 0, got -0.1",
+        Muon,
+        [_param(torch.zeros(2, 2))],
+        weight_decay=-0.1,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Appendix B, Eq. 102–105 — ElementwiseMomentum
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 105)
+def test_elementwise_defaults_are_sum_form_adam_with_lr_1e3_and_eps_1e8():
+    # defaults: "adam", β₁ = β₂ = 1, decays 1, ε = 1e-8: W_1 = W_0 − 1e-3 g / (|g| + 1e-8)
+    w0, g = _randn(3, 2, seed=107), _randn(3, 2, seed=1070)
+    w = _param(w0)
+    _run_with_grads(ElementwiseMomentum([w]), [w], [[g]])
+    torch.testing.assert_close(w.detach(), w0 - 1e-3 * g / (g.abs() + 1e-8), rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("nl", 105)
+@pytest.mark.parametrize(("decay1", "decay2"), [(0.9, 1.0), (1.0, 0.9), (1.0, 1.0)])
+def test_bias_correction_with_either_decay_equal_to_one_is_refused(decay1, decay2):
+    _raises(
+        "bias_correction needs decay1 and decay2 in [0, 1) (an EMA, not a sum)",
+        ElementwiseMomentum,
+        [_param(torch.zeros(2))],
+        decay1=decay1,
+        decay2=decay2,
+        bias_correction=True,
+    )
+
+
+@pytest.mark.equation("nl", 105)
+def test_elementwise_lam_messages_are_exact():
+    w = [_param(torch.zeros(2))]
+    _raises(
+        "lam must be 0 with preconditioner='adam' (Eq. 105's eps replaces it)",
+        ElementwiseMomentum,
+        w,
+        lam=0.1,
+    )
+    _raises(
+        "lam must be a finite float >= 0, got -0.5",
+        ElementwiseMomentum,
+        w,
+        preconditioner="momentum",
+        lam=-0.5,
+    )
+
+
+@pytest.mark.equation("nl", 103)
+def test_ridge_momentum_with_lam_one_by_hand():
+    # one step, β₁ = β₂ = 1, λ = 1: M̃ = g, H = g², P = H/β₂ = g²;  m* = g · g² / (g² + 1)
+    # e.g. g = 2: 8/5 = 1.6 (not M̃/β₂ = 2, the λ = 0 shortcut)
+    w0 = _randn(2, 3, seed=108)
+    g = torch.tensor([[2.0, -1.0, 0.5], [3.0, -2.0, 1.0]], dtype=F64)
+    w = _param(w0)
+    _run_with_grads(ElementwiseMomentum([w], lr=0.1, preconditioner="momentum", lam=1.0), [w], [[g]])
+    assert g[0, 0] ** 3 / (g[0, 0] ** 2 + 1) == 1.6
+    torch.testing.assert_close(w.detach(), w0 - 0.1 * g**3 / (g**2 + 1.0), rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("nl", 104)
+def test_momentum_preconditioner_with_lam_zero_keeps_a_zero_gradient_entry_still():
+    # λ = 0: the step is M̃/β₂ exactly; an entry whose gradient was always 0 (H = 0 there) does not move
+    w0 = _randn(2, 2, seed=109)
+    g = torch.tensor([[0.0, 1.5], [-2.0, 0.25]], dtype=F64)
+    w = _param(w0)
+    _run_with_grads(ElementwiseMomentum([w], lr=0.1, beta2=0.5, preconditioner="momentum"), [w], [[g]])
+    torch.testing.assert_close(w.detach(), w0 - 0.1 * g / 0.5, rtol=0, atol=1e-15)
+    assert w.detach()[0, 0] == w0[0, 0]
+
+
+@pytest.mark.equation("nl", 103)
+def test_ridge_momentum_property_is_h_over_beta2():
+    # β₁ = 1, β₂ = 0.5, λ = 0.5, two steps: M̃_t = Σ g, H_t = 0.5 Σ g², P_t = H_t/β₂ = Σ g²,
+    # m*_t = M̃_t · P_t / (H_t + λ);  W_2 = W_0 − η (m*_1 + m*_2)
+    w0 = _randn(3, 2, seed=110)
+    w = _param(w0)
+    (g1,), (g2,) = grads = _grad_stream((3, 2), 2, seed=1100)
+    opt = ElementwiseMomentum([w], lr=0.1, beta2=0.5, preconditioner="momentum", lam=0.5)
+    _run_with_grads(opt, [w], grads)
+    expected, m, s = w0.clone(), torch.zeros_like(w0), torch.zeros_like(w0)
+    for g in (g1, g2):
+        m, s = m + g, s + g**2
+        expected = expected - 0.1 * m * s / (0.5 * s + 0.5)
+    torch.testing.assert_close(w.detach(), expected, rtol=0, atol=1e-14)
+
+
+# --------------------------------------------------------------------------------------------------
+# Appendix B, Eq. 109–111 — MatrixMomentum
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 111)
+def test_matrix_momentum_defaults_are_lr_1e3_and_eps_1e8():
+    # one row (1, 4): H = g gᵀ is the 1×1 Σ g², so (H^{1/2} + ε)⁻¹ g = g/(|g| + ε);
+    # W_1 = W_0 − 1e-3 g / (|g| + 1e-8)   (β₁ = β₂ = 1)
+    w0, g = _randn(1, 4, seed=111), _randn(1, 4, seed=1110)
+    w = _param(w0)
+    _run_with_grads(MatrixMomentum([w]), [w], [[g]])
+    torch.testing.assert_close(w.detach(), w0 - 1e-3 * g / (g.norm() + 1e-8), rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("nl", 111)
+def test_matrix_momentum_on_a_scalar_parameter_is_one_by_one_adagrad_with_momentum():
+    # a 0-d parameter is a (1, 1) matrix: H_t = Σ g², M̃_t = Σ g, W_t = W_{t−1} − η M̃_t / (√H_t + ε)
+    # g = (3, −4): W_1 = 1 − 0.1 · 3/(3 + 0.5) = 1 − 0.3/3.5;
+    # W_2 = W_1 − 0.1 · (−1)/(5 + 0.5) = W_1 + 0.1/5.5
+    w = _param(torch.tensor(1.0, dtype=F64))
+    grads = [[torch.tensor(3.0, dtype=F64)], [torch.tensor(-4.0, dtype=F64)]]
+    history = _run_with_grads(MatrixMomentum([w], lr=0.1, eps=0.5), [w], grads)
+    assert w.shape == ()
+    assert history[0][0].item() == pytest.approx(1 - 0.3 / 3.5, abs=1e-15)
+    assert history[1][0].item() == pytest.approx(1 - 0.3 / 3.5 + 0.1 / 5.5, abs=1e-15)
+
+
+@pytest.mark.equation("nl", 111)
+def test_matrix_momentum_messages_name_the_argument():
+    w = [_param(torch.zeros(2))]
+    _raises("beta1 must be in (0, 1], got 0.0", MatrixMomentum, w, beta1=0.0)
+    _raises("eps must be a finite float > 0, got 0.0", MatrixMomentum, w, eps=0.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 75, Algorithm 1 — M3
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 75)
+def test_m3_defaults_lr_1e3_and_eps_1e8_on_the_first_step():
+    # defaults β₁ = 0.9, β₂ = 0.999, decays 1, NS quintic ×5 in the parameter's dtype, O2 = 0 at first:
+    # M1 = 0.9 g, V = 0.999 g²;  W_1 = W_0 − 1e-3 · NS_5(0.9 g) / (√(0.999 g²) + 1e-8)
+    w0, g = _randn(3, 4, seed=112), _randn(3, 4, seed=1120)
+    w = _param(w0)
+    _run_with_grads(M3([w]), [w], [[g]])
+    expected = w0 - 1e-3 * _ns_reference(0.9 * g, 5, NS_QUINTIC) / ((0.999 * g**2).sqrt() + 1e-8)
+    torch.testing.assert_close(w.detach(), expected, rtol=0, atol=1e-13)
+
+
+@pytest.mark.equation("nl", 75)
+def test_m3_default_slow_period_is_ten():
+    # M2 stays 0 for 9 steps; at step 10 it becomes β₃ Σ_{t≤10} g_t = 0.9 Σ g (d3 = 1)
+    w = _param(_randn(3, 3, seed=113))
+    opt = M3([w])
+    grads = _grad_stream((3, 3), 10, seed=1130)
+    _run_with_grads(opt, [w], grads[:9])
+    assert torch.equal(opt.state[w]["m2"], torch.zeros(3, 3, dtype=F64))
+    _run_with_grads(opt, [w], grads[9:])
+    expected = 0.9 * sum(g for (g,) in grads)
+    torch.testing.assert_close(opt.state[w]["m2"], expected, rtol=0, atol=1e-14)
+
+
+@pytest.mark.equation("nl", 75)
+def test_m3_step_counter_counts_up():
+    w = _param(_randn(2, 3, seed=114))
+    opt = M3([w], slow_period=2)
+    for t, grads in enumerate(_grad_stream((2, 3), 3, seed=1140), start=1):
+        _run_with_grads(opt, [w], [grads])
+        assert opt.state[w]["step"] == t
+        assert opt.state_dict()["state"][0]["step"] == t
+
+
+@pytest.mark.equation("nl", 75)
+def test_m3_adamw_fallback_defaults_are_torch_adamw_defaults():
+    # adamw_lr 1e-3, adamw_betas (0.9, 0.999), adamw_eps 1e-8, adamw_weight_decay 1e-2 (written out here)
+    b0 = _randn(5, seed=115)
+    ours, ref = _param(b0), _param(b0)
+    reference = torch.optim.AdamW([ref], lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2)
+    _same_steps(M3([ours]), reference, [ours], [ref], _grad_stream((5,), 3, seed=1150), atol=1e-15)
+
+
+@pytest.mark.equation("nl", 75)
+def test_m3_adamw_fallback_first_step_by_hand():
+    # step 1: m̂ = g, v̂ = g² → b_1 = (1 − 1e-3 · 1e-2) b_0 − 1e-3 · g / (|g| + 1e-8)
+    b0 = torch.tensor([1.0, -2.0, 0.5], dtype=F64)
+    g = torch.tensor([0.5, 2.0, -1.0], dtype=F64)
+    b = _param(b0)
+    _run_with_grads(M3([b]), [b], [[g]])
+    expected = (1 - 1e-5) * b0 - 1e-3 * g / (g.abs() + 1e-8)
+    torch.testing.assert_close(b.detach(), expected, rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("nl", 75)
+def test_m3_messages_name_the_argument():
+    w = [_param(torch.zeros(2, 2))]
+    _raises("ns_eps must be a finite float > 0, got 0.0", M3, w, ns_eps=0.0)
+    _raises("adamw_lr must be a finite float >= 0, got -1.0", M3, w, adamw_lr=-1.0)
+    _raises("adamw_eps must be a finite float > 0, got 0.0", M3, w, adamw_eps=0.0)
+    _raises("adamw_weight_decay must be a finite float >= 0, got -0.1", M3, w, adamw_weight_decay=-0.1)
+
+
+@pytest.mark.equation("nl", 75)
+def test_m3_bfloat16_newton_schulz_comes_back_in_the_parameters_dtype():
+    # float32 parameter, Newton–Schulz in bfloat16 (torch.optim.Muon's routine as the reference), period 1:
+    # step 1: M1 = M2 = 0.9 g₁ (β₁ = β₃ = 0.9), V = 0.999 g₁², O2 = 0;
+    # step 2: M1 = 0.9(g₁ + g₂), V = 0.999(g₁² + g₂²), combined = O1 + 0.5 O2 summed in float32
+    w0 = _randn(3, 4, seed=116, dtype=torch.float32)
+    w = _param(w0)
+    (g1,), (g2,) = grads = _grad_stream((3, 4), 2, seed=1160, dtype=torch.float32)
+    opt = M3([w], lr=1.0, eps=1.0, slow_period=1, ns_dtype=torch.bfloat16)
+    _run_with_grads(opt, [w], grads)
+
+    def ns(m):
+        return _zeropower_via_newtonschulz(m, NS_QUINTIC, 5, 1e-7).to(torch.float32)
+
+    o2 = ns(0.9 * g1)
+    assert opt.state[w]["o2"].dtype == torch.float32
+    m1, v = 0.9 * g1 + 0.9 * g2, 0.999 * g1**2 + 0.999 * g2**2
+    w1 = w0 - ns(0.9 * g1) / ((0.999 * g1**2).sqrt() + 1.0)
+    expected = w1 - (ns(m1) + 0.5 * o2) / (v.sqrt() + 1.0)
+    torch.testing.assert_close(w.detach(), expected, rtol=0, atol=1e-6)
+
+
+def _message(call) -> str:
+    with pytest.raises(ValueError) as caught:
+        call()
+    return str(caught.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Hyper-parameter checks; Eq. 33 — the gradients an optimizer steps on
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 38)
+def test_learning_rate_refuses_bools_and_non_finite_numbers():
+    w, g, eye = _randn(2, 3, seed=300), _randn(2, 3, seed=301), torch.eye(2, dtype=F64)
+    for lr, shown in [(True, "True"), (math.inf, "inf"), (-math.inf, "-inf"), (math.nan, "nan")]:
+        message = _message(lambda lr=lr: preconditioned_gd_step(w, g, eye, lr))
+        assert message == f"lr must be a finite float >= 0, got {shown}"
+
+
+@pytest.mark.equation("nl", 33)
+def test_momentum_steps_the_parameters_after_one_without_gradient():
+    # a has no gradient and stays; b: m = −0.5 g, b = b₀ − 0.5 g
+    a, b = _param(_randn(2, seed=302)), _param(_randn(3, seed=303))
+    a0, b0, g = a.detach().clone(), b.detach().clone(), _randn(3, seed=304)
+    opt = MomentumGD([a, b], lr=0.5, alpha=0.9)
+    b.grad = g.clone()
+    opt.step()
+    torch.testing.assert_close(a.detach(), a0, rtol=0, atol=0)
+    torch.testing.assert_close(b.detach(), b0 - 0.5 * g, rtol=0, atol=1e-15)
+    torch.testing.assert_close(opt.state[b]["momentum"], -0.5 * g, rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("nl", 33)
+def test_momentum_refuses_sparse_gradients_naming_the_optimizer():
+    w = _param(torch.zeros(3, 2, dtype=F64))
+    w.grad = torch.ones(3, 2, dtype=F64).to_sparse()
+    with pytest.raises(RuntimeError) as caught:
+        MomentumGD([w]).step()
+    assert str(caught.value) == "MomentumGD does not support sparse gradients"
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 35, 37 — generalised momentum; Eq. 38–39, 47 — preconditioning
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 35)
+@pytest.mark.equation("nl", 37)
+def test_generalized_momentum_default_alpha_is_one_the_undecayed_step():
+    # α = 1 by default: m' = m − 0.25 (m k − v) kᵀ, W' = W + m'
+    w = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=F64)
+    m = torch.tensor([[0.5, -1.0], [2.0, 1.0]], dtype=F64)
+    k, v = torch.tensor([1.0, 2.0], dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    # m k = (0.5 − 2, 2 + 2) = (−1.5, 4); m k − v = (−1.5, 3); (m k − v) kᵀ = [[−1.5, −3], [3, 6]]
+    expected_m = torch.tensor([[0.5 + 0.375, -1.0 + 0.75], [2.0 - 0.75, 1.0 - 1.5]], dtype=F64)
+    new_w, new_m = generalized_momentum_step(w, m, L2RegressionObjective(), k[None], v[None], lr=0.25)
+    torch.testing.assert_close(new_m, expected_m, rtol=0, atol=1e-15)
+    torch.testing.assert_close(new_w, w + expected_m, rtol=0, atol=1e-15)
+    # α = 1 given explicitly is accepted and is the same step
+    again_w, again_m = generalized_momentum_step(
+        w, m, L2RegressionObjective(), k[None], v[None], lr=0.25, alpha=1.0
+    )
+    torch.testing.assert_close(again_m, expected_m, rtol=0, atol=1e-15)
+    torch.testing.assert_close(again_w, w + expected_m, rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("nl", 35)
+@pytest.mark.equation("nl", 37)
+def test_generalized_momentum_error_messages():
+    w, k, v = _randn(2, 3, seed=305), _randn(1, 3, seed=306), _randn(1, 2, seed=307)
+    objective = L2RegressionObjective()
+    message = _message(lambda: generalized_momentum_step(w, w, objective, k, v, lr=0.1, alpha=1.5))
+    assert message == "alpha must be in [0, 1], got 1.5"
+    message = _message(lambda: generalized_momentum_step(w, w, objective, k, v, lr=-0.1, alpha=0.5))
+    assert message == "lr must be a finite float >= 0, got -0.1"
+
+
+@pytest.mark.equation("nl", 38)
+def test_preconditioned_gd_error_messages():
+    w, g = _randn(2, 3, seed=308), _randn(2, 3, seed=309)
+    message = _message(lambda: preconditioned_gd_step(w, g, torch.eye(2, dtype=F64), -0.5))
+    assert message == "lr must be a finite float >= 0, got -0.5"
+    message = _message(lambda: preconditioned_gd_step(w, g, torch.eye(3, dtype=F64), 0.5))
+    assert message == "a matrix preconditioner must be (d_out, d_out) = (2, 2)"
+
+
+@pytest.mark.equation("nl", 47)
+def test_preconditioned_momentum_error_messages():
+    w, g, eye = _randn(2, 3, seed=310), _randn(2, 3, seed=311), torch.eye(2, dtype=F64)
+    message = _message(lambda: preconditioned_momentum_step(w, w, g, eye, 0.1, alpha=1.25))
+    assert message == "alpha must be in [0, 1], got 1.25"
+    message = _message(lambda: preconditioned_momentum_step(w, w, g, eye, -2.0, alpha=0.5))
+    assert message == "lr must be a finite float >= 0, got -2.0"
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 57 and Appendix C, Eq. 114–121 — shape and step checks, dtype and device
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 57)
+def test_dgd_step_error_messages():
+    w, x = _randn(2, 3, seed=312), _randn(3, seed=313)
+    message = _message(lambda: dgd_step(_randn(3, seed=314), x, _randn(2, seed=315), 0.1))
+    assert message == "weight must be (d_out, d_in), got shape (3,)"
+    message = _message(lambda: dgd_step(w, x, _randn(3, seed=316), 0.1))
+    assert message == "lss must be (d_out=2,), got shape (3,)"
+
+
+@pytest.mark.equation("nl", 114)
+def test_first_order_residual_error_messages():
+    w, x, g = _randn(2, 3, seed=317), _randn(3, seed=318), _randn(2, seed=319)
+    message = _message(lambda: dgd_first_order_residual(w, w, x, _randn(4, seed=320), 0.5))
+    assert message == "target must be (d_out=2,), got shape (4,)"
+    message = _message(lambda: dgd_first_order_residual(w, w, x, g, 0.0))
+    assert message == "eta must be a finite float > 0, got 0.0"
+
+
+@pytest.mark.equation("nl", 115)
+def test_normal_equations_error_messages():
+    w, x, g = _randn(2, 3, seed=321), _randn(3, seed=322), _randn(2, seed=323)
+    message = _message(lambda: dgd_normal_equations(w, x, _randn(1, seed=324), 0.5))
+    assert message == "target must be (d_out=2,), got shape (1,)"
+    message = _message(lambda: dgd_normal_equations(w, x, g, -1.0))
+    assert message == "eta must be a finite float > 0, got -1.0"
+
+
+@pytest.mark.equation("nl", 115)
+def test_normal_equations_stay_on_the_inputs_device_under_another_default_device():
+    # A = x xᵀ + η I, B = g xᵀ + η W with x = (1, 2), g = (3,), W = [[1, −1]], η = 0.5
+    w = torch.tensor([[1.0, -1.0]], dtype=F64)
+    x, g = torch.tensor([1.0, 2.0], dtype=F64), torch.tensor([3.0], dtype=F64)
+    with torch.device("meta"):  # a user's torch.set_default_device must not move the identity
+        system, rhs = dgd_normal_equations(w, x, g, 0.5)
+    assert system.device == x.device and rhs.device == x.device
+    torch.testing.assert_close(system, torch.tensor([[1.5, 2.0], [2.0, 4.5]], dtype=F64), rtol=0, atol=0)
+    torch.testing.assert_close(rhs, torch.tensor([[3.5, 5.5]], dtype=F64), rtol=0, atol=0)
+
+
+@pytest.mark.equation("nl", 117)
+def test_sherman_morrison_inverse_refuses_a_non_positive_eta():
+    assert _message(lambda: sherman_morrison_inverse(_randn(3, seed=325), 0.0)) == (
+        "eta must be a finite float > 0, got 0.0"
+    )
+
+
+@pytest.mark.equation("nl", 117)
+def test_sherman_morrison_inverse_keeps_the_inputs_dtype_and_device():
+    # x = (1, 2), η = 0.5: λ² + η = 5.5, (I − x xᵀ/5.5)/0.5 = [[2 − 2/5.5, −4/5.5], [−4/5.5, 2 − 8/5.5]]
+    expected = torch.tensor([[2 - 2 / 5.5, -4 / 5.5], [-4 / 5.5, 2 - 8 / 5.5]], dtype=F64)
+    half = sherman_morrison_inverse(torch.tensor([1.0, 2.0], dtype=torch.float16), 0.5)
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.double(), expected, rtol=0, atol=2e-3)
+    x = torch.tensor([1.0, 2.0], dtype=F64)
+    with torch.device("meta"):  # a user's torch.set_default_device must not move the identity
+        got = sherman_morrison_inverse(x, 0.5)
+    assert got.device == x.device and got.dtype == F64
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("nl", 118)
+def test_appendix_c_form_error_messages():
+    w, x, g = _randn(3, 2, seed=326), _randn(2, seed=327), _randn(3, seed=328)
+    message = _message(lambda: dgd_appendix_c_form(w, x, _randn(2, seed=329), 0.5, "final"))
+    assert message == "target must be (d_out=3,), got shape (2,)"
+    message = _message(lambda: dgd_appendix_c_form(w, x, g, math.inf, "final"))
+    assert message == "eta must be a finite float > 0, got inf"
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 51 — the (d_out, d_in) view of the momentum state, preconditioner maps
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 51)
+def test_feature_map_momentum_steps_a_scalar_parameter():
+    # a 0-d parameter is a (1, 1) matrix: m₁ = −0.1·2 = −0.2, p₁ = 1.3;
+    # m₂ = 0.5·(−0.2) − 0.1·(−4) = 0.3, p₂ = 1.6
+    p = _param(torch.tensor(1.5, dtype=F64))
+    opt = FeatureMapMomentum([p], lr=0.1, alpha=0.5)
+    p.grad = torch.tensor(2.0, dtype=F64)
+    opt.step()
+    torch.testing.assert_close(p.detach(), torch.tensor(1.3, dtype=F64), rtol=0, atol=1e-15)
+    p.grad = torch.tensor(-4.0, dtype=F64)
+    opt.step()
+    torch.testing.assert_close(p.detach(), torch.tensor(1.6, dtype=F64), rtol=0, atol=1e-15)
+    torch.testing.assert_close(opt.state[p]["momentum"], torch.tensor(0.3, dtype=F64), rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("nl", 51)
+def test_feature_map_momentum_moves_a_non_contiguous_parameter():
+    # a permuted rank-3 parameter: the momentum must be updated through its (d_out, -1) view,
+    # m₁ = −0.2 g₁, p₁ = p₀ − 0.2 g₁; m₂ = 0.5 m₁ − 0.2 g₂, p₂ = p₁ + m₂
+    p = torch.nn.Parameter(_randn(2, 2, 3, seed=330).permute(0, 2, 1))
+    assert not p.is_contiguous()
+    p0, g1, g2 = p.detach().clone(), _randn(2, 3, 2, seed=331), _randn(2, 3, 2, seed=332)
+    opt = FeatureMapMomentum([p], lr=0.2, alpha=0.5)
+    p.grad = g1.clone()
+    opt.step()
+    torch.testing.assert_close(p.detach(), p0 - 0.2 * g1, rtol=0, atol=1e-15)
+    p.grad = g2.clone()
+    opt.step()
+    m2 = 0.5 * (-0.2 * g1) - 0.2 * g2
+    torch.testing.assert_close(p.detach(), p0 - 0.2 * g1 + m2, rtol=0, atol=1e-14)
+    torch.testing.assert_close(opt.state[p]["momentum"], m2, rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("nl", 51)
+def test_feature_map_momentum_accepts_a_callable_preconditioner():
+    # P g = 3 g: m₁ = −0.1·3 g, p₁ = p₀ − 0.3 g
+    p = _param(_randn(2, 3, seed=333))
+    p0, g = p.detach().clone(), _randn(2, 3, seed=334)
+    opt = FeatureMapMomentum([p], lr=0.1, alpha=0.9, precondition=lambda grad: 3 * grad)
+    p.grad = g.clone()
+    opt.step()
+    torch.testing.assert_close(p.detach(), p0 - 0.3 * g, rtol=0, atol=1e-15)
+
+
+def _proximal_residual(w_new, w0, grad, keys, lr, scale=1.0):
+    """∇ of ⟨G, W⟩ + (scale/2) Σ_j ‖W x_j‖² + ‖W − W₀‖²/(2η) at ``w_new``, by autograd: zero at the argmin.
+
+    Its stationary point is W(I + η·scale·Σ x xᵀ) = W₀ − ηG, the proximal step of Eq. 56 (u_j = −∇_{y_j}L
+    makes −Σ u_j x_jᵀ = G), so the residual vanishes exactly at the optimizer's step.
+    """
+    objective = lambda m: (  # noqa: E731
+        (grad * m).sum() + 0.5 * scale * ((keys @ m.T) ** 2).sum() + ((m - w0) ** 2).sum() / (2 * lr)
+    )
+    return _autograd(objective, w_new)
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 56–57 — DeltaGradientDescent: recorded inputs, zero_grad, defaults, messages, dtype and device
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 56)
+def test_dgd_sums_the_inputs_of_several_forwards_into_one_proximal_step():
+    # two forwards of one input each before the step: Σ_j x_j x_jᵀ has rank 2 and N = 2, so the step is
+    # the solve W(I + η(x₁x₁ᵀ + x₂x₂ᵀ)) = W₀ − ηG; the bias sees the input 1 twice: c = (b₀ − ηg_b)/(1 + 2η)
+    torch.manual_seed(4)
+    layer = torch.nn.Linear(4, 3).double()
+    opt = DeltaGradientDescent(layer.parameters(), lr=0.3)
+    opt.track(layer)
+    w0, b0 = layer.weight.detach().clone(), layer.bias.detach().clone()
+    x1, x2, y1, y2 = _randn(4, seed=70), _randn(4, seed=71), _randn(3, seed=72), _randn(3, seed=73)
+    opt.zero_grad()
+    loss = 0.5 * ((layer(x1) - y1) ** 2).sum() + 0.5 * ((layer(x2) - y2) ** 2).sum()
+    loss.backward()
+    g_w, g_b = layer.weight.grad.clone(), layer.bias.grad.clone()
+    opt.step()
+    keys = torch.stack([x1, x2])
+    residual = _proximal_residual(layer.weight.detach(), w0, g_w, keys, 0.3)
+    torch.testing.assert_close(residual, torch.zeros(3, 4, dtype=F64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(layer.bias.detach(), (b0 - 0.3 * g_b) / 1.6, rtol=0, atol=1e-14)
+    # the rank-1 Sherman–Morrison step with ‖x₁‖² + ‖x₂‖² would not solve this system
+    trace = (keys**2).sum()
+    rank_one = w0 - 0.3 / (1 + 0.3 * trace) * (w0 @ keys.T @ keys + g_w)
+    assert (rank_one - layer.weight.detach()).abs().max() > 1e-3
+
+
+@pytest.mark.equation("nl", 56)
+def test_dgd_zero_grad_clears_the_gradients_and_the_recorded_inputs():
+    # gram="mean": inputs recorded before zero_grad must not count, neither in Σ x xᵀ nor in N
+    torch.manual_seed(5)
+    layer = torch.nn.Linear(4, 3, bias=False).double()
+    free = _param(torch.tensor([1.0, -2.0], dtype=F64))
+    opt = DeltaGradientDescent(
+        [{"params": layer.parameters()}, {"params": [free], "delta": False}], lr=0.3, gram="mean"
+    )
+    opt.track(layer)
+    layer(_randn(3, 4, seed=74)).sum().backward()  # recorded: three inputs, then forgotten
+    free.grad = torch.ones(2, dtype=F64)
+    opt.zero_grad()
+    assert layer.weight.grad is None and free.grad is None  # set_to_none=True by default
+    x, y = _randn(2, 4, seed=75), _randn(2, 3, seed=76)
+    w0 = layer.weight.detach().clone()
+    (0.5 * ((layer(x) - y) ** 2).sum(-1)).mean().backward()
+    free.grad = torch.tensor([4.0, 0.5], dtype=F64)
+    g_w = layer.weight.grad.clone()
+    opt.step()
+    # mean objective over the N = 2 inputs seen since zero_grad: W(I + (η/2) Σ x xᵀ) = W₀ − ηG
+    residual = _proximal_residual(layer.weight.detach(), w0, g_w, x, 0.3, scale=0.5)
+    torch.testing.assert_close(residual, torch.zeros(3, 4, dtype=F64), rtol=0, atol=1e-12)
+    # plain GD for the delta=False group: [1 − 0.3·4, −2 − 0.3·0.5] = [−0.2, −2.15]
+    torch.testing.assert_close(free.detach(), torch.tensor([-0.2, -2.15], dtype=F64), rtol=0, atol=1e-15)
+    # after the step nothing is recorded: zero_grad still works, and explicit set_to_none=False zeros
+    layer(x).sum().backward()
+    opt.zero_grad(set_to_none=False)
+    assert torch.equal(layer.weight.grad, torch.zeros(3, 4, dtype=F64))
+    opt.zero_grad()
+    assert layer.weight.grad is None
+    assert all("key_gram" not in s and "key_rows" not in s for s in opt.state.values())
+
+
+@pytest.mark.equation("nl", 56)
+def test_dgd_default_learning_rate_is_one_hundredth():
+    free = _param(torch.tensor([1.0, -2.0], dtype=F64))
+    opt = DeltaGradientDescent([{"params": [free], "delta": False}])
+    free.grad = torch.tensor([4.0, 0.5], dtype=F64)
+    opt.step()
+    # [1 − 0.01·4, −2 − 0.01·0.5] = [0.96, −2.005]
+    torch.testing.assert_close(free.detach(), torch.tensor([0.96, -2.005], dtype=F64), rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("nl", 56)
+def test_dgd_error_messages_in_full():
+    layer = torch.nn.Linear(3, 2).double()
+    opt = DeltaGradientDescent(layer.parameters(), lr=0.1)
+    layer(_randn(3, seed=77)).sum().backward()
+    with pytest.raises(ValueError) as caught:
+        opt.step()
+    assert str(caught.value) == (
+        "DeltaGradientDescent has no recorded input for a parameter of shape (2, 3): "
+        "call track(module) on its nn.Linear, or put it in a group with delta=False"
+    )
+    with pytest.raises(TypeError) as type_caught:
+        opt.track(torch.nn.ReLU())
+    assert str(type_caught.value) == "track needs an nn.Linear, got ReLU"
+    with pytest.raises(ValueError) as caught:
+        DeltaGradientDescent(layer.parameters(), lr=-0.5)
+    assert str(caught.value) == "lr must be a finite float >= 0, got -0.5"
+
+
+@pytest.mark.equation("nl", 56)
+def test_dgd_batch_step_keeps_a_float32_layer_under_a_float64_default_dtype():
+    # the identity of I + ηΣ x xᵀ takes the Gram matrix's dtype, not the global default
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        layer = torch.nn.Linear(4, 3, bias=False, dtype=torch.float32)
+        with torch.no_grad():
+            layer.weight.copy_(_randn(3, 4, seed=78, dtype=torch.float32))
+        opt = DeltaGradientDescent(layer.parameters(), lr=0.3)
+        opt.track(layer)
+        w0 = layer.weight.detach().double()
+        x, y = _randn(2, 4, seed=79, dtype=torch.float32), _randn(2, 3, seed=80, dtype=torch.float32)
+        opt.zero_grad()
+        (0.5 * ((layer(x) - y) ** 2).sum()).backward()
+        g_w = layer.weight.grad.double()
+        opt.step()
+    finally:
+        torch.set_default_dtype(previous)
+    assert layer.weight.dtype == torch.float32
+    residual = _proximal_residual(layer.weight.detach().double(), w0, g_w, x.double(), 0.3)
+    torch.testing.assert_close(residual, torch.zeros(3, 4, dtype=F64), rtol=0, atol=1e-5)
+
+
+@pytest.mark.equation("nl", 56)
+def test_dgd_batch_step_builds_its_system_on_the_parameters_device():
+    # a layer off the CPU (the meta device stands in for an accelerator): the solve stays on its device
+    layer = torch.nn.Linear(4, 3, device="meta", dtype=F64)
+    opt = DeltaGradientDescent(layer.parameters(), lr=0.3)
+    opt.track(layer)
+    opt.zero_grad()
+    layer(torch.zeros(2, 4, device="meta", dtype=F64)).sum().backward()
+    opt.step()
+    assert layer.weight.device.type == "meta" and layer.bias.device.type == "meta"
+    assert layer.weight.shape == (3, 4)
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 48–52 — default learning rates and decay
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 49)
+def test_delta_momentum_default_learning_rate_is_one_thousandth():
+    # first step from m = 0: the correction m gᵀg vanishes, m₁ = −0.001 g
+    w0, g = _randn(3, 4, seed=81), _randn(3, 4, seed=82)
+    p = _param(w0)
+    _run(DeltaMomentum([p]), [p], [[g]])
+    torch.testing.assert_close(p.detach(), w0 - 0.001 * g, rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("nl", 51)
+def test_feature_map_momentum_default_learning_rate_is_one_thousandth():
+    w0, g = _randn(3, 4, seed=83), _randn(3, 4, seed=84)
+    p = _param(w0)
+    _run(FeatureMapMomentum([p]), [p], [[g]])
+    torch.testing.assert_close(p.detach(), w0 - 0.001 * g, rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("nl", 52)
+def test_nonlinear_output_momentum_default_learning_rate_and_decay():
+    # σ = identity and the default linear memory: m₁ = −0.001 g₁, m₂ = 0.9 m₁ − 0.001 g₂, W = W₀ + m₁ + m₂
+    w0, g1, g2 = _randn(3, 4, seed=85), _randn(3, 4, seed=86), _randn(3, 4, seed=87)
+    p = _param(w0)
+    _run(NonlinearOutputMomentum([p], output_fn=lambda m: m), [p], [[g1], [g2]])
+    m1 = -0.001 * g1
+    m2 = 0.9 * m1 - 0.001 * g2
+    torch.testing.assert_close(p.detach(), w0 + m1 + m2, rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("nl", 50)
+def test_dmgd_default_learning_rate_with_a_linear_memory():
+    w0, g1, g2 = _randn(3, 4, seed=88), _randn(3, 4, seed=89), _randn(3, 4, seed=90)
+    p = _param(w0)
+    _run(DeepMomentumGD([p], hidden=0), [p], [[g1], [g2]])
+    m1 = -0.001 * g1
+    m2 = 0.9 * m1 - 0.001 * g2
+    torch.testing.assert_close(p.detach(), w0 + m1 + m2, rtol=0, atol=1e-15)
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 50 — the memory's W₁: init_scale · N(0, 1/d_in), float64 draw seeded by seed · 1 000 003 + position
+# --------------------------------------------------------------------------------------------------
+
+
+def _w1_draw(hidden: int, d_in: int, seed: int, init_scale: float = 1.0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return init_scale / math.sqrt(d_in) * torch.randn(hidden, d_in, generator=generator, dtype=F64)
+
+
+@pytest.mark.equation("nl", 50)
+def test_dmgd_default_memory_has_sixteen_hidden_units_drawn_from_seed_zero():
+    # α = 1 and W₂ = 0 at the first step: ∇W₁ = (W₂ᵀu) ⊙ (1 − H²) = 0, so W₁ keeps its initial draw
+    p = _param(_randn(3, 4, seed=91))
+    opt = DeepMomentumGD([p], alpha=1.0)
+    _run(opt, [p], [[_randn(3, 4, seed=92)]])
+    assert opt.state[p]["w1"].shape == (16, 4)
+    torch.testing.assert_close(opt.state[p]["w1"], _w1_draw(16, 4, seed=0), rtol=0, atol=0)
+
+
+@pytest.mark.equation("nl", 52)
+def test_nonlinear_output_momentum_default_seed_is_zero():
+    p = _param(_randn(3, 9, seed=93))
+    opt = NonlinearOutputMomentum([p], alpha=1.0, hidden=2, output_fn=torch.tanh)
+    _run(opt, [p], [[_randn(3, 9, seed=94)]])
+    torch.testing.assert_close(opt.state[p]["w1"], _w1_draw(2, 9, seed=0), rtol=0, atol=0)
+
+
+@pytest.mark.equation("nl", 50)
+def test_dmgd_memory_initialisation_per_parameter_position_seed_and_scale():
+    # three parameters over two groups, positions 0, 1, 2; d_in = 4, 9 and 1 (a vector is one column);
+    # scale init_scale/√d_in = 0.375, 0.25, 0.75 — the float64 draw of seed·1 000 003 + position
+    shapes = [(3, 4), (2, 9), (5,)]
+    params = [_param(_randn(*s, seed=95 + i)) for i, s in enumerate(shapes)]
+    opt = DeepMomentumGD(
+        [{"params": params[:2]}, {"params": params[2:]}], alpha=1.0, hidden=3, init_scale=0.75, seed=2
+    )
+    _run(opt, params, [[_randn(*s, seed=98 + i) for i, s in enumerate(shapes)]])
+    for position, (p, d_in) in enumerate(zip(params, [4, 9, 1], strict=True)):
+        expected = _w1_draw(3, d_in, seed=2 * 1_000_003 + position, init_scale=0.75)
+        torch.testing.assert_close(opt.state[p]["w1"], expected, rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("nl", 50)
+def test_dmgd_memory_of_a_float32_parameter_is_float32():
+    # W₁ is drawn in float64 then cast to the parameter's dtype; the step runs in float32 throughout
+    w0, g = _randn(3, 4, seed=101, dtype=torch.float32), _randn(3, 4, seed=102, dtype=torch.float32)
+    p = _param(w0)
+    opt = DeepMomentumGD([p], lr=0.1, alpha=1.0, hidden=3)
+    _run(opt, [p], [[g]])
+    assert all(opt.state[p][n].dtype == torch.float32 for n in ("linear", "w1", "b1", "w2"))
+    torch.testing.assert_close(opt.state[p]["w1"], _w1_draw(3, 4, seed=0).float(), rtol=0, atol=0)
+    # step 1 by hand: A = −ηu, W₂ = −ηu Hᵀ with H = tanh(W₁), b₁ = 0; W ← W₀ + A + W₂ H
+    h = torch.tanh(_w1_draw(3, 4, seed=0))
+    update = -0.1 * g.double() - 0.1 * g.double() @ h.T @ h
+    torch.testing.assert_close(p.detach().double(), w0.double() + update, rtol=0, atol=1e-5)
+
+
+@pytest.mark.equation("nl", 50)
+def test_dmgd_memory_lives_on_the_parameters_device():
+    # a parameter off the CPU (meta stands in for an accelerator): W₁, drawn on the CPU, is moved to it
+    p = torch.nn.Parameter(torch.zeros(3, 4, device="meta", dtype=F64))
+    opt = DeepMomentumGD([p], hidden=3)
+    p.grad = torch.zeros(3, 4, device="meta", dtype=F64)
+    opt.step()
+    assert all(opt.state[p][n].device.type == "meta" for n in ("linear", "w1", "b1", "w2"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 52 — the Newton–Schulz output: its norm floor and its message
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 52)
+def test_newton_schulz_output_divides_by_the_norm_floored_at_ns_eps():
+    # ‖m‖ < ns_eps = 10: X₀ = m/10 (not m/‖m‖), one cubic step X₁ = 1.5 X₀ − 0.5 X₀X₀ᵀX₀, W = W₀ + X₁
+    w0, g = _randn(3, 4, seed=103), _randn(3, 4, seed=104)
+    p = _param(w0)
+    opt = NonlinearOutputMomentum([p], lr=0.1, alpha=0.5, ns_steps=1, ns_coefficients=NS_CUBIC, ns_eps=10.0)
+    _run(opt, [p], [[g]])
+    m = -0.1 * g
+    assert m.norm() < 10
+    x0 = m / 10
+    x1 = 1.5 * x0 - 0.5 * x0 @ x0.T @ x0
+    torch.testing.assert_close(p.detach(), w0 + x1, rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("nl", 52)
+def test_nonlinear_output_momentum_ns_eps_message_in_full():
+    with pytest.raises(ValueError) as caught:
+        NonlinearOutputMomentum([_param(torch.zeros(2, 2))], ns_eps=0.0)
+    assert str(caught.value) == "ns_eps must be a finite float > 0, got 0.0"

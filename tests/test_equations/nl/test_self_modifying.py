@@ -6,6 +6,8 @@ losses written here, and from NL part 1's ``dgd_step``; the chunk-parallel modul
 its own token-by-token reference (outputs, final states, outer gradients). float64 throughout.
 """
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -50,8 +52,10 @@ def _unit(z: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-def _hand_loop(module: SelfModifyingTitans, x: torch.Tensor, rule: str = "dgd"):
-    """Eq. 83–88 (Eq. 90's chunk snapshots) for linear memories, one sequence at a time, ``M z`` reads."""
+def _hand_loop(module: SelfModifyingTitans, x: torch.Tensor, rule: str = "dgd", chunks: dict | None = None):
+    """Eq. 83–88 (Eq. 90's chunk snapshots) for linear memories, one sequence at a time, ``M z`` reads.
+    ``chunks``: the chunk size of every memory given by hand (default: the module's ``chunk_of``)."""
+    chunk_of = module.chunk_of if chunks is None else chunks.__getitem__
     eye = torch.eye(DIM, dtype=F64)
     w_q = module.to_q.weight.detach()
     (w_eta, b_eta), (w_alpha, b_alpha) = (
@@ -62,7 +66,7 @@ def _hand_loop(module: SelfModifyingTitans, x: torch.Tensor, rule: str = "dgd"):
         mem = {n: module.initial[f"{n}_0"].detach().T.clone() for n in module.names}
         snap, ys = dict(mem), []
         for t in range(x.shape[1]):
-            snap = {n: mem[n] if t % module.chunk_of(n) == 0 else snap[n] for n in module.names}
+            snap = {n: mem[n] if t % chunk_of(n) == 0 else snap[n] for n in module.names}
             x_t = x[b, t]
             k, v, q = _unit(snap["k"] @ x_t), snap["v"] @ x_t, _unit(w_q @ x_t)
             eta = torch.sigmoid(w_eta @ (snap["eta"] @ x_t) + b_eta)
@@ -466,3 +470,431 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="rule"):
         self_modifying_step((torch.zeros(1, 2, 2),), (torch.zeros(1, 2, 2),), torch.zeros(1, 2),
                             torch.zeros(1), torch.ones(1), rule="sgd")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"dim": 0}, ValueError, "dim must be an int >= 1, got 0"),
+        ({"hidden": 0}, ValueError, "hidden must be an int >= 1, got 0"),
+        ({"memory": "deep"}, ValueError, "memory must be one of ('residual_mlp', 'linear'), got 'deep'"),
+        ({"chunk_size": 0}, ValueError, "chunk_size must be an int >= 1, got 0"),
+        # 0 is read as "not given" (other_chunk_size or chunk_size), so the check sees -1 / a float
+        ({"other_chunk_size": -1}, ValueError, "other_chunk_size must be an int >= 1, got -1"),
+        ({"other_chunk_size": 2.0}, TypeError, "other_chunk_size must be an int >= 1, got float"),
+        (
+            {"chunk_size": 2, "other_chunk_size": 3},
+            ValueError,
+            "chunk_size (2) and other_chunk_size (3) must divide one another",
+        ),
+        ({"values": "none"}, ValueError, "values must be one of ('generated', 'shared'), got 'none'"),
+        ({"objective": "l1"}, ValueError, "objective must be one of ('l2', 'dot'), got 'l1'"),
+        ({"rule": "adam"}, ValueError, "rule must be one of ('dgd', 'gd'), got 'adam'"),
+        ({"activation": "relu"}, ValueError, "activation must be one of ('silu', 'gelu'), got 'relu'"),
+    ],
+)
+def test_bad_configurations_raise_the_exact_message(kwargs, error, message):
+    kwargs = {"dim": DIM, **kwargs}
+    with pytest.raises(error) as caught:
+        SelfModifyingTitans(**kwargs)
+    assert str(caught.value) == message
+
+
+def test_bad_inputs_raise_the_exact_message():
+    module = _module()
+    for bad, shown in (
+        (torch.zeros(2, 3, DIM + 1, dtype=F64), "(2, 3, 5)"),  # wrong width
+        (torch.zeros(3, DIM, dtype=F64), "(3, 4)"),  # right width, but no time axis
+        ([[0.0] * DIM], "list"),  # not a tensor
+    ):
+        with pytest.raises(ValueError) as caught:
+            module(bad)
+        assert str(caught.value) == f"x must be (batch, T, dim=4), got {shown}"
+    for bad_batch, error, message in (
+        (0, ValueError, "batch_size must be an int >= 1, got 0"),
+        (2.0, TypeError, "batch_size must be an int >= 1, got float"),
+    ):
+        with pytest.raises(error) as caught:
+            module.init_state(bad_batch)
+        assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("memory", ["linear", "residual_mlp"])
+def test_batch_mismatch_message_names_both_batches_and_a_matching_state_is_accepted(memory):
+    # a linear memory has one weight per state: the batch is read from the first (and only) one
+    module = _module(memory=memory)
+    x = _randn(2, 5, DIM, seed=50, scale=0.5)
+    with pytest.raises(ValueError) as caught:
+        module(torch.zeros(3, 5, DIM, dtype=F64), module.init_state(2, dtype=F64))
+    assert str(caught.value) == "state holds batch 2, x has 3"
+    y, state = module(x)
+    y1, s1 = module(x[:, :2])
+    y2, s2 = module(x[:, 2:], s1)
+    torch.testing.assert_close(torch.cat([y1, y2], 1), y, rtol=1e-12, atol=1e-13)
+    assert s2.position == state.position == 5
+
+
+def test_a_fresh_state_takes_the_dtype_and_device_of_x():
+    module = _module()  # float64 parameters
+    state = module.check_input(torch.zeros(2, 3, DIM, dtype=torch.float32), None)
+    assert state.position == 0
+    for d in (state.current, state.snapshot):
+        for ws in d.values():
+            assert all(w.dtype == torch.float32 and w.shape[0] == 2 for w in ws)
+    meta = module.check_input(torch.zeros(2, 3, DIM, dtype=F64, device="meta"), None)
+    for ws in meta.current.values():
+        assert all(w.device.type == "meta" and w.dtype == F64 for w in ws)
+
+
+@pytest.mark.equation("nl", 90)
+@pytest.mark.parametrize(("chunk", "other"), [(4, 1), (1, 3), (2, 4)])
+def test_main_memory_uses_chunk_size_and_the_others_other_chunk_size(chunk, other):
+    module = _module(memory="linear", chunk_size=chunk, other_chunk_size=other)
+    assert module.chunk_of("memory") == chunk
+    assert all(module.chunk_of(n) == other for n in ("k", "v", "eta", "alpha"))
+    x = _randn(2, 9, DIM, seed=51, scale=0.5)
+    chunks = {n: other for n in module.names} | {"memory": chunk}
+    want_y, want_states = _hand_loop(module, x, chunks=chunks)
+    y, state = module(x)
+    torch.testing.assert_close(y, want_y, rtol=1e-12, atol=1e-12)
+    for name in module.names:
+        torch.testing.assert_close(state.current[name][0], want_states[name], rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.equation("nl", 86)
+@pytest.mark.equation("nl", 88)
+def test_default_is_token_by_token():
+    torch.manual_seed(0)
+    module = SelfModifyingTitans(DIM, memory="linear").double()
+    assert module.chunk_size == module.other_chunk_size == 1
+    x = _randn(2, 5, DIM, seed=52, scale=0.5)
+    want_y, want_states = _hand_loop(module, x, chunks=dict.fromkeys(module.names, 1))
+    y, state = module(x)
+    torch.testing.assert_close(y, want_y, rtol=1e-12, atol=1e-12)
+    for name in module.names:
+        torch.testing.assert_close(state.current[name][0], want_states[name], rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.equation("nl", 88)
+@pytest.mark.equation("nl", 90)
+def test_chunked_gd_rule_has_no_key_decay_as_the_loop_written_out():
+    module = _module(memory="linear", rule="gd", chunk_size=2, other_chunk_size=4)
+    x = _randn(2, 9, DIM, seed=53, scale=0.5)
+    want_y, want_states = _hand_loop(module, x, "gd")
+    y, state = module(x)
+    torch.testing.assert_close(y, want_y, rtol=1e-12, atol=1e-12)
+    for name in module.names:
+        torch.testing.assert_close(state.current[name][0], want_states[name], rtol=1e-11, atol=1e-12)
+
+
+def _gelu(z: torch.Tensor) -> torch.Tensor:
+    return 0.5 * z * (1 + torch.erf(z / math.sqrt(2)))
+
+
+@pytest.mark.equation("nl", 86)
+@pytest.mark.equation("nl", 88)
+@pytest.mark.equation("nl", 89)
+def test_gelu_residual_memories_token_by_token_equal_the_loop_written_out():
+    module = _module(activation="gelu")
+    x = _randn(2, 3, DIM, seed=54, scale=0.5)
+
+    def mlp(z, w_in, w_out):  # Eq. 89 in the row convention, σ = exact GELU
+        return z + _gelu(z @ w_in) @ w_out
+
+    w_q = module.to_q.weight.detach()
+    (w_eta, b_eta), (w_alpha, b_alpha) = (
+        (r.weight.detach()[0], r.bias.detach()[0]) for r in (module.eta_readout, module.alpha_readout)
+    )
+    eye = torch.eye(DIM, dtype=F64)
+    for b in range(x.shape[0]):
+        mem = {n: tuple(module.initial[f"{n}_{i}"].detach().clone() for i in range(2)) for n in module.names}
+        ys = []
+        for t in range(x.shape[1]):
+            x_t = x[b, t]
+            k, v, q = _unit(mlp(x_t, *mem["k"])), mlp(x_t, *mem["v"]), _unit(w_q @ x_t)
+            eta = torch.sigmoid(w_eta @ mlp(x_t, *mem["eta"]) + b_eta)
+            alpha = torch.sigmoid(w_alpha @ mlp(x_t, *mem["alpha"]) + b_alpha)
+            ys.append(mlp(q, *mem["memory"]))
+            new = {}
+            for n in module.names:
+                v_hat = mlp(v, *mem[n])
+                leaves = tuple(w.clone().requires_grad_(True) for w in mem[n])
+                g_in, g_out = torch.autograd.grad(0.5 * ((mlp(k, *leaves) - v_hat) ** 2).sum(), leaves)
+                w_in, w_out = mem[n]
+                decay = alpha * eye - eta * torch.outer(k, k)
+                new[n] = (decay @ w_in - eta * g_in, alpha * w_out - eta * g_out)
+            mem = new
+        y, state = module(x)
+        torch.testing.assert_close(y[b], torch.stack(ys), rtol=1e-12, atol=1e-12)
+        for n in module.names:
+            for got, want in zip(state.current[n], mem[n], strict=True):
+                torch.testing.assert_close(got[b], want, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.equation("nl", 83)
+def test_adaptive_q_makes_the_query_a_memory_read():
+    module = _module(adaptive_q=True)
+    assert module.names == ("k", "v", "q", "eta", "alpha", "memory")
+    assert not hasattr(module, "to_q")
+    x = _randn(2, 3, DIM, seed=55, scale=0.5)
+    w_in, w_out = (module.initial[f"q_{i}"].detach() for i in range(2))
+    q = module.generate(x, module.init_state(2, dtype=F64).current)["q"]
+    want = torch.nn.functional.normalize(x + _silu(x @ w_in) @ w_out, dim=-1)
+    torch.testing.assert_close(q, want, rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.equation("nl", 76)
+def test_gate_readouts_start_at_eta_sigmoid_minus_two_and_alpha_sigmoid_four():
+    module = _module(self_modifying=False)
+    assert module.eta_readout.bias.item() == -2.0 and module.alpha_readout.bias.item() == 4.0
+    with torch.no_grad():
+        module.eta_readout.weight.zero_()
+        module.alpha_readout.weight.zero_()
+    got = module.static_projections(_randn(1, 2, DIM, seed=56))
+    torch.testing.assert_close(got["eta"], torch.full((1, 2), 1 / (1 + math.exp(2.0)), dtype=F64),
+                               rtol=1e-14, atol=0)  # fmt: skip
+    torch.testing.assert_close(got["alpha"], torch.full((1, 2), 1 / (1 + math.exp(-4.0)), dtype=F64),
+                               rtol=1e-14, atol=0)  # fmt: skip
+
+
+@pytest.mark.equation("nl", 76)
+def test_without_qk_norm_keys_and_queries_are_not_normalised():
+    module = _module(self_modifying=False, qk_norm=False)
+    x = _randn(2, 3, DIM, seed=57)
+    got = module.static_projections(x)
+    torch.testing.assert_close(got["k"], x @ module.to_k.weight.T, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(got["q"], x @ module.to_q.weight.T, rtol=1e-13, atol=1e-14)
+    assert module.to_k.bias is None and module.to_v.bias is None and module.to_q.bias is None
+
+
+def _gelu(z: torch.Tensor) -> torch.Tensor:
+    return 0.5 * z * (1 + torch.erf(z / math.sqrt(2.0)))  # the exact (erf) GELU
+
+
+@pytest.mark.equation("nl", 82)
+def test_memory_read_of_a_deep_memory_uses_the_given_activation():
+    w_in, w_out = _randn(DIM, HIDDEN, seed=100), _randn(HIDDEN, DIM, seed=101)
+    q = _randn(5, DIM, seed=102)
+    want = torch.stack([r + w_out.T @ _gelu(w_in.T @ r) for r in q])  # z + W_1 gelu(W_2 z)
+    got = memory_read((w_in[None], w_out[None]), q[None], "gelu")[0]
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.equation("nl", 85)
+def test_inner_loss_is_one_value_per_token_for_both_objectives():
+    pred, target = _randn(2, 3, DIM, seed=103), _randn(2, 3, DIM, seed=104)
+    l2, dot = inner_loss(pred, target, "l2"), inner_loss(pred, target, "dot")
+    assert l2.shape == dot.shape == (2, 3)
+    for b in range(2):
+        for t in range(3):
+            diff = pred[b, t] - target[b, t]
+            torch.testing.assert_close(l2[b, t], 0.5 * (diff @ diff), rtol=1e-14, atol=0)
+            torch.testing.assert_close(dot[b, t], -(pred[b, t] @ target[b, t]), rtol=1e-14, atol=0)
+
+
+def test_bad_objective_and_rule_messages_are_exact():
+    with pytest.raises(ValueError) as caught:
+        inner_loss(torch.zeros(3), torch.zeros(3), "huber")
+    assert str(caught.value) == "objective must be one of ('l2', 'dot'), got 'huber'"
+    with pytest.raises(ValueError) as caught:
+        self_modifying_step((torch.zeros(1, 2, 2),), (torch.zeros(1, 2, 2),), torch.zeros(1, 2),
+                            torch.zeros(1), torch.ones(1), rule="sgd")  # fmt: skip
+    assert str(caught.value) == "rule must be one of ('dgd', 'gd'), got 'sgd'"
+
+
+def test_step_and_chunk_recurrence_refuse_fewer_gradients_than_layers():
+    # two layers, one gradient: silently updating only the first layer would drop the second
+    w_in, w_out = _randn(1, DIM, HIDDEN, seed=105), _randn(1, HIDDEN, DIM, seed=106)
+    key, eta, alpha = (
+        _unit(_randn(1, DIM, seed=107)),
+        torch.full((1,), 0.1, dtype=F64),
+        torch.ones(1, dtype=F64),
+    )
+    with pytest.raises(ValueError) as caught:
+        self_modifying_step((w_in, w_out), (torch.zeros_like(w_in),), key, eta, alpha)
+    assert str(caught.value) == "grads must hold one tensor per layer of weights (2), got 1"
+    keys = _unit(_randn(1, 2, DIM, seed=108))
+    factors = [(keys, _randn(1, 2, HIDDEN, seed=109))]
+    with pytest.raises(ValueError) as caught:
+        chunk_recurrence((w_in, w_out), factors, keys, eta.expand(1, 2), alpha.expand(1, 2))
+    assert str(caught.value) == "factors must hold one (a, g) pair per layer of weights (2), got 1"
+
+
+def test_chunk_recurrence_refuses_an_unknown_rule():
+    # any rule but "dgd" used to run as plain GD
+    w = _randn(1, DIM, DIM, seed=117)
+    keys, gates = _unit(_randn(1, 2, DIM, seed=118)), torch.full((1, 2), 0.5, dtype=F64)
+    with pytest.raises(ValueError) as caught:
+        chunk_recurrence((w,), [(keys, _randn(1, 2, DIM, seed=119))], keys, gates, gates, "sgd")
+    assert str(caught.value) == "rule must be one of ('dgd', 'gd'), got 'sgd'"
+
+
+@pytest.mark.parametrize("rule", ["dgd", "gd"])
+def test_step_and_chunk_recurrence_refuse_keys_and_gates_of_the_wrong_shape(rule):
+    # a (N, n, 1) alpha under rule="gd" broadcast into a state of the wrong rank without an error
+    w = _randn(2, DIM, DIM, seed=110)
+    key, gate = _unit(_randn(2, DIM, seed=111)), torch.full((2,), 0.5, dtype=F64)
+    keys, gates = _unit(_randn(2, 3, DIM, seed=112)), torch.full((2, 3), 0.5, dtype=F64)
+    factors = [(keys, _randn(2, 3, DIM, seed=113))]
+
+    def step(k=key, e=gate, a=gate):
+        return self_modifying_step((w,), (torch.zeros_like(w),), k, e, a, rule)
+
+    def chunk(k=keys, e=gates, a=gates):
+        return chunk_recurrence((w,), factors, k, e, a, rule)
+
+    cases = [
+        (
+            lambda: step(k=keys),
+            "key must be (N, d) with N = 2 and d = 4 (weights[0] is (N, d, d_out)), got (2, 3, 4)",
+        ),
+        (
+            lambda: step(k=key[:, :3]),
+            "key must be (N, d) with N = 2 and d = 4 (weights[0] is (N, d, d_out)), got (2, 3)",
+        ),
+        (
+            lambda: step(k=key[:1]),
+            "key must be (N, d) with N = 2 and d = 4 (weights[0] is (N, d, d_out)), got (1, 4)",
+        ),
+        (lambda: step(e=gates), "eta must have the key's shape without d, (2,), got (2, 3)"),
+        (lambda: step(a=gate[:1]), "alpha must have the key's shape without d, (2,), got (1,)"),
+        (
+            lambda: chunk(k=key),
+            "key must be (N, n, d) with N = 2 and d = 4 (weights[0] is (N, d, d_out)), got (2, 4)",
+        ),
+        (
+            lambda: chunk(a=gates[..., None]),
+            "alpha must have the key's shape without d, (2, 3), got (2, 3, 1)",
+        ),
+        (lambda: chunk(e=gates[:, :2]), "eta must have the key's shape without d, (2, 3), got (2, 2)"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError) as caught:
+            call()
+        assert str(caught.value) == message
+
+
+@pytest.mark.equation("nl", 93)
+def test_chunk_recurrence_under_dgd_refuses_a_retention_that_is_not_positive():
+    # the DGD chunk end takes log α (cumulative products as sums of logs): α = 0 would give nan
+    w = _randn(1, DIM, DIM, seed=114)
+    keys, eta = _unit(_randn(1, 2, DIM, seed=115)), torch.full((1, 2), 0.5, dtype=F64)
+    factors = [(keys, _randn(1, 2, DIM, seed=116))]
+    alpha = torch.tensor([[1.0, 0.0]], dtype=F64)
+    with pytest.raises(ValueError) as caught:
+        chunk_recurrence((w,), factors, keys, eta, alpha, "dgd")
+    assert str(caught.value) == "alpha must be > 0 under rule='dgd', got a minimum of 0"
+    # plain GD multiplies by α and accepts 0: the state forgets everything before the second token
+    out = chunk_recurrence((w,), factors, keys, eta, alpha, "gd")[0]
+    a2, g2 = factors[0][0][0, 1], factors[0][1][0, 1]
+    torch.testing.assert_close(out[0], -0.5 * torch.outer(a2, g2), rtol=0, atol=1e-15)
+
+
+@pytest.mark.equation("nl", 93)
+def test_chunk_form_gradients_stay_finite_and_equal_the_loop_at_a_vanishing_retention():
+    # Any α > 0 is allowed. With α_t α_{t+1} = 1e-320 the ratios above the diagonal (1/(α_t α_{t+1}))
+    # overflow; the chunk form must mask them before exp, or their zero gradient becomes 0 · inf = nan.
+    n, d_out = 4, 3
+    keys = torch.nn.functional.normalize(_randn(1, n, DIM, seed=110), dim=-1)
+    g, w0 = _randn(1, n, d_out, seed=111), _randn(1, DIM, d_out, seed=112)
+    alpha = torch.tensor([[0.9, 1e-160, 1e-160, 0.8]], dtype=F64)
+    probe = _randn(DIM, d_out, seed=113)
+    eta = torch.tensor([[0.3, 0.2, 0.4, 0.1]], dtype=F64, requires_grad=True)
+    w = w0[0]
+    for t in range(n):  # row convention: W_t = (α_t I − η_t k kᵀ) W_{t-1} − η_t k g_tᵀ
+        k = keys[0, t]
+        w = alpha[0, t] * w - eta[0, t] * torch.outer(k, k @ w) - eta[0, t] * torch.outer(k, g[0, t])
+    (want,) = torch.autograd.grad((w * probe).sum(), eta)
+    (got_w,) = chunk_recurrence((w0,), [(keys, g)], keys, eta, alpha)
+    (got,) = torch.autograd.grad((got_w[0] * probe).sum(), eta)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got_w[0], w.detach(), rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------------
+# self_modifying=False: static projections (Eq. 76), only the main memory learns (Eq. 77–78, 81)
+# --------------------------------------------------------------------------------------------------
+
+
+def _static_loop(module: SelfModifyingTitans, x: torch.Tensor):
+    """Eq. 76 projections and one matrix memory ``M z`` (column convention), chunk snapshots of Eq. 90."""
+    eye = torch.eye(DIM, dtype=F64)
+    w_k, w_v, w_q = (lin.weight.detach() for lin in (module.to_k, module.to_v, module.to_q))
+    (w_eta, b_eta), (w_alpha, b_alpha) = (
+        (r.weight.detach()[0], r.bias.detach()[0]) for r in (module.eta_readout, module.alpha_readout)
+    )
+    outputs, finals = [], []
+    for b in range(x.shape[0]):
+        mem = module.initial["memory_0"].detach().T.clone()
+        snap, ys = mem, []
+        for t in range(x.shape[1]):
+            snap = mem if t % module.chunk_size == 0 else snap
+            x_t = x[b, t]
+            k, v, q = _unit(w_k @ x_t), w_v @ x_t, _unit(w_q @ x_t)
+            eta = torch.sigmoid(w_eta @ x_t + b_eta)
+            alpha = torch.sigmoid(w_alpha @ x_t + b_alpha)
+            ys.append(snap @ q)
+            grad = torch.outer(snap @ k - snap @ v, k)  # ∇ ½‖M k − M v‖² at the snapshot (v̂ = M(v))
+            mem = mem @ (alpha * eye - eta * torch.outer(k, k)) - eta * grad
+        outputs.append(torch.stack(ys))
+        finals.append(mem.T)
+    return torch.stack(outputs), torch.stack(finals)
+
+
+@pytest.mark.equation("nl", 76)
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_static_projection_module_and_its_reference_equal_the_loop_written_out(chunk):
+    module = _module(memory="linear", self_modifying=False, chunk_size=chunk)
+    x = _randn(2, 7, DIM, seed=114, scale=0.5)
+    want_y, want_w = _static_loop(module, x)
+    for fn in (lambda m, z: m(z), self_modifying_reference):
+        y, state = fn(module, x)
+        assert tuple(state.current) == ("memory",)
+        torch.testing.assert_close(y, want_y, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(state.current["memory"][0], want_w, rtol=1e-11, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------------
+# The token reference (Eq. 86–88) as a stream: given state, position, empty input
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.equation("nl", 86)
+@pytest.mark.equation("nl", 88)
+def test_reference_continues_from_a_given_state_and_counts_positions():
+    module = _module(chunk_size=3)
+    x = _randn(2, 7, DIM, seed=115, scale=0.5)
+    y, state = self_modifying_reference(module, x)
+    assert state.position == 7
+    y1, s1 = self_modifying_reference(module, x[:, :1])
+    assert s1.position == 1
+    y2, s2 = self_modifying_reference(module, x[:, 1:], s1)
+    assert s2.position == 7
+    torch.testing.assert_close(torch.cat([y1, y2], 1), y, rtol=1e-12, atol=1e-13)
+    # the chunked module picks the stream up at position 1 (mid-chunk) from the reference's state
+    y3, s3 = module(x[:, 1:], s1)
+    torch.testing.assert_close(y3, y2, rtol=1e-10, atol=1e-12)
+    for name in module.names:
+        for a, b, c in zip(s2.current[name], s3.current[name], state.current[name], strict=True):
+            torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-13)
+            torch.testing.assert_close(b, c, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.equation("nl", 86)
+def test_reference_on_an_empty_sequence_returns_an_empty_output_and_the_start_state():
+    module = _module()
+    y, state = self_modifying_reference(module, torch.zeros(2, 0, DIM, dtype=F64))
+    assert y.shape == (2, 0, DIM) and y.dtype == F64
+    assert state.position == 0
+    start = module.init_state(2, dtype=F64)
+    for name in module.names:
+        for a, b in zip(state.current[name], start.current[name], strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_other_chunk_size_zero_is_refused_not_read_as_unset():
+    with pytest.raises(ValueError) as caught:
+        SelfModifyingTitans(DIM, chunk_size=4, other_chunk_size=0)
+    assert str(caught.value) == "other_chunk_size must be an int >= 1, got 0"
+    assert SelfModifyingTitans(DIM, chunk_size=4).other_chunk_size == 4  # None: the default, chunk_size
