@@ -82,6 +82,15 @@ def _hand_loop(module: SelfModifyingTitans, x: torch.Tensor, rule: str = "dgd", 
     return torch.stack(outputs), {n: torch.stack([f[n] for f in finals]) for n in module.names}
 
 
+def _assert_matches_the_loop(got, want):
+    """``(y, state)`` of the module against ``(y, states)`` of :func:`_hand_loop` (every memory's state)."""
+    (y, state), (want_y, want_states) = got, want
+    torch.testing.assert_close(y, want_y, rtol=1e-12, atol=1e-12)
+    assert set(want_states) == set(state.current)
+    for name, want_state in want_states.items():
+        torch.testing.assert_close(state.current[name][0], want_state, rtol=1e-11, atol=1e-12)
+
+
 @pytest.mark.equation("nl", 83)
 @pytest.mark.equation("nl", 84)
 @pytest.mark.equation("nl", 90)
@@ -89,11 +98,7 @@ def _hand_loop(module: SelfModifyingTitans, x: torch.Tensor, rule: str = "dgd", 
 def test_chunked_module_with_matrix_memories_equals_the_loop_written_out(chunk, other):
     module = _module(memory="linear", chunk_size=chunk, other_chunk_size=other)
     x = _randn(2, 9, DIM, seed=1, scale=0.5)
-    want_y, want_states = _hand_loop(module, x)
-    y, state = module(x)
-    torch.testing.assert_close(y, want_y, rtol=1e-12, atol=1e-12)
-    for name in module.names:
-        torch.testing.assert_close(state.current[name][0], want_states[name], rtol=1e-11, atol=1e-12)
+    _assert_matches_the_loop(module(x), _hand_loop(module, x))
 
 
 @pytest.mark.equation("nl", 86)
@@ -103,11 +108,7 @@ def test_chunked_module_with_matrix_memories_equals_the_loop_written_out(chunk, 
 def test_token_by_token_reference_with_matrix_memories_equals_the_loop_written_out(rule):
     module = _module(memory="linear", rule=rule)
     x = _randn(2, 7, DIM, seed=2, scale=0.5)
-    want_y, want_states = _hand_loop(module, x, rule)
-    y, state = self_modifying_reference(module, x)
-    torch.testing.assert_close(y, want_y, rtol=1e-12, atol=1e-12)
-    for name in module.names:
-        torch.testing.assert_close(state.current[name][0], want_states[name], rtol=1e-11, atol=1e-12)
+    _assert_matches_the_loop(self_modifying_reference(module, x), _hand_loop(module, x, rule))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -554,11 +555,7 @@ def test_main_memory_uses_chunk_size_and_the_others_other_chunk_size(chunk, othe
     assert all(module.chunk_of(n) == other for n in ("k", "v", "eta", "alpha"))
     x = _randn(2, 9, DIM, seed=51, scale=0.5)
     chunks = {n: other for n in module.names} | {"memory": chunk}
-    want_y, want_states = _hand_loop(module, x, chunks=chunks)
-    y, state = module(x)
-    torch.testing.assert_close(y, want_y, rtol=1e-12, atol=1e-12)
-    for name in module.names:
-        torch.testing.assert_close(state.current[name][0], want_states[name], rtol=1e-11, atol=1e-12)
+    _assert_matches_the_loop(module(x), _hand_loop(module, x, chunks=chunks))
 
 
 @pytest.mark.equation("nl", 86)
@@ -568,11 +565,7 @@ def test_default_is_token_by_token():
     module = SelfModifyingTitans(DIM, memory="linear").double()
     assert module.chunk_size == module.other_chunk_size == 1
     x = _randn(2, 5, DIM, seed=52, scale=0.5)
-    want_y, want_states = _hand_loop(module, x, chunks=dict.fromkeys(module.names, 1))
-    y, state = module(x)
-    torch.testing.assert_close(y, want_y, rtol=1e-12, atol=1e-12)
-    for name in module.names:
-        torch.testing.assert_close(state.current[name][0], want_states[name], rtol=1e-11, atol=1e-12)
+    _assert_matches_the_loop(module(x), _hand_loop(module, x, chunks=dict.fromkeys(module.names, 1)))
 
 
 @pytest.mark.equation("nl", 88)
@@ -580,11 +573,7 @@ def test_default_is_token_by_token():
 def test_chunked_gd_rule_has_no_key_decay_as_the_loop_written_out():
     module = _module(memory="linear", rule="gd", chunk_size=2, other_chunk_size=4)
     x = _randn(2, 9, DIM, seed=53, scale=0.5)
-    want_y, want_states = _hand_loop(module, x, "gd")
-    y, state = module(x)
-    torch.testing.assert_close(y, want_y, rtol=1e-12, atol=1e-12)
-    for name in module.names:
-        torch.testing.assert_close(state.current[name][0], want_states[name], rtol=1e-11, atol=1e-12)
+    _assert_matches_the_loop(module(x), _hand_loop(module, x, "gd"))
 
 
 def _gelu(z: torch.Tensor) -> torch.Tensor:
