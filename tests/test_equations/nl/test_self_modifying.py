@@ -558,8 +558,7 @@ def test_main_memory_uses_chunk_size_and_the_others_other_chunk_size(chunk, othe
     _assert_matches_the_loop(module(x), _hand_loop(module, x, chunks=chunks))
 
 
-@pytest.mark.equation("nl", 86)
-@pytest.mark.equation("nl", 88)
+@pytest.mark.equation("nl", 90)
 def test_default_is_token_by_token():
     torch.manual_seed(0)
     module = SelfModifyingTitans(DIM, memory="linear").double()
@@ -568,7 +567,6 @@ def test_default_is_token_by_token():
     _assert_matches_the_loop(module(x), _hand_loop(module, x, chunks=dict.fromkeys(module.names, 1)))
 
 
-@pytest.mark.equation("nl", 88)
 @pytest.mark.equation("nl", 90)
 def test_chunked_gd_rule_has_no_key_decay_as_the_loop_written_out():
     module = _module(memory="linear", rule="gd", chunk_size=2, other_chunk_size=4)
@@ -580,9 +578,8 @@ def _gelu(z: torch.Tensor) -> torch.Tensor:
     return 0.5 * z * (1 + torch.erf(z / math.sqrt(2)))
 
 
-@pytest.mark.equation("nl", 86)
-@pytest.mark.equation("nl", 88)
 @pytest.mark.equation("nl", 89)
+@pytest.mark.equation("nl", 90)
 def test_gelu_residual_memories_token_by_token_equal_the_loop_written_out():
     module = _module(activation="gelu")
     x = _randn(2, 3, DIM, seed=54, scale=0.5)
