@@ -303,6 +303,13 @@ def summarise(path: str, statuses: dict[str, str], runtime: float) -> dict[str, 
     }
 
 
+def markdown_safe(note: str) -> str:
+    """``note`` with each ``[`` outside code spans escaped: the docs site (mkdocs autorefs, strict) reads
+    ``x[a][1]`` in plain text as a reference link to ``1`` and fails the build."""
+    parts = note.split("`")
+    return "`".join(p if i % 2 else p.replace("[", "\\[") for i, p in enumerate(parts))
+
+
 def write_markdown(report: dict[str, object], notes: dict[str, str]) -> None:
     modules: dict[str, dict[str, object]] = report["modules"]  # type: ignore[assignment]
     lines = [
@@ -356,10 +363,11 @@ def write_markdown(report: dict[str, object], notes: dict[str, str]) -> None:
         fixed = sorted(mine, key=natural)
         lines.append(f"### `{path}` ({len(survivors)} surviving)")
         lines.append("")
-        lines += [f"- `{n}`: {notes.get(n, 'not yet analysed')}" for n in survivors] or ["None."]
+        noted = (markdown_safe(notes.get(n, "not yet analysed")) for n in survivors)
+        lines += [f"- `{n}`: {note}" for n, note in zip(survivors, noted, strict=True)] or ["None."]
         if fixed:
             lines += ["", "Survived an earlier run:", ""]
-            lines += [f"- `{n}`: {notes[n]}" for n in fixed]
+            lines += [f"- `{n}`: {markdown_safe(notes[n])}" for n in fixed]
         lines.append("")
     lines += [
         "Show one with `mutmut show NAME` in `build/mutation` after a run (mutmut runs there, on a copy",

@@ -166,3 +166,17 @@ def test_implements_is_unwrapped_so_that_mutmut_mutates_the_equation_functions(m
     exec(compile(out, "<unwrapped>", "exec"), namespace)
     assert namespace["f"](1) == 2 and namespace["C"]().m() == 2
     assert claims == [("f", ("titans", 8)), ("C.m", ("miras", 3)), ("C.m", ("titans", 11))]
+
+
+def test_a_note_cannot_make_a_reference_link_outside_code(mr: ModuleType) -> None:
+    # markdown (mkdocs' autorefs, strict) reads `x[a][1]` outside backticks as a reference link to "1"
+    note = "killed: current['memory'][1] raises, `weights[0][1]` is fine, a [b] c"
+    want = r"killed: current\['memory']\[1] raises, `weights[0][1]` is fine, a \[b] c"
+    assert mr.markdown_safe(note) == want
+    assert mr.markdown_safe("no brackets") == "no brackets"
+
+
+def test_the_committed_notes_render_without_reference_links(mr: ModuleType) -> None:
+    text = (SCRIPT.parents[1] / "docs" / "mutation.md").read_text(encoding="utf-8")
+    outside_code = "".join(text.split("`")[::2])
+    assert "][" not in outside_code
