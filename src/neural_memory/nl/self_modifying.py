@@ -194,8 +194,9 @@ def _check_update(
             f"{per_layer_name} must hold one {what} per layer of weights ({n_layers}), got {n_given}"
         )
     n_batch, d = weights[0].shape[:2]
-    form = "(N, d)" if per_layer_name == "grads" else "(N, n, d)"
-    if key.dim() != len(form.split(",")) or key.shape[0] != n_batch or key.shape[-1] != d:
+    one_token = per_layer_name == "grads"
+    form = "(N, d)" if one_token else "(N, n, d)"
+    if key.dim() != (2 if one_token else 3) or key.shape[0] != n_batch or key.shape[-1] != d:
         raise ValueError(
             f"key must be {form} with N = {n_batch} and d = {d} (weights[0] is (N, d, d_out)), "
             f"got {tuple(key.shape)}"
@@ -293,9 +294,16 @@ def chunk_recurrence(
     """
     _check_choice("rule", rule, RULES)
     _check_update(weights, factors, "factors", key, eta, alpha)
-    # (meta tensors, for shape-only runs, have no values to check)
-    if rule == "dgd" and alpha.device.type != "meta" and not bool((alpha > 0).all()):
+    if rule == "dgd" and not bool((alpha > 0).all()):
         raise ValueError(f"alpha must be > 0 under rule='dgd', got a minimum of {alpha.min().item():g}")
+    return _chunk_end(weights, factors, key, eta, alpha, rule)
+
+
+def _chunk_end(
+    weights: Weights, factors: list[tuple[Tensor, Tensor]], key: Tensor, eta: Tensor, alpha: Tensor, rule: str
+) -> Weights:
+    """:func:`chunk_recurrence` without its input checks, for the module's chunk loop: its inputs are valid
+    by construction (α >= ``ALPHA_MIN``), and the value check would synchronise a GPU once per chunk."""
     tail = torch.cumprod(alpha.flip(-1), -1).flip(-1)  # Π_{s >= t} α_s
     after = torch.cat([tail[:, 1:], torch.ones_like(tail[:, :1])], 1)  # Π_{s > t} α_s
     gamma_n = tail[:, 0, None, None]
@@ -602,7 +610,7 @@ class SelfModifyingTitans(nn.Module):
         )
         factors = layer_factors(snap_all, k_all, target, self.objective, self.activation)
         eta_all, alpha_all = gen["eta"].repeat(count, 1), gen["alpha"].repeat(count, 1)
-        new_all = chunk_recurrence(current_all, factors, k_all, eta_all, alpha_all, self.rule)
+        new_all = _chunk_end(current_all, factors, k_all, eta_all, alpha_all, self.rule)
         current = _unstack(new_all, self.names, batch)
         return y, SelfModifyingState(current=current, snapshot=snap, position=state.position + x.shape[1])
 
