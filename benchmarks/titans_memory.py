@@ -17,7 +17,12 @@ Implementations: ``fast`` (``impl="chunked"``), ``fast-ckpt`` (the same with ``c
 ``NeuralMemory`` accepts it; forward+backward only), ``reference`` (``impl="reference"``, the token loop,
 forward only by default: back-propagating through it keeps two weight copies per token) and
 ``titans-pytorch`` (lucidrains' ``titans_pytorch.NeuralMemory`` 0.5.5, same width, depth, expansion and chunk
-size; skipped with a message when it is not installed).
+size; skipped with a message when it is not installed). ``fast-compiled``, ``yaad-compiled``,
+``moneta-compiled`` and ``memora-compiled`` are ``fast`` and the MIRAS presets with ``compile_chunks=True``
+(``torch.compile`` of the per-chunk step, forward+backward; the warm-up call compiles, with an empty
+inductor cache per configuration, and every row collects and freezes its heap after the warm-up, as
+training does after a call that compiled; their FLOPs are the eager row's, the same arithmetic, and are not
+counted again: ``FlopCounterMode`` does not see inside compiled code).
 
 The run ends with the derived comparisons and a PASS/FAIL line per target. Results go to ``--out`` (JSON),
 written after every configuration so an interrupted run keeps what it measured.
@@ -29,6 +34,7 @@ written after every configuration so an interrupted run keeps what it measured.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import math
@@ -38,12 +44,17 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 CONFIGS = ("fast", "fast-ckpt", "reference", "titans-pytorch", "yaad", "moneta", "memora", "hope")
 # The other papers' memories on the same chunked path, forward+backward at the middle length beside "fast"
 PRESETS = ("yaad", "moneta", "memora", "hope")
+# The same with the per-chunk step compiled (compile_chunks=True), forward+backward beside their eager rows
+COMPILED = "-compiled"
+COMPILABLE = ("fast", "yaad", "moneta", "memora")
+CONFIGS += tuple(name + COMPILED for name in COMPILABLE)
 FULL = {
     "dim": 256,
     "depth": 2,
@@ -116,6 +127,8 @@ def build_model(spec: dict):
 
     torch.manual_seed(0)
     dim, chunk = spec["dim"], spec["chunk"]
+    if spec["config"].endswith(COMPILED):
+        return build_model({**spec, "config": spec["config"].removesuffix(COMPILED), "compile_chunks": True})
     if spec["config"] == "titans-pytorch":
         from titans_pytorch import NeuralMemory as LucidrainsMemory
 
@@ -138,6 +151,8 @@ def build_model(spec: dict):
     }
     if _checkpoint_supported():  # stated, not left to the default: a plain row never checkpoints
         kwargs["checkpoint_chunks"] = spec.get("checkpoint_chunks") or 0
+    if spec.get("compile_chunks"):
+        kwargs["compile_chunks"] = True
     return NeuralMemory(dim, **kwargs)
 
 
@@ -158,18 +173,24 @@ def build_preset(spec: dict):
 
     factory = {"yaad": miras.yaad, "moneta": miras.moneta, "memora": miras.memora}[spec["config"]]
     kwargs = {"depth": spec["depth"], "heads": spec["heads"], "expansion": spec["expansion"]}
+    if spec.get("compile_chunks"):
+        kwargs["compile_chunks"] = True
     return factory(spec["dim"], chunk_size=spec["chunk"], impl="chunked", checkpoint_chunks=0, **kwargs)
 
 
 def _time_calls(call, warmup_call, iters: int) -> dict:
-    warmup_call()
+    start = time.perf_counter()
+    warmup_call()  # a compiled row compiles here
+    warmup_s = time.perf_counter() - start
+    gc.collect()  # then, for every row alike, what training does after a call that compiled
+    gc.freeze()
     wall, cpu = [], []
     for _ in range(iters):
         w0, c0 = time.perf_counter(), time.process_time()
         call()
         wall.append(time.perf_counter() - w0)
         cpu.append(time.process_time() - c0)
-    return {"seconds": wall, "cpu_seconds": cpu, "median_s": statistics.median(wall)}
+    return {"seconds": wall, "cpu_seconds": cpu, "median_s": statistics.median(wall), "warmup_s": warmup_s}
 
 
 def child(spec: dict) -> dict:
@@ -211,7 +232,8 @@ def child(spec: dict) -> dict:
         out["modes"][mode] = row
         print("PARTIAL " + json.dumps(out), flush=True)  # kept by the parent if a later mode times out
     fwd_bwd = out["modes"].get("fwd_bwd")
-    if fwd_bwd is not None and spec.get("flops", True) and spec["config"] != "reference":
+    counted = spec["config"] != "reference" and not spec["config"].endswith(COMPILED)
+    if fwd_bwd is not None and spec.get("flops", True) and counted:
         # after the timed calls, so neither the counter nor the profiler touches the measurements above
         fwd_bwd.update(compute_profile(lambda: forward_backward(x), spec["batch"] * spec["seq"]))
         fwd_bwd["matmul_peak_gflops"] = matmul_peak_gflops()
@@ -314,6 +336,10 @@ def plan(cfg: dict) -> list[dict]:
             rows.append({"config": "reference", "chunk": chunk, "seq": seq, "modes": ["fwd"]})
         for config in PRESETS:
             rows.append({"config": config, "chunk": chunk, "seq": _mid_seq(cfg), "modes": ["fwd_bwd"]})
+        for config in COMPILABLE:
+            seqs = cfg["seqs"] if config == "fast" else [_mid_seq(cfg)]
+            for seq in seqs:
+                rows.append({"config": config + COMPILED, "chunk": chunk, "seq": seq, "modes": ["fwd_bwd"]})
     rows = [r for r in rows if r["config"] in cfg["configs"]]
     rows.sort(key=lambda r: _priority(r, cfg))
     return [
@@ -380,7 +406,9 @@ def run_one(spec: dict, timeout: float) -> dict:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     t0 = time.monotonic()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        with tempfile.TemporaryDirectory() as cache:  # a compiled row compiles cold, as on a fresh machine
+            env["TORCHINDUCTOR_CACHE_DIR"] = cache
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as exc:
         return _timed_out(spec, exc, timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]

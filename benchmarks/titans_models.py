@@ -15,6 +15,11 @@ with the time ratio ``time(longest) / time(shortest)`` per kind (linear scaling 
 * ``--code NAME=SRC ...``: several versions of the library side by side in one run (each config runs
   every version in turn, so they share the machine's state), e.g. a ``git worktree`` of an older commit:
   ``--code then=/tmp/then/src now=src``; the child imports ``neural_memory`` from ``SRC`` (``PYTHONPATH``).
+* ``--compile-chunks off on``: the memories' ``compile_chunks`` (``torch.compile`` of the per-chunk step),
+  each measured in turn; the result's ``first_step_seconds`` is the first warm-up step, compiling included,
+  with an empty inductor cache for every config (a cold compile, as on a fresh machine). A ``--code``
+  version without the option runs ``off`` only. After the warm-up every row collects and freezes its heap
+  (``gc.freeze``), as the training loop does after a step that compiled.
 * ``--profile``: one more step under ``torch.profiler`` after the timed ones; the result gets the number of
   ``aten`` operator calls per step and the operators with the most self CPU time (at dim 128 and chunk 16
   a step is a million small operators, so their count bounds the time as much as their FLOPs).
@@ -26,6 +31,7 @@ with the time ratio ``time(longest) / time(shortest)`` per kind (linear scaling 
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import os
@@ -33,6 +39,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,7 +86,10 @@ def child(spec: dict) -> dict:
     torch.manual_seed(0)
     # the memory's checkpointing (NeuralMemory's checkpoint_chunks) through the kind's memory dict
     setting = spec.get("checkpoint_chunks", "default")
-    config = {} if setting == "default" else {"memory": {"checkpoint_chunks": setting}}
+    memory = {} if setting == "default" else {"checkpoint_chunks": setting}
+    if spec.get("compile_chunks") == "on":
+        memory["compile_chunks"] = True
+    config = {"memory": memory} if memory else {}
     lm = build_lm(spec["kind"], vocab_size=spec["vocab"], dim=spec["dim"], depth=spec["depth"], **config)
     optimiser = torch.optim.AdamW(lm.parameters(), lr=1e-3)
     tokens = torch.randint(0, spec["vocab"], (spec["batch"], spec["seq"] + 1))
@@ -92,8 +102,15 @@ def child(spec: dict) -> dict:
         return loss.item()
 
     rss_before = rss_mb()
+    first_step = None  # the first warm-up step's seconds: compiling, with compile_chunks
     for _ in range(spec["warmup"]):
+        first = time.perf_counter()
         step()
+        first_step = time.perf_counter() - first if first_step is None else first_step
+    # what the training loop does after a step that compiled (neural_memory.common.compiled.
+    # settle_after_compiling), here for every row alike: collect, then freeze the live heap
+    gc.collect()
+    gc.freeze()
     start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(spec["steps"]):
         loss = step()
@@ -108,6 +125,7 @@ def child(spec: dict) -> dict:
         "delta_peak_rss_mb": peak_rss_mb() - rss_before,
         "parameters": sum(p.numel() for p in lm.parameters()),
         "final_loss": loss,
+        "first_step_seconds": first_step,
     }
     if spec.get("profile"):  # after the peak is read: the profiler's own records take gigabytes
         result["profile"] = profile_step(step)
@@ -136,14 +154,15 @@ def measure(spec: dict, timeout: float, src: str | None = None) -> dict:
     """Run :func:`child` in a fresh interpreter (importing the library from ``src`` if given); a failure
     becomes ``{"error": ...}``."""
     command = [sys.executable, __file__, "--child", json.dumps(spec)]
-    env = None
+    env = dict(os.environ)
     if src:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(Path(src).resolve()), os.environ.get("PYTHONPATH", "")]),
-        }
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(src).resolve()), os.environ.get("PYTHONPATH", "")])
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, env=env)
+        with tempfile.TemporaryDirectory() as cache:  # every compile cold, as on a fresh machine
+            env["TORCHINDUCTOR_CACHE_DIR"] = cache
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=timeout, check=False, env=env
+            )
     except subprocess.TimeoutExpired:
         return {"error": f"timeout after {timeout:.0f} s"}
     if done.returncode != 0:
@@ -161,6 +180,7 @@ def label(r: dict) -> str:
         (f"{r['code']}: " if r.get("code") else "")
         + r["kind"]
         + (f" ckpt={setting}" if setting != "default" else "")
+        + (" compiled" if r.get("compile_chunks") == "on" else "")
     )
     threshold = r.get("mmap_threshold", MMAP_THRESHOLD)
     return name + (f" mmap={threshold >> 10}K" if threshold != MMAP_THRESHOLD else "")
@@ -169,7 +189,7 @@ def label(r: dict) -> str:
 def table(results: list[dict], seqs: list[int]) -> str:
     lines = [
         f"{'kind':<30} {'seq':>6} {'tokens/s':>10} {'s/step':>9} {'cpu s/step':>10} {'dPeakRSS MB':>12} "
-        f"{'params':>9}"
+        f"{'params':>9} {'1st step s':>10}"
     ]
     for r in results:
         if "error" in r:
@@ -177,7 +197,8 @@ def table(results: list[dict], seqs: list[int]) -> str:
             continue
         lines.append(
             f"{label(r):<30} {r['seq']:>6} {r['tokens_per_second']:>10.0f} {r['seconds_per_step']:>9.3f} "
-            f"{r['cpu_seconds_per_step']:>10.3f} {r['delta_peak_rss_mb']:>12.1f} {r['parameters']:>9}"
+            f"{r['cpu_seconds_per_step']:>10.3f} {r['delta_peak_rss_mb']:>12.1f} {r['parameters']:>9} "
+            f"{r.get('first_step_seconds') or float('nan'):>10.1f}"
         )
         if "profile" in r:
             p = r["profile"]
@@ -234,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
         "(Titans kinds only)",
     )
     parser.add_argument(
+        "--compile-chunks",
+        nargs="+",
+        choices=["off", "on"],
+        default=["off"],
+        help="the memories' compile_chunks, each measured in turn (Titans kinds only; default off)",
+    )
+    parser.add_argument(
         "--mmap-threshold",
         nargs="+",
         type=int,
@@ -265,13 +293,22 @@ def main(argv: list[str] | None = None) -> int:
     codes = [parse_code(c) for c in args.code] or [(None, None)]
     for seq in seqs:
         for kind in args.kinds:
-            for ckpt, mmap in itertools.product(
-                settings if kind.startswith("titans-") else ["default"], args.mmap_threshold
+            titans = kind.startswith("titans-")
+            for ckpt, mmap, compiled in itertools.product(
+                settings if titans else ["default"],
+                args.mmap_threshold,
+                args.compile_chunks if titans else ["off"],
             ):
-                setting = {"checkpoint_chunks": ckpt, "mmap_threshold": mmap}
+                setting = {"checkpoint_chunks": ckpt, "mmap_threshold": mmap, "compile_chunks": compiled}
                 spec = {**base, "kind": kind, "seq": seq, "threads": args.threads, **setting}
                 spec["profile"] = args.profile
                 for code, src in codes:
+                    if (
+                        compiled == "on"
+                        and src
+                        and not (Path(src) / "neural_memory/common/compiled.py").exists()
+                    ):
+                        continue  # a version without compile_chunks
                     result = {"kind": kind, "seq": seq, **setting, **measure(spec, args.timeout, src)}
                     if code:
                         result["code"] = code

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from neural_memory.common import compiled
 from neural_memory.data import BYTE_VOCAB, AssociativeRecall, Batch, TextData, answer_accuracy
 from neural_memory.distributed import DataParallel, barrier, from_environment, wrap
 from neural_memory.models import LanguageModel, build_lm, lm_loss
@@ -412,12 +413,17 @@ def train(
     write = (log or bar.write) if main else _quiet
     recent: list[float] = []
     tokens, seconds = 0, 0.0
+    # with compile_chunks the first step and the first evaluation compile: settle the heap after each
+    to_settle = {"step", "evaluation"} if compiled.uses_compiled_steps(run.model) else set()
     while run.step < last:
         started = time.perf_counter()
         batch = task.batch(run.generator)  # the global batch, the same in every process
         lr = lr_at(run.step, config)
         with precision_context(config.precision):
             loss = train_step(model, run.optimizer, batch, lr, config.grad_clip, parallel)
+        if "step" in to_settle:
+            to_settle.discard("step")
+            compiled.settle_after_compiling()
         seconds += time.perf_counter() - started
         tokens += batch.inputs.numel()
         run.step += 1
@@ -427,6 +433,9 @@ def train(
         if run.step % config.eval_every == 0 or run.step == last:
             _evaluate_and_save(run, task, val_batches, recent, out, write, save=main)
             recent = []
+            if "evaluation" in to_settle:
+                to_settle.discard("evaluation")
+                compiled.settle_after_compiling()
     bar.close()
     if "val_loss" not in run.metrics:  # nothing to do (resumed a finished run with steps == checkpoint step)
         _evaluate_and_save(run, task, val_batches, recent, out, write, save=main)

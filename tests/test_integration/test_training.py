@@ -313,3 +313,22 @@ def test_bf16_training_runs_end_to_end_and_is_saved_in_the_checkpoint(tmp_path, 
     assert "val_loss=" in capsys.readouterr().out
     saved = load_checkpoint(tmp_path)
     assert saved["config"]["precision"] == "bf16" and math.isfinite(saved["metrics"]["val_loss"])
+
+
+@pytest.mark.parametrize("compile_chunks", [False, True])
+def test_training_settles_the_heap_after_the_steps_that_compile(tmp_path, monkeypatch, compile_chunks):
+    """With compile_chunks, the first training step and the first evaluation compile; after each the
+    loop collects and freezes the heap (``gc.freeze``), so full collections skip the compiler's objects."""
+    from neural_memory.common import compiled
+
+    monkeypatch.setattr(compiled.torch, "compile", lambda fn, **options: fn)  # eager: no real compile here
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    monkeypatch.setattr(compiled, "_find_cpp_compiler", lambda: "g++")
+    settled = []
+    monkeypatch.setattr(compiled, "settle_after_compiling", lambda: settled.append(True))
+    config = TrainConfig(
+        kind="titans-lmm", steps=4, seq_len=24, batch_size=2, dim=16, depth=1, eval_every=2,
+        eval_batches=1, model_config={"memory": {"compile_chunks": compile_chunks}},
+    )  # fmt: skip
+    train(config, tmp_path / "run", progress=False, log=lambda _: None)
+    assert len(settled) == (2 if compile_chunks else 0)  # once after step 1, once after the first evaluation

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 
 from neural_memory.common.checkpoint import checkpoint_chunks_group
+from neural_memory.common.compiled import chunk_step
 from neural_memory.miras.retention import Retention
 from neural_memory.registry import implements
 from neural_memory.titans.chunked import (
@@ -218,12 +219,12 @@ def _run(model, carry, pieces, rules):
 
     Returns ``(outputs, *carry)`` at the end of the pieces.
     """
-    output_grad, project, lag_token, chunk_size, anchor, rescaling = rules
+    output_grad, project, lag_token, chunk_size, anchor, rescaling, step = rules
     weights, acc, momentum, chunk_weights, offset = carry
     outputs = []
     for piece in pieces:
         grad_weights = weights if anchors_gradient(offset, lag_token) else chunk_weights
-        y, acc, momentum = _chunk(
+        y, acc, momentum = step(
             model, acc, momentum, grad_weights, piece, output_grad, project, anchor, rescaling
         )
         weights = project_weights(project, acc)
@@ -253,6 +254,7 @@ def miras_chunked_memory(
     dual_form: bool | None = None,
     read: str = "token",
     checkpoint_chunks: int | str = 0,
+    compile_chunks: bool = False,
 ) -> tuple[Tensor | None, MemoryState]:
     r"""Chunk-parallel MIRAS memory (MIRAS v1, Eq. 28-32), equal to the token loop with the same chunks.
 
@@ -290,6 +292,9 @@ def miras_chunked_memory(
         read, checkpoint_chunks: as in :func:`~neural_memory.titans.chunked.chunked_memory` (the same
             gradients for one more forward pass, and back-propagation keeps the per-token states of only
             ``checkpoint_chunks`` pieces at a time); the materialised form supports only ``read="token"``.
+        compile_chunks: run the per-chunk step through ``torch.compile``
+            (:mod:`~neural_memory.common.compiled`), in both forms: the same arithmetic fused, equal to
+            rounding.
 
     Returns:
         ``(y (N, T, d) or None, new state)``.
@@ -309,6 +314,7 @@ def miras_chunked_memory(
         return chunked_memory(
             model, state, keys, values, queries, alpha, eta, theta, chunk_size=chunk_size, read=read,
             checkpoint_chunks=checkpoint_chunks, output_grad=output_grad, bias_params=bias_params,
+            compile_chunks=compile_chunks,
         )  # fmt: skip
     if read != "token":
         raise ValueError("the materialised form reads every token with its own state: read='token' only")
@@ -318,7 +324,8 @@ def miras_chunked_memory(
     )
     carry = (state.weights, state.carried, state.momentum, state.chunk_weights, state.offset)
     anchor = model.anchor(keys.shape[0], keys.dtype, project)
-    rules = (output_grad, project, lag_token, chunk_size, anchor, rescaling)
+    step = chunk_step(_chunk, compile_chunks)
+    rules = (output_grad, project, lag_token, chunk_size, anchor, rescaling, step)
     # Back-propagation keeps every chunk's per-token states (b x params each); checkpointing groups of
     # chunks keeps only the group's starting state and recomputes the group in the backward pass.
     group = checkpoint_group(checkpoint_chunks, len(pieces))

@@ -144,8 +144,8 @@ class MirasMemory(NeuralMemory):
         channel_rank: the rank of that gate's map, ``>= 1`` (32).
         **kwargs: everything else :class:`~neural_memory.titans.memory.NeuralMemory` takes (``depth``,
             ``chunk_size``, ``heads``, ``expansion``, ``activation``, ``residual_norm``, ``weight_decay``,
-            ``theta_max``, ``gates``, ``fixed_gates``, ``impl``, ``checkpoint_chunks``, ...). ``read`` must
-            stay ``"token"`` for a non-linear retention.
+            ``theta_max``, ``gates``, ``fixed_gates``, ``impl``, ``checkpoint_chunks``,
+            ``compile_chunks``, ...). ``read`` must stay ``"token"`` for a non-linear retention.
     """
 
     def __init__(
@@ -237,7 +237,7 @@ class MirasMemory(NeuralMemory):
             common = {**common, "project": None, "rescaling": self.retention}
         return miras_chunked_memory(
             *args, chunk_size=self.chunk_size, read=self.read, checkpoint_chunks=self.checkpoint_chunks,
-            output_grad=output_grad, **common,
+            compile_chunks=self.compile_chunks, output_grad=output_grad, **common,
         )  # fmt: skip
 
 

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from neural_memory.common.checkpoint import checkpoint_chunks_group
+from neural_memory.common.compiled import chunk_step
 from neural_memory.common.scan import linear_scan
 from neural_memory.registry import implements
 from neural_memory.titans.associative_loss import associative_loss_output_grad
@@ -409,17 +410,18 @@ def checkpoint_group(checkpoint_chunks: int | str, n_pieces: int) -> int:
     return checkpoint_chunks
 
 
-def _run(model, weights, momentum, chunk_weights, offset, pieces, chunk_size, read, output_grad, anchor):
-    """Run consecutive pieces ``(keys, values, queries, coefficients, bias_params)``.
+def _run(
+    model, weights, momentum, chunk_weights, offset, pieces, chunk_size, read, output_grad, anchor, step
+):
+    """Run consecutive pieces ``(keys, values, queries, coefficients, bias_params)`` with ``step``
+    (:func:`_chunk`, or its compiled form).
 
     Returns ``(outputs, weights, momentum, chunk_weights)``.
     """
     outputs = []
     for piece in pieces:
         grad_weights = chunk_weights if offset else weights
-        y, weights, momentum = _chunk(
-            model, weights, momentum, grad_weights, piece, read, output_grad, anchor
-        )
+        y, weights, momentum = step(model, weights, momentum, grad_weights, piece, read, output_grad, anchor)
         outputs.append(y)
         offset = (offset + piece[0].shape[1]) % chunk_size
         chunk_weights = grad_weights if offset else weights
@@ -442,6 +444,7 @@ def chunked_memory(
     checkpoint_chunks: int | str = 0,
     output_grad: Callable[..., Tensor] = associative_loss_output_grad,
     bias_params: dict[str, Tensor] | None = None,
+    compile_chunks: bool = False,
 ) -> tuple[Tensor | None, MemoryState]:
     r"""Chunk-parallel long-term memory (Titans v1, Eq. 16-18), equal to :func:`reference_memory`.
 
@@ -472,10 +475,13 @@ def chunked_memory(
             ``(pred, target, **bias_params) -> (N, t, d)``; Eq. 12's by default, a MIRAS attentional bias's
             ``output_grad`` otherwise.
         bias_params: per-token parameters of that loss (e.g. Yaad's :math:`\delta_t`), each ``(N, T, ...)``.
+        compile_chunks: run each chunk through ``torch.compile`` of the per-chunk step
+            (:mod:`~neural_memory.common.compiled`): the same arithmetic fused, equal to rounding.
 
     Returns:
         ``(y (N, T, d) or None, new state)``.
     """
+    step = chunk_step(_chunk, compile_chunks)
     sizes = piece_sizes(state.offset, keys.shape[1], chunk_size)
     pieces = piece_coefficients(
         split_pieces(sizes, (keys, values, queries), (alpha, eta, theta), bias_params)
@@ -491,7 +497,8 @@ def chunked_memory(
     outputs = []
     for first in range(0, len(pieces), group):
         block = pieces[first : first + group]
-        args = (model, weights, momentum, chunk_weights, offset, block, chunk_size, read, output_grad, anchor)
+        args = (model, weights, momentum, chunk_weights, offset, block, chunk_size, read, output_grad)
+        args = (*args, anchor, step)
         if group < len(pieces):
             ys, weights, momentum, chunk_weights = checkpoint_chunks_group(
                 _run, *args, check_hidden=first == 0

@@ -31,6 +31,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
+from neural_memory.common.compiled import check_compile_chunks
 from neural_memory.common.memory_block import MemoryBlock
 from neural_memory.registry import implements
 from neural_memory.titans.chunked import checkpoint_group, chunked_memory
@@ -80,6 +81,11 @@ class NeuralMemory(MemoryBlock):
             not :math:`T`, with the sequence length (``titans-lmm`` at 16K tokens: delta peak RSS 3.9 ->
             0.9 GB for 8 % more CPU time; ``benchmarks/README.md``). No second derivative through a
             checkpointed call (:mod:`~neural_memory.common.checkpoint`); set ``0`` for one.
+        compile_chunks: run the chunked form's per-chunk step through ``torch.compile``
+            (:mod:`~neural_memory.common.compiled`; needs a C++ compiler): the same arithmetic fused, equal
+            to the eager step to rounding, after tens of seconds of compiling on the first call. Off by
+            default; it pays off over a training run (``benchmarks/README.md``, "The per-chunk step
+            compiled").
     """
 
     def __init__(
@@ -105,12 +111,18 @@ class NeuralMemory(MemoryBlock):
         theta_max: float = 0.02,
         impl: str = "chunked",
         checkpoint_chunks: int | str = "auto",
+        compile_chunks: bool = False,
     ):
         super().__init__()
         _validate(dim, depth, chunk_size, heads, conv_kernel, read, gates, fixed_gates, impl)
         checkpoint_group(checkpoint_chunks, 1)  # validates it
+        check_compile_chunks(compile_chunks)
+        if compile_chunks and impl != "chunked":
+            raise ValueError(
+                f"compile_chunks=True compiles the chunked form's step: needs impl='chunked', got {impl!r}"
+            )
         self.chunk_size, self.read, self.impl = chunk_size, read, impl
-        self.checkpoint_chunks = checkpoint_chunks
+        self.checkpoint_chunks, self.compile_chunks = checkpoint_chunks, compile_chunks
         # registration order (projections, memory, gates, output) fixes the random initialisation
         self._init_projections(dim, heads, qk_norm=qk_norm, conv_kernel=conv_kernel)
         self.memory = MemoryMLP(
@@ -229,8 +241,9 @@ class NeuralMemory(MemoryBlock):
         if self.impl == "reference":
             return reference_memory(*args, chunk_size=self.chunk_size, read=self.read)
         return chunked_memory(
-            *args, chunk_size=self.chunk_size, read=self.read, checkpoint_chunks=self.checkpoint_chunks
-        )
+            *args, chunk_size=self.chunk_size, read=self.read, checkpoint_chunks=self.checkpoint_chunks,
+            compile_chunks=self.compile_chunks,
+        )  # fmt: skip
 
 
 def _validate(dim, depth, chunk_size, heads, conv_kernel, read, gates, fixed_gates, impl) -> None:
