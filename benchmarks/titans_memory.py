@@ -18,8 +18,9 @@ Implementations: ``fast`` (``impl="chunked"``), ``fast-ckpt`` (the same with ``c
 forward only by default: back-propagating through it keeps two weight copies per token) and
 ``titans-pytorch`` (lucidrains' ``titans_pytorch.NeuralMemory`` 0.5.5, same width, depth, expansion and chunk
 size; skipped with a message when it is not installed). ``fast-compiled``, ``yaad-compiled``,
-``moneta-compiled`` and ``memora-compiled`` are ``fast`` and the MIRAS presets with ``compile_chunks=True``
-(``torch.compile`` of the per-chunk step, forward+backward; the warm-up call compiles, with an empty
+``moneta-compiled``, ``memora-compiled`` and ``hope-compiled`` are ``fast``, the MIRAS presets and Hope's
+self-modifying Titans with ``compile_chunks=True`` (``torch.compile`` of the per-chunk step, Hope's per-span
+step, forward+backward; the warm-up call compiles, with an empty
 inductor cache per configuration, and every row collects and freezes its heap after the warm-up, as
 training does after a call that compiled; their FLOPs are the eager row's, the same arithmetic, and are not
 counted again: ``FlopCounterMode`` does not see inside compiled code).
@@ -53,7 +54,7 @@ CONFIGS = ("fast", "fast-ckpt", "reference", "titans-pytorch", "yaad", "moneta",
 PRESETS = ("yaad", "moneta", "memora", "hope")
 # The same with the per-chunk step compiled (compile_chunks=True), forward+backward beside their eager rows
 COMPILED = "-compiled"
-COMPILABLE = ("fast", "yaad", "moneta", "memora")
+COMPILABLE = ("fast", "yaad", "moneta", "memora", "hope")
 CONFIGS += tuple(name + COMPILED for name in COMPILABLE)
 FULL = {
     "dim": 256,
@@ -166,8 +167,9 @@ def build_preset(spec: dict):
         from neural_memory.nl.self_modifying import SelfModifyingTitans
 
         hidden = spec["dim"] * spec["expansion"]
+        extra = {"compile_chunks": True} if spec.get("compile_chunks") else {}
         return SelfModifyingTitans(
-            spec["dim"], hidden=hidden, chunk_size=spec["chunk"], qk_norm=True, v_norm=True
+            spec["dim"], hidden=hidden, chunk_size=spec["chunk"], qk_norm=True, v_norm=True, **extra
         )
     from neural_memory.miras import memory as miras
 

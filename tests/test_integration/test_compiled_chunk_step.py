@@ -12,6 +12,9 @@ import torch
 
 from neural_memory.common import compiled
 from neural_memory.miras.memory import memora, moneta
+from neural_memory.nl import self_modifying
+from neural_memory.nl.self_modifying import SelfModifyingTitans
+from neural_memory.titans import mac as titans_mac
 from neural_memory.titans.memory import NeuralMemory
 
 DT = torch.float64
@@ -75,3 +78,76 @@ def test_the_compiled_miras_chunk_step_is_the_eager_one(factory):
     eager, fast = paired(factory, dim=8, depth=2, chunk_size=4, expansion=2)
     x = torch.randn(2, 13, 8, dtype=DT, generator=torch.Generator().manual_seed(2))
     assert_same_runs(two_calls(eager, x), two_calls(fast, x))
+
+
+def hope_calls(front, x):
+    """Self-modifying Titans over ``x`` in two calls cut inside a chunk: outputs, state, input grad, grads."""
+    front.zero_grad(set_to_none=True)
+    inputs = x.clone().requires_grad_(True)
+    y1, state = front(inputs[:, :5])
+    y2, state = front(inputs[:, 5:], state)
+    y = torch.cat([y1, y2], dim=1)
+    weights = [w for d in (state.current, state.snapshot) for name in front.names for w in d[name]]
+    loss = (y * torch.linspace(-1, 1, y.shape[-1], dtype=DT)).sum() + sum(w.sum() for w in weights)
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in front.named_parameters() if p.grad is not None}
+    return y.detach(), [w.detach() for w in weights], state.position, inputs.grad.clone(), grads
+
+
+@needs_compiler
+def test_the_compiled_self_modifying_span_is_the_eager_one():
+    # Hope's front end (q, k, v normalised); the memories' chunk sizes differ (4 and 2), so spans end at the
+    # other memories' chunk ends while the main memory is mid-chunk: snapshot and current state differ
+    eager, fast = paired(
+        SelfModifyingTitans, dim=8, hidden=16, chunk_size=4, other_chunk_size=2, qk_norm=True, v_norm=True
+    )
+    x = torch.randn(2, 11, 8, dtype=DT, generator=torch.Generator().manual_seed(3))
+    (y_e, s_e, p_e, gx_e, g_e), (y_f, s_f, p_f, gx_f, g_f) = hope_calls(eager, x), hope_calls(fast, x)
+    assert self_modifying._span_update in compiled._COMPILED  # the spans went through torch.compile
+    torch.testing.assert_close(y_f, y_e, rtol=1e-10, atol=1e-12)
+    assert p_f == p_e == 11 and len(s_f) == len(s_e) == 20
+    for got, want in zip(s_f, s_e, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(gx_f, gx_e, rtol=1e-10, atol=1e-12)
+    assert g_f.keys() == g_e.keys() and len(g_e) > 10
+    for name in g_e:
+        torch.testing.assert_close(g_f[name], g_e[name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+@needs_compiler
+@pytest.mark.parametrize("checkpoint_chunks", [0, 2])
+def test_the_compiled_mac_segment_step_is_the_eager_one(checkpoint_chunks):
+    # the whole segment (retrieval, attention, memory write and gate) is one compiled step; with
+    # checkpointing it also runs without gradients and again inside the backward pass
+    def build(**extra):
+        torch.manual_seed(0)
+        memory = {"chunk_size": 2, "depth": 2, "expansion": 2, "checkpoint_chunks": checkpoint_chunks}
+        config = {"segment_len": 4, "n_persistent": 2, "heads": 2}
+        return titans_mac.MemoryAsContext(8, **config, memory={**memory, **extra}).to(DT)
+
+    eager, fast = build(), build(compile_chunks=True)
+    x = torch.randn(2, 13, 8, dtype=DT, generator=torch.Generator().manual_seed(4))
+    runs = []
+    for mac in (eager, fast):
+        inputs = x.clone().requires_grad_(True)
+        y1, state = mac(inputs[:, :6])  # the cut falls inside a segment and inside a chunk
+        y2, state = mac(inputs[:, 6:], state)
+        y = torch.cat([y1, y2], 1)
+        loss = (y * torch.linspace(-1, 1, 8, dtype=DT)).sum() + sum(w.sum() for w in state.memory.weights)
+        loss.backward()
+        grads = {name: p.grad.clone() for name, p in mac.named_parameters() if p.grad is not None}
+        runs.append((y.detach(), state, inputs.grad.clone(), grads))
+    assert titans_mac._segment_piece in compiled._COMPILED
+    (y_e, s_e, gx_e, g_e), (y_f, s_f, gx_f, g_f) = runs
+    torch.testing.assert_close(y_f, y_e, rtol=1e-10, atol=1e-12)
+    for got, want in zip(
+        s_f.memory.weights + s_f.memory.momentum, s_e.memory.weights + s_e.memory.momentum, strict=True
+    ):
+        torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-10, atol=1e-12)
+    tokens_f, tokens_e = s_f.segment_tokens.detach(), s_e.segment_tokens.detach()
+    torch.testing.assert_close(tokens_f, tokens_e, rtol=1e-10, atol=1e-12)
+    assert s_f.offset == s_e.offset == 1
+    torch.testing.assert_close(gx_f, gx_e, rtol=1e-10, atol=1e-12)
+    assert g_f.keys() == g_e.keys() and len(g_e) > 10
+    for name in g_e:
+        torch.testing.assert_close(g_f[name], g_e[name], rtol=1e-10, atol=1e-12, msg=name)

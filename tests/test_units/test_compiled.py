@@ -15,7 +15,10 @@ import torch
 from neural_memory.common import compiled
 from neural_memory.miras import chunked as miras_chunked
 from neural_memory.miras.memory import memora, moneta, yaad
+from neural_memory.nl import self_modifying
+from neural_memory.nl.hope import HopeBlock
 from neural_memory.titans import chunked as titans_chunked
+from neural_memory.titans import mac as titans_mac
 from neural_memory.titans.associative_loss import associative_loss_output_grad
 from neural_memory.titans.memory import NeuralMemory
 
@@ -51,6 +54,39 @@ def test_the_step_is_compiled_once_per_function_and_only_on_request(monkeypatch)
     assert all(options == {} for _, options in calls)
 
 
+def test_a_memory_budget_holds_while_the_compiled_step_runs_and_compiles(monkeypatch):
+    from torch._functorch import config as functorch_config
+
+    seen = []
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    monkeypatch.setattr(compiled, "_find_cpp_compiler", lambda: "g++")
+    monkeypatch.setattr(
+        compiled.torch,
+        "compile",
+        lambda fn, **options: lambda x: seen.append(functorch_config.activation_memory_budget) or fn(x),
+    )
+
+    def step(x):
+        return x + 1
+
+    def other(x):
+        return x - 1
+
+    default = functorch_config.activation_memory_budget
+    assert compiled.chunk_step(step, True, memory_budget=0.05)(1) == 2
+    assert compiled.chunk_step(other, True)(1) == 0
+    assert seen == [0.05, default] and functorch_config.activation_memory_budget == default
+    # the MIRAS chunk loop asks for its budget, the Titans one for none
+    calls = []
+    monkeypatch.setattr(compiled, "chunk_step", lambda step, on, **kw: calls.append(kw) or step)
+    monkeypatch.setattr(miras_chunked, "chunk_step", compiled.chunk_step)
+    monkeypatch.setattr(titans_chunked, "chunk_step", compiled.chunk_step)
+    x = torch.randn(1, 4, 8)
+    moneta(8, chunk_size=2)(x)
+    NeuralMemory(8, chunk_size=2)(x)
+    assert calls == [{"memory_budget": 0.05}, {}] and miras_chunked.MEMORY_BUDGET == 0.05
+
+
 def test_has_cpp_compiler_asks_inductor(monkeypatch):
     monkeypatch.setattr(compiled, "_find_cpp_compiler", lambda: "g++")
     assert compiled.has_cpp_compiler() is True
@@ -71,6 +107,8 @@ def test_compile_chunks_must_be_a_bool(value, name):
         NeuralMemory(8, compile_chunks=value)
     with pytest.raises(TypeError, match=message):
         moneta(dim=8, compile_chunks=value)
+    with pytest.raises(TypeError, match=message):
+        self_modifying.SelfModifyingTitans(8, compile_chunks=value)
 
 
 def test_compile_chunks_needs_the_chunked_form():
@@ -130,6 +168,96 @@ def test_compile_chunks_sends_every_piece_through_the_compiled_step(monkeypatch,
     assert eager.compile_chunks is False
     torch.testing.assert_close(eager(x)[0], y, rtol=0, atol=0)
     assert len(calls) == len(pieces)  # the eager memory does not go through it
+
+
+def test_compile_chunks_sends_every_self_modifying_span_through_the_compiled_step(monkeypatch):
+    spans = []
+
+    def compile_(fn, **options):
+        def counted(module, x, snap_all, current_all):
+            spans.append((fn, x.shape[1], snap_all is current_all))
+            return fn(module, x, snap_all, current_all)
+
+        return counted
+
+    monkeypatch.setattr(compiled.torch, "compile", compile_)
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    monkeypatch.setattr(compiled, "_find_cpp_compiler", lambda: "g++")
+    x = torch.randn(1, 10, 8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    # Hope's front end passes the option on; main memory chunk 4, the others 2
+    front = HopeBlock(8, chunk_size=4, other_chunk_size=2, titans={"compile_chunks": True}).front
+    assert front.compile_chunks is True and compiled.uses_compiled_steps(front)
+    y, state = front(x[:, :3])
+    y2, _ = front(x[:, 3:], state)
+    step = self_modifying._span_update
+    # spans end at every chunk end of any memory (every 2 tokens) and at the call boundary (3); mid-chunk
+    # of the main memory (positions 2, 6), the current state is not the snapshot
+    lengths = [2, 1, 1, 2, 2, 2]
+    starts = [0, 2, 3, 4, 6, 8]
+    assert spans == [(step, n, t % 4 == 0) for n, t in zip(lengths, starts, strict=True)]
+    torch.manual_seed(0)
+    eager = HopeBlock(8, chunk_size=4, other_chunk_size=2).front
+    assert eager.compile_chunks is False and not compiled.uses_compiled_steps(eager)
+    e, state = eager(x[:, :3])
+    e2, _ = eager(x[:, 3:], state)
+    torch.testing.assert_close(torch.cat([y, y2], 1), torch.cat([e, e2], 1), rtol=0, atol=0)
+    assert len(spans) == len(lengths)  # the eager front end does not go through it
+
+
+@pytest.mark.parametrize("checkpoint_chunks", [0, 2])
+def test_mac_sends_every_segment_piece_through_one_compiled_step(monkeypatch, checkpoint_chunks):
+    steps = []
+
+    def compile_(fn, **options):
+        def counted(*args):
+            steps.append((fn.__name__, args[1].shape[1] if fn is titans_mac._segment_piece else None))
+            return fn(*args)
+
+        return counted
+
+    monkeypatch.setattr(compiled.torch, "compile", compile_)
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    monkeypatch.setattr(compiled, "_find_cpp_compiler", lambda: "g++")
+    x = torch.randn(1, 10, 8, generator=torch.Generator().manual_seed(0))
+    memory = {"chunk_size": 2, "checkpoint_chunks": checkpoint_chunks}
+
+    def build(**extra):
+        torch.manual_seed(0)
+        config = {"segment_len": 4, "n_persistent": 1, "heads": 2}
+        return titans_mac.MemoryAsContext(8, **config, memory={**memory, **extra})
+
+    mac = build(compile_chunks=True)
+    y, state = mac(x[:, :3])
+    y2, _ = mac(x[:, 3:], state)
+    y_all = torch.cat([y, y2], 1)
+    y_all.sum().backward()
+    # segments of 4 cut at the call boundary: pieces 3 | 1, 4, 2; with checkpointing, the second call's
+    # groups (one segment each: C / chunk = 2 chunks) run again in the backward pass, last first (the first
+    # call, 2 chunks, is a single group: kept, not checkpointed)
+    pieces = [3, 1, 4, 2]
+    expected = pieces + ([2, 4, 1] if checkpoint_chunks else [])
+    # outside a real compile, the memory's own chunk loop goes through its (fake) compiled step as well
+    assert [n for name, n in steps if name == "_segment_piece"] == expected
+    assert {name for name, _ in steps} == {"_segment_piece", "_chunk"}
+    eager = build()
+    e, state = eager(x[:, :3])
+    e2, _ = eager(x[:, 3:], state)
+    torch.testing.assert_close(y_all, torch.cat([e, e2], 1), rtol=0, atol=0)
+    without_memory = titans_mac.MemoryAsContext(8, segment_len=4, n_persistent=1, heads=2, use_memory=False)
+    steps.clear()
+    without_memory(x)
+    assert steps == []  # compile_chunks belongs to the memory: no memory, no compiled step
+
+
+def test_inside_a_compiled_step_the_chunk_step_is_traced_not_compiled_again(monkeypatch):
+    calls = fake_compile(monkeypatch)
+
+    def step(x):
+        return x + 1
+
+    monkeypatch.setattr(compiled.torch.compiler, "is_compiling", lambda: True)
+    assert compiled.chunk_step(step, True) is step and calls == []
 
 
 def test_the_chunk_loops_run_eagerly_by_default(monkeypatch):

@@ -53,6 +53,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
+from neural_memory.common.compiled import check_compile_chunks, chunk_step
 from neural_memory.common.validation import check_int
 from neural_memory.registry import implements
 from neural_memory.titans.memory_model import ACTIVATIONS, scaled_act_grad
@@ -431,6 +432,9 @@ class SelfModifyingTitans(nn.Module):
             its self-generated value :math:`\mathcal M_\square(v_t)`, so without it :math:`\hat v_v =
             \mathcal M_v(\mathcal M_v(x_t))` compounds the value memory's gain (docs/errata.md, NL Eq. 94–97).
         activation: σ of the residual MLP, ``"silu"`` or ``"gelu"``.
+        compile_chunks: run each span's arithmetic (generation, inner gradients, chunk end) through
+            ``torch.compile`` (:func:`~neural_memory.common.compiled.chunk_step`; default False: the first
+            call compiles for tens of seconds). The token reference is never compiled.
     """
 
     def __init__(
@@ -449,8 +453,11 @@ class SelfModifyingTitans(nn.Module):
         qk_norm: bool = True,
         v_norm: bool = False,
         activation: str = "silu",
+        compile_chunks: bool = False,
     ):
         super().__init__()
+        check_compile_chunks(compile_chunks)
+        self.compile_chunks = compile_chunks
         self.dim = check_int("dim", dim)
         self.hidden = check_int("hidden", dim if hidden is None else hidden)
         self.memory = _check_choice("memory", memory, MEMORIES)
@@ -593,25 +600,14 @@ class SelfModifyingTitans(nn.Module):
         # cost is per-op overhead at these sizes (chunk 16, d 128), not flops. The same arithmetic per row
         # as the loop; the token reference (self_modifying_reference) keeps the per-memory loop.
         snap = self.snapshots(state)
-        batch, count = x.shape[0], len(self.names)
         snap_all = _stack(snap, self.names)
         current_all = (
             snap_all
             if all(snap[n] is state.current[n] for n in self.names)
             else _stack(state.current, self.names)
         )
-        gen, y = self._generate_stacked(x, snap_all)
-        k_all = gen["k"].repeat(count, 1, 1)
-        v = gen["v"]
-        target = (
-            self.read(snap_all, v.repeat(count, 1, 1))
-            if self.values == "generated"
-            else v.repeat(count, 1, 1)
-        )
-        factors = layer_factors(snap_all, k_all, target, self.objective, self.activation)
-        eta_all, alpha_all = gen["eta"].repeat(count, 1), gen["alpha"].repeat(count, 1)
-        new_all = _chunk_end(current_all, factors, k_all, eta_all, alpha_all, self.rule)
-        current = _unstack(new_all, self.names, batch)
+        y, new_all = chunk_step(_span_update, self.compile_chunks)(self, x, snap_all, current_all)
+        current = _unstack(new_all, self.names, x.shape[0])
         return y, SelfModifyingState(current=current, snapshot=snap, position=state.position + x.shape[1])
 
     def _generate_stacked(self, x: Tensor, snap_all: Weights) -> tuple[dict[str, Tensor], Tensor]:
@@ -639,6 +635,26 @@ class SelfModifyingTitans(nn.Module):
         }
         y = self.read(tuple(w[-batch:] for w in snap_all), gen["q"]) if self.adaptive_q else read["memory"]
         return gen, y
+
+
+def _span_update(
+    module: SelfModifyingTitans, x: Tensor, snap_all: Weights, current_all: Weights
+) -> tuple[Tensor, Weights]:
+    """One span of :meth:`SelfModifyingTitans._span` for the stacked memories: the outputs ``(N, n, d)`` and
+    every memory's state after the span, ``(M * N, d_in, d_out)`` per layer. The unit that
+    ``compile_chunks=True`` compiles (:func:`~neural_memory.common.compiled.chunk_step`)."""
+    count = len(module.names)
+    gen, y = module._generate_stacked(x, snap_all)
+    k_all = gen["k"].repeat(count, 1, 1)
+    v = gen["v"]
+    target = (
+        module.read(snap_all, v.repeat(count, 1, 1))
+        if module.values == "generated"
+        else v.repeat(count, 1, 1)
+    )
+    factors = layer_factors(snap_all, k_all, target, module.objective, module.activation)
+    eta_all, alpha_all = gen["eta"].repeat(count, 1), gen["alpha"].repeat(count, 1)
+    return y, _chunk_end(current_all, factors, k_all, eta_all, alpha_all, module.rule)
 
 
 def _stack(weights: dict[str, Weights], names: tuple[str, ...]) -> Weights:

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
 from neural_memory.common.checkpoint import checkpoint_chunks_group
+from neural_memory.common.compiled import chunk_step
 from neural_memory.common.masks import mac_mask
 from neural_memory.registry import implements
 from neural_memory.titans.chunked import checkpoint_group
@@ -110,7 +111,10 @@ class MemoryAsContext(nn.Module):
         n_persistent: ``N_p >= 0``.
         heads: attention heads (dividing ``dim``).
         memory: keyword arguments of :class:`~neural_memory.titans.memory.NeuralMemory` (``dim`` excluded);
-            its ``checkpoint_chunks`` applies to the chunks of a whole call, in whole segments.
+            its ``checkpoint_chunks`` applies to the chunks of a whole call, in whole segments, and its
+            ``compile_chunks=True`` compiles MAC's whole segment step (Eq. 21–25 for one segment: retrieval,
+            attention, memory write and gate; the memory's chunk loop, ``C / chunk_size`` chunks, is traced
+            into that graph), so that the per-segment work outside the memory is compiled too.
         use_memory: False disables the memory branch (Eq. 21, 24, 25).
 
     Shapes:
@@ -342,11 +346,18 @@ pytree.register_dataclass(MACState)
 
 def _run_pieces(mac: MemoryAsContext, pieces: list[Tensor], state: MACState) -> tuple[list[Tensor], MACState]:
     """Consecutive pieces through :meth:`MemoryAsContext._piece`; the unit that MAC checkpoints."""
+    step = chunk_step(_segment_piece, mac.memory is not None and mac.memory.compile_chunks)
     outputs = []
     for piece in pieces:
-        out, state = mac._piece(piece, state)
+        out, state = step(mac, piece, state)
         outputs.append(out)
     return outputs, state
+
+
+def _segment_piece(mac: MemoryAsContext, piece: Tensor, state: MACState) -> tuple[Tensor, MACState]:
+    """:meth:`MemoryAsContext._piece` as a function of the module: the step that ``compile_chunks=True``
+    compiles (:func:`~neural_memory.common.compiled.chunk_step`; one graph shared by every MAC layer)."""
+    return mac._piece(piece, state)
 
 
 __all__ = ["MACState", "MemoryAsContext"]
