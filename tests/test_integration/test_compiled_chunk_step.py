@@ -24,17 +24,19 @@ needs_compiler = pytest.mark.skipif(
 )
 
 
-def two_calls(memory, x):
-    """Write ``x`` in two calls whose cut falls inside a chunk; returns outputs, final state, grads."""
-    memory.zero_grad(set_to_none=True)
+def two_calls(module, x, cut=6, final=lambda state: state.weights):
+    """Run ``x`` in two calls cut at ``cut`` (inside a chunk); returns outputs, final state, grads.
+
+    The loss weighs every output and the ``final`` state tensors, so the state's gradient path is checked
+    too."""
+    module.zero_grad(set_to_none=True)
     inputs = x.clone().requires_grad_(True)
-    y1, state = memory(inputs[:, :6])
-    y2, state = memory(inputs[:, 6:], state)
+    y1, state = module(inputs[:, :cut])
+    y2, state = module(inputs[:, cut:], state)
     y = torch.cat([y1, y2], dim=1)
-    # a loss that weighs every output and the final weights, so the state's gradient path is checked too
-    loss = (y * torch.linspace(-1, 1, y.shape[-1], dtype=DT)).sum() + sum(w.sum() for w in state.weights)
+    loss = (y * torch.linspace(-1, 1, y.shape[-1], dtype=DT)).sum() + sum(w.sum() for w in final(state))
     loss.backward()
-    grads = {name: p.grad.clone() for name, p in memory.named_parameters() if p.grad is not None}
+    grads = {name: p.grad.clone() for name, p in module.named_parameters() if p.grad is not None}
     return y.detach(), state, inputs.grad.clone(), grads
 
 
@@ -80,18 +82,9 @@ def test_the_compiled_miras_chunk_step_is_the_eager_one(factory):
     assert_same_runs(two_calls(eager, x), two_calls(fast, x))
 
 
-def hope_calls(front, x):
-    """Self-modifying Titans over ``x`` in two calls cut inside a chunk: outputs, state, input grad, grads."""
-    front.zero_grad(set_to_none=True)
-    inputs = x.clone().requires_grad_(True)
-    y1, state = front(inputs[:, :5])
-    y2, state = front(inputs[:, 5:], state)
-    y = torch.cat([y1, y2], dim=1)
-    weights = [w for d in (state.current, state.snapshot) for name in front.names for w in d[name]]
-    loss = (y * torch.linspace(-1, 1, y.shape[-1], dtype=DT)).sum() + sum(w.sum() for w in weights)
-    loss.backward()
-    grads = {name: p.grad.clone() for name, p in front.named_parameters() if p.grad is not None}
-    return y.detach(), [w.detach() for w in weights], state.position, inputs.grad.clone(), grads
+def hope_weights(front):
+    """Every memory's current and chunk-start weights of a self-modifying Titans state, in one list."""
+    return lambda state: [w for d in (state.current, state.snapshot) for name in front.names for w in d[name]]
 
 
 @needs_compiler
@@ -102,12 +95,15 @@ def test_the_compiled_self_modifying_span_is_the_eager_one():
         SelfModifyingTitans, dim=8, hidden=16, chunk_size=4, other_chunk_size=2, qk_norm=True, v_norm=True
     )
     x = torch.randn(2, 11, 8, dtype=DT, generator=torch.Generator().manual_seed(3))
-    (y_e, s_e, p_e, gx_e, g_e), (y_f, s_f, p_f, gx_f, g_f) = hope_calls(eager, x), hope_calls(fast, x)
+    y_e, s_e, gx_e, g_e = two_calls(eager, x, cut=5, final=hope_weights(eager))
+    y_f, s_f, gx_f, g_f = two_calls(fast, x, cut=5, final=hope_weights(fast))
     assert self_modifying._span_update in compiled._COMPILED  # the spans went through torch.compile
     torch.testing.assert_close(y_f, y_e, rtol=1e-10, atol=1e-12)
-    assert p_f == p_e == 11 and len(s_f) == len(s_e) == 20
-    for got, want in zip(s_f, s_e, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert s_f.position == s_e.position == 11
+    weights_f, weights_e = hope_weights(fast)(s_f), hope_weights(eager)(s_e)
+    assert len(weights_f) == len(weights_e) == 20
+    for got, want in zip(weights_f, weights_e, strict=True):
+        torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(gx_f, gx_e, rtol=1e-10, atol=1e-12)
     assert g_f.keys() == g_e.keys() and len(g_e) > 10
     for name in g_e:
@@ -127,16 +123,8 @@ def test_the_compiled_mac_segment_step_is_the_eager_one(checkpoint_chunks):
 
     eager, fast = build(), build(compile_chunks=True)
     x = torch.randn(2, 13, 8, dtype=DT, generator=torch.Generator().manual_seed(4))
-    runs = []
-    for mac in (eager, fast):
-        inputs = x.clone().requires_grad_(True)
-        y1, state = mac(inputs[:, :6])  # the cut falls inside a segment and inside a chunk
-        y2, state = mac(inputs[:, 6:], state)
-        y = torch.cat([y1, y2], 1)
-        loss = (y * torch.linspace(-1, 1, 8, dtype=DT)).sum() + sum(w.sum() for w in state.memory.weights)
-        loss.backward()
-        grads = {name: p.grad.clone() for name, p in mac.named_parameters() if p.grad is not None}
-        runs.append((y.detach(), state, inputs.grad.clone(), grads))
+    # the cut falls inside a segment and inside a chunk
+    runs = [two_calls(mac, x, final=lambda state: state.memory.weights) for mac in (eager, fast)]
     assert titans_mac._segment_piece in compiled._COMPILED
     (y_e, s_e, gx_e, g_e), (y_f, s_f, gx_f, g_f) = runs
     torch.testing.assert_close(y_f, y_e, rtol=1e-10, atol=1e-12)

@@ -37,6 +37,21 @@ def fake_compile(monkeypatch):
     return calls
 
 
+def record_compiled_calls(monkeypatch, record):
+    """torch.compile replaced by a pass-through that calls ``record(fn, args)`` before every call."""
+
+    def compile_(fn, **options):
+        def counted(*args, **kwargs):
+            record(fn, args)
+            return fn(*args, **kwargs)
+
+        return counted
+
+    monkeypatch.setattr(compiled.torch, "compile", compile_)
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    monkeypatch.setattr(compiled, "_find_cpp_compiler", lambda: "g++")
+
+
 def test_the_step_is_compiled_once_per_function_and_only_on_request(monkeypatch):
     calls = fake_compile(monkeypatch)
 
@@ -146,17 +161,8 @@ def test_compile_chunks_without_a_cpp_compiler_says_so(monkeypatch):
 )
 def test_compile_chunks_sends_every_piece_through_the_compiled_step(monkeypatch, factory, step, pieces):
     calls = []
-
-    def compile_(fn, **options):
-        def counted(*args, **kwargs):
-            calls.append((fn, args[4][0].shape[1]))  # the step and its piece's length
-            return fn(*args, **kwargs)
-
-        return counted
-
-    monkeypatch.setattr(compiled.torch, "compile", compile_)
-    monkeypatch.setattr(compiled, "_COMPILED", {})
-    monkeypatch.setattr(compiled, "_find_cpp_compiler", lambda: "g++")
+    # the step and its piece's length
+    record_compiled_calls(monkeypatch, lambda fn, args: calls.append((fn, args[4][0].shape[1])))
     x = torch.randn(1, 10, 8, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     memory = factory(8, chunk_size=4, compile_chunks=True)
@@ -172,17 +178,10 @@ def test_compile_chunks_sends_every_piece_through_the_compiled_step(monkeypatch,
 
 def test_compile_chunks_sends_every_self_modifying_span_through_the_compiled_step(monkeypatch):
     spans = []
-
-    def compile_(fn, **options):
-        def counted(module, x, snap_all, current_all):
-            spans.append((fn, x.shape[1], snap_all is current_all))
-            return fn(module, x, snap_all, current_all)
-
-        return counted
-
-    monkeypatch.setattr(compiled.torch, "compile", compile_)
-    monkeypatch.setattr(compiled, "_COMPILED", {})
-    monkeypatch.setattr(compiled, "_find_cpp_compiler", lambda: "g++")
+    # (module, x, snapshots, current states): the span's length and whether the states are the snapshots
+    record_compiled_calls(
+        monkeypatch, lambda fn, args: spans.append((fn, args[1].shape[1], args[2] is args[3]))
+    )
     x = torch.randn(1, 10, 8, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     # Hope's front end passes the option on; main memory chunk 4, the others 2
@@ -208,17 +207,12 @@ def test_compile_chunks_sends_every_self_modifying_span_through_the_compiled_ste
 @pytest.mark.parametrize("checkpoint_chunks", [0, 2])
 def test_mac_sends_every_segment_piece_through_one_compiled_step(monkeypatch, checkpoint_chunks):
     steps = []
-
-    def compile_(fn, **options):
-        def counted(*args):
-            steps.append((fn.__name__, args[1].shape[1] if fn is titans_mac._segment_piece else None))
-            return fn(*args)
-
-        return counted
-
-    monkeypatch.setattr(compiled.torch, "compile", compile_)
-    monkeypatch.setattr(compiled, "_COMPILED", {})
-    monkeypatch.setattr(compiled, "_find_cpp_compiler", lambda: "g++")
+    record_compiled_calls(
+        monkeypatch,
+        lambda fn, args: steps.append(
+            (fn.__name__, args[1].shape[1] if fn is titans_mac._segment_piece else None)
+        ),
+    )
     x = torch.randn(1, 10, 8, generator=torch.Generator().manual_seed(0))
     memory = {"chunk_size": 2, "checkpoint_chunks": checkpoint_chunks}
 
