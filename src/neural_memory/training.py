@@ -229,6 +229,9 @@ def train_step(
     and its ``zero_grad`` forgets them. With ``parallel`` (``model`` wrapped by
     :func:`neural_memory.distributed.wrap`) this process trains on its share of the global ``batch`` and
     the returned loss is the global batch's (:mod:`neural_memory.distributed`).
+
+    Raises ``FloatingPointError`` on a non-finite loss, and on a non-finite gradient norm at a finite loss,
+    before the optimizer step: the parameters (and a checkpoint saved from them) stay finite.
     """
     set_learning_rate(optimizer, lr)
     optimizer.zero_grad(set_to_none=True)
@@ -241,7 +244,12 @@ def train_step(
     if not torch.isfinite(value):
         raise FloatingPointError(f"training loss is {value.item()}; lower --lr or check the model")
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if not torch.isfinite(norm):  # clipping by it has just made every gradient NaN: stop before the update
+        raise FloatingPointError(
+            f"gradient norm is {norm.item()} at a finite loss ({value.item():.4g}); the parameters were not "
+            "updated; lower --lr or check the model"
+        )
     optimizer.step()
     return value.item()
 

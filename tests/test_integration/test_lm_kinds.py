@@ -136,15 +136,18 @@ def test_hope_attention_state_grows_only_by_its_kv_cache():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_tiny_lm_overfits_a_fixed_batch(kind):
-    # 2 x 24 random targets over 16 symbols: chance is ln 16 = 2.77 nats; we ask < 0.1 after 40 Adam steps
-    # (60 for the MIRAS kinds, which have no attention: measured 0.10-0.14 at 40 steps, 0.03-0.04 at 60;
-    # 80 for the Hope kinds, whose CMS levels rewrite the FFN in context: seeds 0-4 measured 0.10-0.38 at 40,
-    # 0.04-0.20 at 60, 0.03-0.15 at 80 for hope-attention; hope seed 0: 0.33, 0.04, 0.03)
+    # 2 x 24 random targets over 16 symbols: chance is ln 16 = 2.77 nats; we ask < 0.1 after a fixed number of
+    # Adam steps. At lr 3e-2, 40 steps (60 for the MIRAS kinds without attention, 80 for hope-attention),
+    # every seed 0-5 ended below 0.065. For titans-mac, titans-lmm, yaad and hope that rate is past the edge:
+    # the loss spikes (seeds 0-5 ended at 0.06-0.24, 0.04-0.18, 0.03-0.18 at 40-60 steps; which seed passed
+    # changed with float32 rounding), and hope seed 0 goes NaN (test below). At lr 1e-2 their losses fall
+    # steadily: 0.043-0.054 after 100 steps for seeds 0-5 (0.06-0.11 after 80).
+    lr, steps = RECIPES.get(kind, (3e-2, 40))
     lm = make_lm(kind, dtype=torch.float32, depth=get_kind(kind).min_depth, seed=1)
     batch = tokens(2, 25, seed=3)
-    optimiser = torch.optim.Adam(lm.parameters(), lr=3e-2)
+    optimiser = torch.optim.Adam(lm.parameters(), lr=lr)
     first = None
-    for _ in range({"moneta": 60, "yaad": 60, "memora": 60, "hope": 80, "hope-attention": 80}.get(kind, 40)):
+    for _ in range(steps):
         loss = lm.loss(batch)
         first = loss.item() if first is None else first
         optimiser.zero_grad()
@@ -152,6 +155,33 @@ def test_tiny_lm_overfits_a_fixed_batch(kind):
         optimiser.step()
     assert first > 2.0
     assert lm.loss(batch).item() < 0.1
+
+
+RECIPES = {
+    "moneta": (3e-2, 60),
+    "yaad": (1e-2, 100),
+    "memora": (3e-2, 60),
+    "hope": (1e-2, 100),
+    "hope-attention": (3e-2, 80),
+    "titans-mac": (1e-2, 100),
+    "titans-lmm": (1e-2, 100),
+}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect (docs/errata.md, NL Eq. 94-97): at outer lr 3e-2 Hope's self-modifying memories "
+    "grow without bound inside one 24-token sequence (layer 1: 1.3 -> 5e18 in 12 spans), NaN gradients",
+)
+def test_hope_gradients_stay_finite_at_a_large_outer_learning_rate():
+    lm = make_lm("hope", dtype=torch.float32, depth=get_kind("hope").min_depth, seed=0)
+    batch = tokens(2, 25, seed=3)
+    optimiser = torch.optim.Adam(lm.parameters(), lr=3e-2)
+    for _ in range(22):
+        optimiser.zero_grad()
+        lm.loss(batch).backward()
+        assert all(torch.isfinite(p.grad).all() for p in lm.parameters() if p.grad is not None)
+        optimiser.step()
 
 
 def memory_numel():

@@ -282,6 +282,22 @@ def test_training_losses_do_not_depend_on_the_thread_count(kind, tmp_path):
     assert curves[1] == pytest.approx(curves[2], rel=1e-5)
 
 
+def test_a_nan_gradient_at_a_finite_loss_stops_before_the_parameters_change():
+    # a finite loss with NaN gradients (Hope's in-context growth, docs/errata.md NL Eq. 94-97, does this)
+    # would pass the loss check; clipping by a NaN norm then writes NaN into every parameter, silently, and
+    # only the next step's loss would show it. The step must raise instead, with the parameters as they were.
+    config = TrainConfig(kind="transformer", steps=1, seq_len=24, batch_size=4, dim=16, depth=1)
+    model = build_model(config)
+    optimizer = make_optimizer(model, config)
+    batch = Task(config).batch(torch.Generator().manual_seed(1))
+    # adds 0 to the embeddings, but the gradient of sqrt at 0 is inf and 0 * inf = NaN reaches the embedding
+    model.embedding.register_forward_hook(lambda _m, _i, out: out + 0.0 * torch.sqrt(out * 0))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with pytest.raises(FloatingPointError, match=r"gradient norm is nan at a finite loss"):
+        train_step(model, optimizer, batch, 1e-3, 1.0)
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+
+
 # ------------------------------------------------------------------------------------------------
 # bf16 autocast
 # ------------------------------------------------------------------------------------------------

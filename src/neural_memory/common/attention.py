@@ -151,6 +151,81 @@ def _check_mask(mask: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
         raise ValueError("mask leaves a query with no visible key; every row needs at least one True")
 
 
+def windowed_attention(
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    *,
+    window: int,
+    block_size: int,
+    prefix_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    r"""Causal sliding-window softmax attention, all query blocks in one call: ``O(T (block + window))``.
+
+    Query ``i`` (the ``i``-th of the ``T`` newest positions) sees the keys at most ``window - 1`` positions
+    before it and itself, and every prefix key: :func:`masked_attention` with
+    :func:`~neural_memory.common.masks.window_mask_from_positions`' mask, without the ``T × (L + T)``
+    scores. The fast form behind Titans' SW-Attn (Eq. 27, 31;
+    :class:`~neural_memory.titans.mag.SlidingWindowAttention`) and the sliding-window Transformer baseline.
+
+    Block ``j`` (queries ``jB .. jB + B - 1``) sees the ``B + window - 1`` keys ending at its last query:
+    the keys, padded by ``window - 1 - L`` rows in front and to whole blocks at the end, are cut into
+    overlapping windows by ``unfold`` (a view), and one band mask (:func:`_window_band_mask`) serves every
+    block. One call instead of a loop of slices: a sliced tensor's backward writes a zero-filled gradient of
+    the whole sequence per slice, a cost that grows with the square of the length.
+
+    Args:
+        q: the ``T`` newest queries, ``(B, H, T, d)``.
+        keys, values: ``(B, H, L + T, d)``: ``L <= window - 1`` cached positions, then the ``T`` new ones.
+        window: keys per query, itself included, ``>= 1``; block_size: queries per block, ``>= 1``.
+        prefix_kv: ``(keys, values)`` of ``(B, H, N_p, d)`` that every query sees (MAG's persistent tokens).
+
+    Returns:
+        ``(B, H, T, d)``.
+    """
+    batch, heads, n_query, d_head = q.shape
+    if n_query == 0:
+        return q.new_zeros(q.shape)
+    block = min(block_size, n_query)
+    n_blocks, front = -(-n_query // block), window - 1 - (keys.shape[2] - n_query)
+    back, span = n_blocks * block - n_query, block + window - 1
+
+    def windows(t: torch.Tensor) -> torch.Tensor:  # (B, H, L + T, d) -> (B, n_blocks, H, span, d)
+        return F.pad(t, (0, 0, front, back)).unfold(2, span, block).permute(0, 2, 1, 4, 3)
+
+    k, v = windows(keys), windows(values)
+    mask = _window_band_mask(n_blocks, block, window, front, q.device)
+    if prefix_kv is not None:  # always visible, in front of every block's window
+        n_prefix = prefix_kv[0].shape[2]
+        k = torch.cat([prefix_kv[0][:, None].expand(-1, n_blocks, -1, -1, -1), k], dim=3)
+        v = torch.cat([prefix_kv[1][:, None].expand(-1, n_blocks, -1, -1, -1), v], dim=3)
+        mask = torch.cat([mask.new_ones(n_blocks, block, n_prefix), mask], dim=2)
+    q_blocks = F.pad(q, (0, 0, 0, back)).reshape(batch, heads, n_blocks, block, d_head).transpose(1, 2)
+    flat = batch * n_blocks
+    y = F.scaled_dot_product_attention(
+        q_blocks.reshape(flat, heads, block, d_head),
+        k.reshape(flat, heads, -1, d_head),
+        v.reshape(flat, heads, -1, d_head),
+        attn_mask=mask.repeat(batch, 1, 1)[:, None],
+    )  # (B * n_blocks, H, block, d)
+    y = y.reshape(batch, n_blocks, heads, block, d_head).transpose(1, 2).reshape(batch, heads, -1, d_head)
+    return y[:, :, :n_query]
+
+
+def _window_band_mask(n_blocks: int, block: int, window: int, front: int, device) -> torch.Tensor:
+    """``(n_blocks, block, block + window - 1)`` bool: may query ``i`` of a block see slot ``s``?
+
+    Query ``i`` and slot ``s`` are ``i - s + window - 1`` tokens apart in every block, so one band serves
+    all of them; the front padding (slots before the first key, in the first blocks) is hidden. The
+    trailing padded queries (outputs dropped) see the padded keys of their band: no softmax row is empty.
+    """
+    slot = torch.arange(block + window - 1, device=device)
+    row = torch.arange(block, device=device)[:, None]
+    band = (slot >= row) & (slot <= row + window - 1)  # lag i - s + window - 1 in [0, window)
+    padded = torch.arange(n_blocks, device=device)[:, None] * block + slot  # (n_blocks, span)
+    return band & (padded >= front)[:, None, :]
+
+
 @implements("titans", 2)
 @implements("miras", 2)
 def causal_softmax_attention(
@@ -463,4 +538,5 @@ __all__ = [
     "masked_attention",
     "qkv_projection",
     "run_recurrence",
+    "windowed_attention",
 ]

@@ -8,8 +8,9 @@ cost the recurrent memories of Titans/MIRAS/NL avoid (their state has a fixed si
 
 With a ``window`` a token attends only to the ``window`` most recent tokens (itself included), the
 sliding-window attention (SWA) baseline of Titans §5 and of the needle experiment: the cache keeps only the
-last ``window - 1`` keys and values, so its state is bounded, and queries are processed in blocks, so time
-and memory grow linearly with the sequence, not quadratically.
+last ``window - 1`` keys and values, so its state is bounded, and queries are processed in blocks, all in
+one attention call (:func:`~neural_memory.common.attention.windowed_attention`, shared with Titans'
+SW-Attn), so time and memory grow linearly with the sequence, not quadratically.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from neural_memory.common.attention import masked_attention
+from neural_memory.common.attention import masked_attention, windowed_attention
 from neural_memory.common.masks import window_mask_from_positions
 from neural_memory.common.validation import check_int
 from neural_memory.models.registry import register_kind
@@ -166,29 +167,12 @@ class CausalSelfAttention(nn.Module):
             y = masked_attention(q, keys, values, mask)  # (B, H, T, d_h)
             new_cache = KVCache(keys, values, cache.position + n)
         else:
-            y = self._windowed(q, keys, values, cache.position)
+            y = windowed_attention(q, keys, values, window=self.window, block_size=self.block_size)
             keep = min(self.window - 1, keys.shape[2])  # the next query sees at most window - 1 old keys
             start = keys.shape[2] - keep
             new_cache = KVCache(keys[:, :, start:], values[:, :, start:], cache.position + n)
         y = self.to_out(y.transpose(1, 2).reshape(b, n, self.dim))
         return y, new_cache
-
-    def _windowed(self, q: Tensor, keys: Tensor, values: Tensor, position: int) -> Tensor:
-        """Windowed attention of ``q (B, H, T, d_h)`` in query blocks: ``O(T (block + window))`` work."""
-        n_query, n_cached = q.shape[2], keys.shape[2] - q.shape[2]
-        outputs = []
-        for lo_q in range(0, n_query, self.block_size):
-            hi_q = min(lo_q + self.block_size, n_query)
-            # the keys this block can see: from (first query - window + 1) to its last query
-            lo = max(0, n_cached + lo_q - (self.window - 1))
-            hi = n_cached + hi_q
-            query_pos = torch.arange(position + lo_q, position + hi_q, device=q.device)
-            key_pos = torch.arange(position - n_cached + lo, position - n_cached + hi, device=q.device)
-            mask = window_mask_from_positions(query_pos, key_pos, self.window)
-            outputs.append(masked_attention(q[:, :, lo_q:hi_q], keys[:, :, lo:hi], values[:, :, lo:hi], mask))
-        if not outputs:
-            return q.new_zeros(q.shape)
-        return torch.cat(outputs, dim=2)
 
 
 def transformer_mixer(

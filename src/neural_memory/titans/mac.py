@@ -277,9 +277,12 @@ class MemoryAsContext(nn.Module):
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
         bounds = self._piece_bounds(state.offset, x.shape[1])
         group = self._pieces_per_checkpoint(len(bounds), x.shape[1])
+        # one split, not a slice per piece: each slice's backward writes a zero-filled gradient of the whole
+        # call (quadratic in its length); the split's backward concatenates the pieces' gradients once
+        all_pieces = torch.split(x, [end - start for start, end in bounds], dim=1)
         outputs = []
         for first in range(0, len(bounds), group):
-            pieces = [x[:, start:end] for start, end in bounds[first : first + group]]
+            pieces = list(all_pieces[first : first + group])
             if group < len(bounds):  # keep the state every `group` pieces, recompute the rest in backward
                 ys, state = checkpoint_chunks_group(_run_pieces, self, pieces, state, check_hidden=first == 0)
             else:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from neural_memory.common.attention import windowed_attention
 from neural_memory.registry import implements
 from neural_memory.titans.memory import NeuralMemory
 from neural_memory.titans.persistent import PersistentMemory, check_int, check_sequence
@@ -171,56 +172,12 @@ class SlidingWindowAttention(nn.Module):
         return y, new_cache
 
     def _blocked(self, q: Tensor, keys: Tensor, values: Tensor, prefix_kv) -> Tensor:
-        """All query blocks in one attention call, each over its own window of keys.
-
-        Block ``j`` (queries ``jB .. jB + B - 1``) sees the ``B + window - 1`` keys ending at its last
-        query: the keys, padded by ``window - 1 - L`` rows in front (``L`` cached keys) and to whole blocks
-        at the end, are cut into overlapping windows by ``unfold`` (a view); :meth:`_window_mask` says
-        which slots each query sees. One call instead of a loop of slices: a sliced tensor's backward
-        writes a zero-filled gradient of the whole sequence per slice, a cost that grew with the square of
-        the length.
-        """
-        batch, heads, n_query, d_head = q.shape
-        if n_query == 0:
-            return q.new_zeros(batch, 0, self.proj.dim)
-        block = min(self.block_size, n_query)
-        n_blocks, front = -(-n_query // block), self.window - 1 - (keys.shape[2] - n_query)
-        back, span = n_blocks * block - n_query, block + self.window - 1
-
-        def windows(t: Tensor) -> Tensor:  # (B, H, L + T, d) -> (B, n_blocks, H, span, d)
-            return F.pad(t, (0, 0, front, back)).unfold(2, span, block).permute(0, 2, 1, 4, 3)
-
-        k, v = windows(keys), windows(values)
-        mask = self._window_mask(n_blocks, block, front, q.device)
-        if prefix_kv is not None:  # always visible, in front of every block's window
-            n_prefix = prefix_kv[0].shape[2]
-            k = torch.cat([prefix_kv[0][:, None].expand(-1, n_blocks, -1, -1, -1), k], dim=3)
-            v = torch.cat([prefix_kv[1][:, None].expand(-1, n_blocks, -1, -1, -1), v], dim=3)
-            mask = torch.cat([mask.new_ones(n_blocks, block, n_prefix), mask], dim=2)
-        q_blocks = F.pad(q, (0, 0, 0, back)).reshape(batch, heads, n_blocks, block, d_head).transpose(1, 2)
-        flat = batch * n_blocks
-        y = F.scaled_dot_product_attention(
-            q_blocks.reshape(flat, heads, block, d_head),
-            k.reshape(flat, heads, -1, d_head),
-            v.reshape(flat, heads, -1, d_head),
-            attn_mask=mask.repeat(batch, 1, 1)[:, None],
-        )  # (B * n_blocks, H, block, d)
-        y = y.reshape(batch, n_blocks, heads, block, d_head).transpose(1, 2).reshape(batch, heads, -1, d_head)
-        return self.proj.attend_output(y[:, :, :n_query])
-
-    def _window_mask(self, n_blocks: int, block: int, front: int, device) -> Tensor:
-        """``(n_blocks, block, block + window - 1)`` bool: may query ``i`` of a block see slot ``s``?
-
-        Query ``i`` and slot ``s`` are ``i - s + window - 1`` tokens apart in every block, so one band
-        serves all of them; the front padding (slots before the first key, in the first blocks) is hidden.
-        The trailing padded queries (outputs dropped) see the padded keys of their band: no softmax row is
-        empty.
-        """
-        slot = torch.arange(block + self.window - 1, device=device)
-        row = torch.arange(block, device=device)[:, None]
-        band = (slot >= row) & (slot <= row + self.window - 1)  # lag i - s + window - 1 in [0, window)
-        padded = torch.arange(n_blocks, device=device)[:, None] * block + slot  # (n_blocks, span)
-        return band & (padded >= front)[:, None, :]
+        """All query blocks in one attention call, heads merged and mapped out: ``(B, T, dim)``
+        (:func:`~neural_memory.common.attention.windowed_attention`)."""
+        y = windowed_attention(
+            q, keys, values, window=self.window, block_size=self.block_size, prefix_kv=prefix_kv
+        )
+        return self.proj.attend_output(y)
 
 
 @dataclass(frozen=True)

@@ -191,3 +191,21 @@ def test_the_implicit_cache_follows_the_input_device():
     y, cache = conv(torch.zeros(2, 5, 3, device="meta", dtype=DT))
     assert (y.device.type, y.shape) == ("meta", (2, 5, 3))
     assert (cache.device.type, cache.shape) == ("meta", (2, 2, 3))
+
+
+@pytest.mark.parametrize("kernel_size", [1, 2, 4])
+def test_gradients_match_the_hand_loop(kernel_size):
+    # the taps are shifted multiply-adds, not nn.Conv1d's kernel: input, tap, bias and cache gradients must
+    # still be the hand loop's (float64, the loop run on the padded input so the cache gets a gradient too)
+    conv = make_conv(kernel_size=kernel_size)
+    x = torch.randn(2, 6, 3, dtype=DT, requires_grad=True)
+    cache = torch.randn(2, kernel_size - 1, 3, dtype=DT, requires_grad=True)
+    weight = torch.randn(2, 6, 3, dtype=DT)
+    params = [x, cache, conv.depthwise.weight, conv.depthwise.bias]
+    got = torch.autograd.grad((conv(x, cache)[0] * weight).sum(), params)
+    padded = torch.cat([cache, x], dim=1)
+    depthwise = depthwise_by_hand(conv, padded)[:, kernel_size - 1 :]
+    hand = depthwise @ conv.pointwise.weight.T + conv.pointwise.bias
+    expected = torch.autograd.grad((hand * weight).sum(), params)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, **TOL)
