@@ -47,8 +47,7 @@ class CausalDepthwiseSeparableConv(nn.Module):
             raise ValueError(f"x must have shape (batch, seq, {self.channels}), got {tuple(x.shape)}")
         if cache is None:
             cache = self.empty_cache(x.shape[0], device=x.device, dtype=x.dtype)
-        if x.shape[1] == 0:  # nothing to convolve; the cache is unchanged
-            return self.pointwise(x), cache
+        # an empty x gives an empty output and keeps the cache: the taps slice zero rows, the cache is re-cut
         padded = torch.cat([cache, x], dim=1)
         y = self._depthwise(padded)
         new_cache = padded[:, padded.shape[1] - (self.kernel_size - 1) :]
