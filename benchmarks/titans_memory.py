@@ -23,7 +23,9 @@ self-modifying Titans with ``compile_chunks=True`` (``torch.compile`` of the per
 step, forward+backward; the warm-up call compiles, with an empty
 inductor cache per configuration, and every row collects and freezes its heap after the warm-up, as
 training does after a call that compiled; their FLOPs are the eager row's, the same arithmetic, and are not
-counted again: ``FlopCounterMode`` does not see inside compiled code).
+counted again: ``FlopCounterMode`` does not see inside compiled code). ``--memory-budget B`` runs the
+compiled MIRAS rows under activation memory budget ``B`` instead of ``neural_memory.miras.chunked``'s
+``MEMORY_BUDGET`` (the partitioner's trade of recomputation for memory; 1.0 is torch's default).
 
 The run ends with the derived comparisons and a PASS/FAIL line per target. Results go to ``--out`` (JSON),
 written after every configuration so an interrupted run keeps what it measured.
@@ -173,6 +175,10 @@ def build_preset(spec: dict):
         )
     from neural_memory.miras import memory as miras
 
+    if spec.get("memory_budget") is not None:
+        from neural_memory.miras import chunked
+
+        chunked.MEMORY_BUDGET = spec["memory_budget"]  # read when the chunk loop builds its compiled step
     factory = {"yaad": miras.yaad, "moneta": miras.moneta, "memora": miras.memora}[spec["config"]]
     kwargs = {"depth": spec["depth"], "heads": spec["heads"], "expansion": spec["expansion"]}
     if spec.get("compile_chunks"):
@@ -319,8 +325,11 @@ def plan(cfg: dict) -> list[dict]:
     """Every configuration, in priority order: the rows the targets need run first (see ``_priority``)."""
     base = {
         k: cfg[k]
-        for k in ("dim", "depth", "batch", "heads", "expansion", "iters", "threads", "mem_cap_gb", "flops")
-    }
+        for k in (
+            "dim", "depth", "batch", "heads", "expansion", "iters", "threads", "mem_cap_gb", "flops",
+            "memory_budget",
+        )
+    }  # fmt: skip
     rows = []
     for chunk in cfg["chunks"]:
         for seq in cfg["seqs"]:
@@ -709,8 +718,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
     p.add_argument("--budget-min", type=float, default=0.0, help="skip remaining configurations after this")
     p.add_argument("--mem-cap-gb", type=float, default=8.0, help="address-space cap per subprocess (0: none)")
+    p.add_argument(
+        "--memory-budget",
+        type=float,
+        help="activation memory budget of the compiled MIRAS rows, in (0, 1] (default: MEMORY_BUDGET)",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.memory_budget is not None and not 0 < args.memory_budget <= 1:
+        p.error(f"--memory-budget must be in (0, 1], got {args.memory_budget}")
+    return args
 
 
 def config_from(args: argparse.Namespace) -> dict:
@@ -729,6 +746,7 @@ def config_from(args: argparse.Namespace) -> dict:
         budget_min=args.budget_min,
         mem_cap_gb=args.mem_cap_gb,
         flops=args.flops,
+        memory_budget=args.memory_budget,
     )
     return cfg
 

@@ -161,3 +161,19 @@ def test_derived_preset_slowdowns_and_matmul_share(bench):
     assert "slow-down of moneta vs the Titans memory fwd+bwd, chunk 64, seq 4096" not in by_name  # not run
     share = by_name["fast fwd+bwd share of the fp32 matmul peak, chunk 64, seq 4096"]
     assert share["verdict"] == "FAIL" and share["value"] == pytest.approx(0.55)  # < 0.65
+
+
+def test_memory_budget_reaches_the_compiled_miras_rows_and_is_checked(bench, monkeypatch):
+    # --memory-budget replaces MEMORY_BUDGET in the row's subprocess (set before the preset is built)
+    from neural_memory.miras import chunked
+
+    monkeypatch.setattr(chunked, "MEMORY_BUDGET", chunked.MEMORY_BUDGET)
+    rows = bench.plan(bench.config_from(bench.parse_args(["--quick", "--memory-budget", "0.3"])))
+    assert rows and all(r["memory_budget"] == 0.3 for r in rows)
+    spec = {"config": "moneta", "dim": 8, "chunk": 4, "depth": 2, "heads": 1, "expansion": 2}
+    bench.build_preset({**spec, "compile_chunks": True, "memory_budget": 0.3})
+    assert chunked.MEMORY_BUDGET == 0.3
+    assert bench.plan(bench.config_from(bench.parse_args(["--quick"])))[0]["memory_budget"] is None
+    for bad in ("0", "1.5"):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--memory-budget", bad])
