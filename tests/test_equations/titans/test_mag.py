@@ -340,31 +340,6 @@ def test_block_size_is_kept_when_given_and_at_least_128_by_default():
         SlidingWindowAttention(8, window=3, heads=2, block_size=0)
 
 
-def test_each_query_block_reads_only_the_keys_its_window_can_reach(monkeypatch):
-    """Memory and time per block are O(block + window), not O(position): every block of ``block`` queries
-    is given a window of ``block + window - 1`` key rows (padded at the stream's start and end), whatever
-    the stream's length, and all blocks go to one attention call."""
-    torch.manual_seed(0)
-    attention = SlidingWindowAttention(8, window=3, heads=2, block_size=4)
-    calls = []
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-
-    def recorded(q, k, v, attn_mask):
-        calls.append((tuple(q.shape), tuple(k.shape), attn_mask.sum(-1).flatten().tolist()))
-        return sdpa(q, k, v, attn_mask=attn_mask)
-
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recorded)
-    _, cache = attention(torch.randn(1, 10, 8))  # blocks 0-3, 4-7, 8-9 (+ 2 padded queries)
-    # per block: 4 queries, 2 + 4 keys; a query sees itself and the 2 before it (fewer at the start)
-    assert calls == [((3, 2, 4, 4), (3, 2, 6, 4), [1, 2, 3, 3] + [3] * 8)]
-    calls.clear()
-    attention(torch.randn(1, 5, 8), cache)  # 2 cached keys; blocks 0-3, 4 (+ 3 padded queries)
-    assert calls == [((2, 2, 4, 4), (2, 2, 6, 4), [3] * 8)]
-    calls.clear()
-    attention(torch.randn(2, 1000, 8))
-    assert [(q, k) for q, k, _ in calls] == [((2 * 250, 2, 4, 4), (2 * 250, 2, 6, 4))]
-
-
 def test_an_empty_call_returns_an_empty_output_of_the_batch():
     torch.manual_seed(0)
     attention = SlidingWindowAttention(8, window=3, heads=2)
