@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from neural_memory.common.masks import causal_mask
+from neural_memory.common.validation import check_int
 from neural_memory.registry import implements
 
 State = TypeVar("State")
@@ -183,6 +184,7 @@ def windowed_attention(
     Returns:
         ``(B, H, T, d)``.
     """
+    _check_window_inputs(q, keys, values, window, block_size, prefix_kv)
     batch, heads, n_query, d_head = q.shape
     if n_query == 0:
         return q.new_zeros(q.shape)
@@ -210,6 +212,37 @@ def windowed_attention(
     )  # (B * n_blocks, H, block, d)
     y = y.reshape(batch, n_blocks, heads, block, d_head).transpose(1, 2).reshape(batch, heads, -1, d_head)
     return y[:, :, :n_query]
+
+
+def _check_window_inputs(q, keys, values, window, block_size, prefix_kv) -> None:
+    """Shapes and sizes of :func:`windowed_attention`'s inputs; a mismatch would attend to the wrong keys."""
+    check_int("window", window)
+    check_int("block_size", block_size)
+    for name, t in (("q", q), ("keys", keys), ("values", values)):
+        _check_tensor(name, t, 4)
+    if q.dim() != 4:
+        raise ValueError(f"q must be (batch, heads, T, d), got {tuple(q.shape)}")
+    batch, heads, n_query, d_head = q.shape
+    cached = keys.shape[2] - n_query
+    if (
+        keys.dim() != 4
+        or keys.shape[:2] != q.shape[:2]
+        or keys.shape[3] != d_head
+        or not 0 <= cached < window
+    ):
+        raise ValueError(
+            f"keys must be ({batch}, {heads}, L + {n_query}, {d_head}) with 0 <= L <= window - 1 = "
+            f"{window - 1} cached positions before the queries', got {tuple(keys.shape)}"
+        )
+    if values.shape != keys.shape:
+        raise ValueError(f"values must have the keys' shape {tuple(keys.shape)}, got {tuple(values.shape)}")
+    if prefix_kv is not None:
+        pk, pv = prefix_kv
+        if pk.dim() != 4 or pk.shape != pv.shape or pk.shape[:2] != q.shape[:2] or pk.shape[3] != d_head:
+            raise ValueError(
+                f"prefix_kv must be (keys, values) of one shape ({batch}, {heads}, N_p, {d_head}), "
+                f"got {tuple(pk.shape)} and {tuple(pv.shape)}"
+            )
 
 
 def _window_band_mask(n_blocks: int, block: int, window: int, front: int, device) -> torch.Tensor:

@@ -5,6 +5,7 @@ implementation), or PyTorch's own ``scaled_dot_product_attention``.
 """
 
 import math
+import re
 
 import pytest
 import torch
@@ -24,7 +25,9 @@ from neural_memory.common.attention import (
     masked_attention,
     qkv_projection,
     run_recurrence,
+    windowed_attention,
 )
+from neural_memory.common.masks import window_mask_from_positions
 
 F64 = torch.float64
 
@@ -693,3 +696,76 @@ def test_linear_attention_recurrent_of_an_empty_sequence_is_empty_like_the_paral
     want = linear_attention(q, k, v, normalize=normalize)
     assert got.shape == want.shape == (2, 0, 5)
     assert got.dtype == want.dtype == torch.float64
+
+
+# --------------------------------------------------------------------------------------------------
+# windowed_attention: the one-call sliding window (Titans SW-Attn, the SWA baseline)
+# --------------------------------------------------------------------------------------------------
+
+
+@given(
+    n=st.integers(0, 9),
+    cached=st.integers(0, 5),
+    window=st.integers(1, 6),
+    block=st.integers(1, 5),
+    n_prefix=st.integers(0, 2),
+    seed=st.integers(0, 2**16),
+)
+def test_windowed_attention_is_masked_attention_with_the_window_mask(
+    n, cached, window, block, n_prefix, seed
+):
+    # the reference: every key at once under window_mask_from_positions (prefix keys in front)
+    cached = min(cached, window - 1)
+    q = _randn(2, 3, n, 4, seed=seed)
+    keys, values = _randn(2, 3, cached + n, 4, seed=seed + 1), _randn(2, 3, cached + n, 4, seed=seed + 2)
+    prefix = (_randn(2, 3, n_prefix, 4, seed=seed + 3), _randn(2, 3, n_prefix, 4, seed=seed + 4))
+    got = windowed_attention(
+        q, keys, values, window=window, block_size=block, prefix_kv=prefix if n_prefix else None
+    )
+    assert got.shape == q.shape
+    if n == 0:
+        return
+    positions = torch.arange(cached + n) + 7  # a stream that started earlier
+    mask = window_mask_from_positions(positions[cached:], positions, window, prefix_keys=n_prefix)
+    expected = masked_attention(q, torch.cat([prefix[0], keys], 2), torch.cat([prefix[1], values], 2), mask)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+KEYS_MESSAGE = (
+    "keys must be (2, 3, L + 5, 4) with 0 <= L <= window - 1 = 2 cached positions before the queries', got "
+)
+PREFIX_MESSAGE = "prefix_kv must be (keys, values) of one shape (2, 3, N_p, 4), got "
+BAD_KEYS = [(2, 3, 8, 4), (2, 3, 4, 4), (2, 2, 6, 4), (1, 3, 6, 4), (2, 3, 6, 5), (1, 2, 3, 6, 4)]
+BAD_PREFIX = [((2, 3, 1, 4), (2, 3, 2, 4)), ((2, 3, 1, 5),) * 2, ((2, 2, 1, 4),) * 2, ((3, 1, 4),) * 2]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"window": 0}, ValueError, "window must be an int >= 1, got 0"),
+        ({"block_size": 0}, ValueError, "block_size must be an int >= 1, got 0"),
+        ({"window": 2.0}, TypeError, "window must be an int >= 1, got float"),
+        ({"q": [1.0]}, TypeError, "q must be a torch.Tensor, got list"),
+        ({"keys": [1.0]}, TypeError, "keys must be a torch.Tensor, got list"),
+        ({"values": _randn(2, 3, 6)}, ValueError, "values must have at least 4 dims, got shape (2, 3, 6)"),
+        ({"q": _randn(3, 5, 4)}, ValueError, "q must have at least 4 dims, got shape (3, 5, 4)"),
+        ({"q": _randn(1, 2, 3, 5, 4)}, ValueError, "q must be (batch, heads, T, d), got (1, 2, 3, 5, 4)"),
+        *[({"keys": _randn(*shape)}, ValueError, f"{KEYS_MESSAGE}{shape}") for shape in BAD_KEYS],
+        (
+            {"values": _randn(2, 3, 6, 5)},
+            ValueError,
+            "values must have the keys' shape (2, 3, 6, 4), got (2, 3, 6, 5)",
+        ),
+        *[
+            ({"prefix_kv": (_randn(*a), _randn(*b))}, ValueError, f"{PREFIX_MESSAGE}{a} and {b}")
+            for a, b in BAD_PREFIX
+        ],
+    ],
+)
+def test_windowed_attention_rejects_bad_input(kwargs, error, message):
+    # window 3: at most 2 cached keys before the 5 queries
+    args = {"q": _randn(2, 3, 5, 4), "keys": _randn(2, 3, 6, 4), "values": _randn(2, 3, 6, 4)}
+    args.update(window=3, block_size=2)
+    args.update(kwargs)
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        windowed_attention(args.pop("q"), args.pop("keys"), args.pop("values"), **args)
